@@ -1,0 +1,141 @@
+"""The interface every backbone shares: variant tables, stage metadata, input checks, output selection.
+
+A backbone is one ``nn.Module`` that serves two roles:
+
+* ``num_classes > 0``: the ImageNet classifier of the paper (used for parameter-count parity and to
+  load official checkpoints with ``strict=True``); ``forward`` returns logits ``(B, num_classes)``.
+* ``num_classes == 0``: a YOLOv5 layer; ``forward`` returns a list of feature maps, one per entry
+  of ``out_indices`` (stage 0 is stride 4 ... stage 3 is stride 32), each ``(B, C_i, H/s_i, W/s_i)``.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class InputSizeError(ValueError):
+    """Raised when an input image size cannot be processed by a backbone."""
+
+
+class Backbone(nn.Module):
+    """Base class of all backbones: validates arguments and exposes channel/stride metadata.
+
+    Subclasses set the class attributes below, build their layers (stem first, so the first
+    registered parameter is the stem convolution weight: YOLOv5 reads the input channel count
+    from it), and implement :meth:`forward_stages` and, for classification, :meth:`forward_head`.
+
+    Args:
+        variant: key of ``cls.variants`` (case-insensitive), e.g. ``"xxs"``.
+        out_indices: stages to return in detection mode, each in ``0..3``.
+        num_classes: ``0`` for a detection backbone, ``>0`` for the ImageNet classifier.
+        in_chans: input image channels.
+    """
+
+    family: ClassVar[str] = ""
+    variants: ClassVar[dict[str, dict[str, Any]]] = {}
+    stage_strides: ClassVar[tuple[int, ...]] = (4, 8, 16, 32)
+    # Sides of the input must be multiples of this (1 means any size works).
+    input_multiple: ClassVar[int] = 32
+    # Prefixes of state_dict keys that belong to the classifier only.
+    classifier_prefixes: ClassVar[tuple[str, ...]] = ("head.",)
+
+    def __init__(self, variant: str, out_indices: Sequence[int] = (1, 2, 3), num_classes: int = 0,
+                 in_chans: int = 3) -> None:
+        super().__init__()
+        self.variant = self.resolve_variant(variant)
+        self.cfg = self.variants[self.variant]
+        self.num_classes = int(num_classes)
+        self.in_chans = int(in_chans)
+        self.out_indices = self._check_out_indices(out_indices)
+        # Set by the subclass once the stages are known.
+        self.stage_channels: tuple[int, ...] = ()
+        # YOLOv5 feeds RGB in [0, 1]; ImageNet weights expect mean/std-normalised input.
+        # Non-persistent so state_dicts stay identical to the official ones.
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if in_chans == 3 else ((0.0,) * in_chans, (1.0,) * in_chans)
+        self.register_buffer("input_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("input_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    # ----------------------------------------------------------------------------- metadata
+    @classmethod
+    def resolve_variant(cls, variant: str) -> str:
+        """Return the canonical variant key for ``variant`` or raise a ``ValueError`` listing the known ones."""
+        key = str(variant).lower()
+        if key not in cls.variants:
+            known = ", ".join(cls.variants)
+            raise ValueError(f"unknown {cls.__name__} variant {variant!r}; known variants: {known}")
+        return key
+
+    def _check_out_indices(self, out_indices: Sequence[int] | int) -> tuple[int, ...]:
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        indices = tuple(int(i) for i in out_indices)
+        n = len(self.stage_strides)
+        if not indices or any(i < 0 or i >= n for i in indices) or list(indices) != sorted(set(indices)):
+            raise ValueError(
+                f"{type(self).__name__} out_indices {list(out_indices)} are invalid: give increasing stage "
+                f"indices in 0..{n - 1} (strides {'/'.join(map(str, self.stage_strides))}), e.g. [1, 2, 3] for P3-P5")
+        return indices
+
+    @classmethod
+    def variant_channels(cls, variant: str) -> tuple[int, ...]:
+        """Output channels of the four stages of ``variant``, read from the config table (no forward pass)."""
+        raise NotImplementedError
+
+    @property
+    def out_channels(self) -> list[int]:
+        """Channels of each returned feature map, in ``out_indices`` order."""
+        return [self.stage_channels[i] for i in self.out_indices]
+
+    @property
+    def out_strides(self) -> list[int]:
+        """Stride of each returned feature map, in ``out_indices`` order."""
+        return [self.stage_strides[i] for i in self.out_indices]
+
+    # ------------------------------------------------------------------------------ forward
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise :class:`InputSizeError` unless ``x`` is ``(B, in_chans, H, W)`` with H, W multiples of ``input_multiple``."""
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise InputSizeError(f"{type(self).__name__} expects a (B, {self.in_chans}, H, W) tensor, got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        k = self.input_multiple
+        if k > 1 and (h % k or w % k):
+            raise InputSizeError(
+                f"{type(self).__name__}-{self.variant.upper()} needs image sides that are multiples of {k}, got "
+                f"{h}x{w}; use an --img-size that is a multiple of {k} (YOLOv5 letterboxing then pads to it)")
+
+    def forward_stages(self, x: torch.Tensor, last_stage: int) -> list[torch.Tensor]:
+        """Run stages ``0..last_stage`` on a ``(B, C, H, W)`` input; return their ``(B, C_i, H_i, W_i)`` outputs."""
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """Map the last stage output ``(B, C_4, h, w)`` to logits ``(B, num_classes)``."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
+        """Detection mode: list of the ``out_indices`` feature maps. Classification mode: logits."""
+        self.check_input(x)
+        if self.num_classes:
+            return self.forward_head(self.forward_stages(x, len(self.stage_strides) - 1)[-1])
+        x = (x - self.input_mean) / self.input_std
+        stages = self.forward_stages(x, self.out_indices[-1])
+        return [stages[i] for i in self.out_indices]
+
+    # ---------------------------------------------------------------------------- weights
+    def convert_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Map an official checkpoint's keys to this model's keys (identity unless a subclass differs)."""
+        return state_dict
+
+    def load_pretrained(self, path: str) -> "Backbone":
+        """Load an official ImageNet checkpoint file strictly (classifier keys are skipped in detection mode)."""
+        from ..weights import load_backbone_weights, read_state_dict
+
+        load_backbone_weights(self, read_state_dict(path), source=str(path))
+        return self
+
+    def extra_repr(self) -> str:
+        return f"variant={self.variant!r}, out_indices={list(self.out_indices)}, num_classes={self.num_classes}"
