@@ -66,3 +66,199 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}"
+
+
+# ------------------------------------------------------------------ EfficientFormer v1 and v2
+
+
+class SafeBatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` that also accepts a training batch holding one value per channel.
+
+    ``nn.BatchNorm2d`` raises in training mode when ``B * H * W == 1``: batch statistics of a single
+    value are undefined. YOLOv5 measures FLOPs with a batch-1 ``stride x stride`` (32x32) input while
+    the model is in training mode, which leaves a 1x1 map at stride 32. For exactly that case this
+    layer normalises with its running statistics and leaves them untouched (eval-mode behaviour);
+    any other input is handled exactly like ``nn.BatchNorm2d``. State-dict keys are unchanged.
+
+    Being a subclass, YOLOv5's optimizer grouping (``isinstance`` on ``nn.*Norm*``) still exempts its
+    weight from decay, while ``initialize_weights`` (``type(m) is nn.BatchNorm2d``) leaves its eps and
+    momentum at the pretrained values.
+
+    Takes and returns ``(B, C, H, W)``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.running_mean is not None and x.numel() == x.shape[1]:  # B * H * W == 1
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
+class OffsetBiasAttention(nn.Module):
+    """Base class of attention layers with a learned per-head bias indexed by the token offset ``(|dy|, |dx|)``.
+
+    LeViT-style attention (EfficientFormer v1 and v2) keeps the parameter ``attention_biases`` of
+    shape ``(num_heads, R * R)``: entry ``dy * R + dx`` is the bias between a query and a key that are
+    ``dy`` rows and ``dx`` columns apart on the ``R x R`` key grid of the training resolution (``R = 7``
+    at 224x224, 14 for the EfficientFormerV2 downsampling attention). The reference code gathers it with
+    a fixed ``(Nq, Nk)`` index buffer, so it only runs at that one resolution.
+
+    Here the bias is derived for the runtime grids instead:
+
+    1. the ``(R, R)`` offset table is resized bicubically to the runtime key grid ``(Hk, Wk)`` with
+       ``align_corners=True``, so offset 0 and the largest offset keep their trained values and a
+       non-square grid gets its own row/column scale. The resize is skipped when ``(Hk, Wk) == (R, R)``,
+       which makes the bias at the native grid bit-identical to the reference one;
+    2. it is gathered with ``|s * qy - ky| * Wk + |s * qx - kx|``, where ``s`` is the query stride on the
+       key grid (1 for self-attention, 2 when the queries are a stride-2 subsample of the keys; the
+       query grid is then ``ceil(Hk / 2) x ceil(Wk / 2)``, so the largest offset is ``Hk - 1`` / ``Wk - 1``).
+
+    Caching: the gathered bias is cached per ``(grids, device, dtype)`` only when it cannot carry a
+    gradient (eval mode with autograd disabled, e.g. YOLOv5 validation / detection); in training, with
+    autograd enabled, or while tracing/compiling it is recomputed on every call (cheap: one small
+    resize and one gather). Each entry also records the parameter's version counter and storage, and
+    the cache is cleared by ``train()``/``eval()``, ``_apply`` (``.to()``, ``.half()``, ``.cuda()``) and
+    ``_load_from_state_dict``, so new weights or dtypes are never served from a stale entry. Caches are
+    dropped when pickling/deep-copying (they hold only plain tensors without autograd history).
+
+    Checkpoints of the reference implementation (and timm's v1) also hold the persistent
+    ``attention_bias_idxs`` buffer: it is accepted on loading, checked against the reference geometry
+    and dropped (this module derives its indices, so its own state_dict has no such key).
+
+    Args:
+        num_heads: attention heads (rows of the table).
+        resolution: ``R``, the side of the native key grid the table was trained on.
+        query_stride: ``s``, stride of the query grid on the key grid (1 or 2).
+    """
+
+    def __init__(self, num_heads: int, resolution: int, query_stride: int = 1) -> None:
+        super().__init__()
+        self.num_heads = int(num_heads)
+        self.resolution = int(resolution)
+        self.query_stride = int(query_stride)
+        self.attention_biases = nn.Parameter(torch.zeros(self.num_heads, self.resolution * self.resolution))
+        self._bias_cache: dict[tuple, tuple[tuple[int, int], torch.Tensor]] = {}
+        self._index_cache: dict[tuple, torch.Tensor] = {}
+
+    # -------------------------------------------------------------------------- bias geometry
+    def bias_index(self, q_hw: tuple[int, int], k_hw: tuple[int, int],
+                   device: torch.device | str | None = None) -> torch.Tensor:
+        """Flat offset index ``(Hq * Wq, Hk * Wk)`` into an ``(Hk, Wk)`` offset table, rows = queries, cols = keys."""
+        (qh, qw), (kh, kw), s = q_hw, k_hw, self.query_stride
+        dy = (torch.arange(qh, device=device)[:, None] * s - torch.arange(kh, device=device)[None, :]).abs()
+        dx = (torch.arange(qw, device=device)[:, None] * s - torch.arange(kw, device=device)[None, :]).abs()
+        return (dy[:, None, :, None] * kw + dx[None, :, None, :]).reshape(qh * qw, kh * kw)
+
+    def native_grids(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Query and key grids ``((Hq, Wq), (Hk, Wk))`` of the resolution the table was trained on."""
+        r, s = self.resolution, self.query_stride
+        q = -(-r // s)  # ceil: a stride-s subsample of an r-long axis
+        return (q, q), (r, r)
+
+    def official_bias_idxs(self) -> torch.Tensor:
+        """The reference ``attention_bias_idxs`` buffer ``(Nq, Nk)`` at the native grid (long, CPU)."""
+        return self.bias_index(*self.native_grids())
+
+    def _compute_bias(self, q_hw: tuple[int, int], k_hw: tuple[int, int], dtype: torch.dtype,
+                      index: torch.Tensor) -> torch.Tensor:
+        table = self.attention_biases.view(self.num_heads, self.resolution, self.resolution)
+        if tuple(k_hw) != (self.resolution, self.resolution):
+            # float32: bicubic resizing is not implemented for fp16 on every device, and it is tiny.
+            table = F.interpolate(table.unsqueeze(0).float(), size=tuple(k_hw), mode="bicubic",
+                                  align_corners=True).squeeze(0)
+        return table.flatten(1)[:, index].to(dtype)
+
+    def attention_bias(self, q_hw: tuple[int, int], k_hw: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+        """Bias ``(num_heads, Hq * Wq, Hk * Wk)`` in ``dtype`` for a query grid ``q_hw`` and key grid ``k_hw``."""
+        q_hw, k_hw = (int(q_hw[0]), int(q_hw[1])), (int(k_hw[0]), int(k_hw[1]))
+        device = self.attention_biases.device
+        if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+            # Record the computation from the parameter in the graph (no Python-side caches).
+            return self._compute_bias(q_hw, k_hw, dtype, self.bias_index(q_hw, k_hw, device))
+        index_key = (q_hw, k_hw, device)
+        index = self._index_cache.get(index_key)
+        if index is None:
+            index = self._index_cache[index_key] = self.bias_index(q_hw, k_hw, device)
+        p = self.attention_biases
+        if self.training or (torch.is_grad_enabled() and p.requires_grad):
+            return self._compute_bias(q_hw, k_hw, dtype, index)  # fresh, so gradients reach the table
+        # Inference-mode tensors (weights loaded under torch.inference_mode()) have no version counter.
+        key, stamp = (q_hw, k_hw, device, dtype), (-1 if p.is_inference() else p._version, p.data_ptr())
+        hit = self._bias_cache.get(key)
+        if hit is None or hit[0] != stamp:
+            with torch.no_grad():
+                hit = self._bias_cache[key] = (stamp, self._compute_bias(q_hw, k_hw, dtype, index))
+        return hit[1]
+
+    # ------------------------------------------------------------------------- cache hygiene
+    def clear_bias_cache(self) -> None:
+        """Forget all cached biases and indices."""
+        self._bias_cache.clear()
+        self._index_cache.clear()
+
+    def train(self, mode: bool = True) -> "OffsetBiasAttention":
+        self.clear_bias_cache()
+        return super().train(mode)
+
+    def _apply(self, *args, **kwargs):  # .to(), .half(), .cuda(), ...: device/dtype change
+        self.clear_bias_cache()
+        return super()._apply(*args, **kwargs)
+
+    def __getstate__(self) -> dict:
+        # Pickling / deepcopy (YOLOv5 EMA and checkpoints): caches are derived data, start empty.
+        state = self.__dict__.copy()
+        state["_bias_cache"], state["_index_cache"] = {}, {}
+        return state
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        self.clear_bias_cache()
+        idxs = state_dict.pop(prefix + "attention_bias_idxs", None)
+        if idxs is not None and not self.check_official_idxs(idxs):
+            error_msgs.append(f"{prefix}attention_bias_idxs {tuple(idxs.shape)} does not match the offset geometry of "
+                              f"this layer (expected the reference index of a {self.native_grids()[1]} key grid)")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def check_official_idxs(self, idxs: torch.Tensor) -> bool:
+        """True if ``idxs`` equals the reference ``attention_bias_idxs`` buffer of this layer."""
+        ref = self.official_bias_idxs()
+        return tuple(idxs.shape) == tuple(ref.shape) and bool(torch.equal(idxs.detach().cpu().long(), ref))
+
+
+def conv_bn_stem(in_chans: int, out_chans: int, act_layer: type[nn.Module]) -> nn.Sequential:
+    """Stride-4 stem: ``[conv3x3 s2 -> BN -> act] x 2`` (the first conv has ``out_chans // 2`` channels).
+
+    Returns an ``nn.Sequential`` whose indices (convs 0 / 3, norms 1 / 4) give the EfficientFormer
+    state-dict keys ``patch_embed.{0,1,3,4}``. Maps ``(B, in_chans, H, W)`` to
+    ``(B, out_chans, ceil(H / 4), ceil(W / 4))``.
+
+    ``act_layer`` may be set in place by YOLOv5 (``nn.ReLU``): it only ever sees a BatchNorm output that
+    nothing else reads, so that is safe.
+    """
+    return nn.Sequential(
+        nn.Conv2d(in_chans, out_chans // 2, kernel_size=3, stride=2, padding=1),
+        SafeBatchNorm2d(out_chans // 2),
+        act_layer(),
+        nn.Conv2d(out_chans // 2, out_chans, kernel_size=3, stride=2, padding=1),
+        SafeBatchNorm2d(out_chans),
+        act_layer(),
+    )
+
+
+class ConvBnDownsample(nn.Module):
+    """Stride-2 downsampling between stages: ``conv3x3 s2 (bias) -> BN`` (keys ``proj.*``, ``norm.*``).
+
+    Args:
+        in_chans: input channels.
+        out_chans: output channels.
+
+    Maps ``(B, in_chans, H, W)`` to ``(B, out_chans, ceil(H / 2), ceil(W / 2))``.
+    """
+
+    def __init__(self, in_chans: int, out_chans: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, out_chans, kernel_size=3, stride=2, padding=1)
+        self.norm = SafeBatchNorm2d(out_chans)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x))

@@ -1,9 +1,10 @@
 """Name -> backbone registry: ``create("edgevit_xxs")``, ``list_backbones()``, YAML class names."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from .backbones.base import Backbone
+if TYPE_CHECKING:  # annotations only: a runtime import would be circular (backbone modules import `register`)
+    from .backbones.base import Backbone
 
 _FAMILIES: dict[str, type[Backbone]] = {}
 

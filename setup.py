@@ -1,0 +1,72 @@
+"""Install yolo-backbones: the package, the import hook (.pth) and the `yolo-backbones` command."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+from setuptools.command.editable_wheel import editable_wheel
+
+HERE = Path(__file__).parent
+PTH = "yolo_backbones.pth"
+
+
+class BuildPyWithPth(build_py):
+    """Also place ``yolo_backbones.pth`` at the root of the wheel, i.e. in site-packages.
+
+    The .pth line imports ``yolo_backbones_autoload`` at interpreter start, which installs the plugin
+    as soon as YOLOv5 is imported (so `yolov5 val --weights best.pt` and DDP ranks find it). It works
+    for regular and editable (`pip install -e .`) installs alike.
+    """
+
+    def run(self) -> None:
+        super().run()
+        self.copy_file(str(HERE / PTH), str(Path(self.build_lib) / PTH), preserve_mode=False)
+
+    def get_outputs(self, include_bytecode: bool = True) -> list:
+        return super().get_outputs(include_bytecode) + [str(Path(self.build_lib) / PTH)]
+
+
+class EditableWheelWithPth(editable_wheel):
+    """``pip install -e .``: add ``yolo_backbones.pth`` to the editable wheel as well."""
+
+    def _select_strategy(self, name, tag, build_lib):  # setuptools' hook that writes the editable wheel
+        strategy = super()._select_strategy(name, tag, build_lib)
+        pth = (HERE / PTH).read_bytes()
+
+        class WithPth:
+            def __call__(self, wheel, files, mapping):
+                strategy(wheel, files, mapping)
+                wheel.writestr(PTH, pth)
+
+            def __enter__(self):
+                strategy.__enter__()
+                return self
+
+            def __exit__(self, *exc):
+                return strategy.__exit__(*exc)
+
+        return WithPth()
+
+
+setup(
+    name="yolo-backbones",
+    version="0.1.0",
+    description="EdgeViT, Mobile-Former and EfficientFormer (v1/v2) backbones for Ultralytics YOLOv5",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["yolo_backbones", "yolo_backbones.*"]),
+    py_modules=["yolo_backbones_autoload"],
+    cmdclass={"build_py": BuildPyWithPth, "editable_wheel": EditableWheelWithPth},
+    install_requires=[
+        "torch>=2.1",
+        "torchvision",
+        "yolov5==7.0.14",
+        "setuptools<81",  # yolov5 7.0.14 imports pkg_resources
+        "pycocotools>=2.0.6",
+        "onnx>=1.14",
+        "onnxruntime>=1.16",
+        "PyYAML",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["yolo-backbones = yolo_backbones.cli:main"]},
+)

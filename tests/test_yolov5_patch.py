@@ -1,0 +1,152 @@
+"""The patch layer: parse_model channel bookkeeping, Select, errors, idempotence, forward extensions."""
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import yolo_backbones
+from yolo_backbones.resources import MODELS_DIR
+from yolo_backbones.yolov5_patch import ModelConfigError, Select, patch_yolo_module
+
+yolo = pytest.importorskip("yolov5.models.yolo")
+
+
+def load_cfg(name: str = "yolov5_edgevit.yaml") -> dict:
+    return yaml.safe_load((MODELS_DIR / name).read_text())
+
+
+def build(cfg: dict, **kw) -> torch.nn.Module:
+    return yolo.Model(copy.deepcopy(cfg), **kw)
+
+
+@pytest.fixture(scope="module")
+def edgevit_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build(load_cfg())
+
+
+def test_plugin_is_installed_into_the_pip_namespace() -> None:
+    assert yolo.__dict__["EdgeViT"] is yolo_backbones.registry.backbone_classes()["EdgeViT"]
+    assert yolo.__dict__["Select"] is Select
+    assert patch_yolo_module(yolo) is False, "second patch must be a no-op"
+    assert yolo_backbones.install() == []
+
+
+def test_channel_bookkeeping_comes_from_backbone_metadata(edgevit_model) -> None:
+    layers = edgevit_model.model
+    backbone = layers[0]
+    assert backbone.out_channels == [72, 144, 288] and backbone.out_strides == [8, 16, 32]
+    # Select rows pass the selected map's channels on; SPPF consumes P5 (288 channels).
+    assert [type(m) for m in layers[1:4]] == [Select] * 3
+    assert layers[4].cv1.conv.in_channels == 288
+    # The P4 concat (layer 7) feeds C3 with 128 (neck) + 144 (P4) channels; P3 concat 64 + 72.
+    assert layers[8].cv1.conv.in_channels == 128 + 144
+    assert layers[12].cv1.conv.in_channels == 64 + 72
+    detect = layers[-1]
+    assert [c.in_channels for c in detect.m] == [64, 128, 256]
+    assert edgevit_model.stride.tolist() == [8.0, 16.0, 32.0]
+    assert 0 in edgevit_model.save and {1, 2}.issubset(edgevit_model.save)
+
+
+@pytest.mark.parametrize("hw", [(256, 256), (320, 192), (160, 480)])
+def test_forward_shapes_train_and_eval(edgevit_model, hw) -> None:
+    h, w = hw
+    x = torch.rand(2, 3, h, w)
+    edgevit_model.train()
+    out = edgevit_model(x)
+    assert [tuple(o.shape) for o in out] == [(2, 3, h // s, w // s, 85) for s in (8, 16, 32)]
+    edgevit_model.eval()
+    with torch.no_grad():
+        pred, maps = edgevit_model(x)
+    assert pred.shape == (2, 3 * sum((h // s) * (w // s) for s in (8, 16, 32)), 85)
+
+
+def test_unpatched_yolov5_forward_gives_the_same_result(edgevit_model) -> None:
+    """Checkpoints must run under a YOLOv5 that never saw the plugin's _forward_once."""
+    edgevit_model.eval()
+    x = torch.rand(1, 3, 128, 160)
+    with torch.no_grad():
+        ours = edgevit_model(x)[0]
+        stock = yolo.BaseModel._yolo_backbones_stock_forward_once(edgevit_model, x)[0]
+    torch.testing.assert_close(ours, stock)
+
+
+def test_visualize_saves_each_backbone_map(edgevit_model, tmp_path: Path) -> None:
+    edgevit_model.eval()
+    with torch.no_grad():
+        edgevit_model(torch.rand(1, 3, 64, 64), visualize=tmp_path)
+    names = {p.name for p in tmp_path.glob("*.png")}
+    assert {f"stage0_EdgeViT_{k}_features.png" for k in range(3)} <= names
+    assert "stage1_Select_features.png" in names
+
+
+def test_profile_reports_every_layer(edgevit_model, capsys, caplog) -> None:
+    edgevit_model.eval()
+    with torch.no_grad():
+        edgevit_model(torch.rand(1, 3, 64, 64), profile=True)
+    text = caplog.text + capsys.readouterr().out
+    assert "yolo_backbones.backbones.edgevit.EdgeViT" in text and "Total" in text
+
+
+def _cfg_with(backbone_rows: list, head_rows: list | None = None) -> dict:
+    cfg = load_cfg()
+    cfg["backbone"] = backbone_rows + cfg["backbone"][len(backbone_rows):]
+    if head_rows is not None:
+        cfg["head"] = head_rows
+    return cfg
+
+
+def test_unknown_backbone_name_lists_the_known_ones() -> None:
+    with pytest.raises(ModelConfigError, match=r"unknown module 'EdgeVit'.*Did you mean EdgeViT.*EdgeViT"):
+        build(_cfg_with([[-1, 1, "EdgeVit", ["xxs", [1, 2, 3]]]]))
+
+
+def test_unknown_variant_lists_the_variants() -> None:
+    with pytest.raises(ModelConfigError, match=r"layer 0 .*unknown EdgeViT variant 'xxxs'.*xxs, xs, s"):
+        build(_cfg_with([[-1, 1, "EdgeViT", ["xxxs", [1, 2, 3]]]]))
+
+
+def test_select_index_out_of_range_names_the_valid_range() -> None:
+    rows = [[-1, 1, "EdgeViT", ["xxs", [1, 2, 3]]], [0, 1, "Select", [0]], [0, 1, "Select", [1]],
+            [0, 1, "Select", [3]]]
+    with pytest.raises(ModelConfigError, match=r"layer 3: Select index 3 is out of range.*returns 3 maps.*0\.\.2"):
+        build(_cfg_with(rows))
+
+
+def test_layer_fed_a_list_without_select_is_rejected() -> None:
+    rows = [[-1, 1, "EdgeViT", ["xxs", [1, 2, 3]]], [0, 1, "Select", [0]], [0, 1, "Select", [1]],
+            [0, 1, "Conv", [256, 1, 1]]]
+    with pytest.raises(ModelConfigError, match=r"layer 3 \(Conv\) is fed layer 0, which returns a list.*Select"):
+        build(_cfg_with(rows))
+
+
+def test_select_fed_a_tensor_is_rejected() -> None:
+    rows = [[-1, 1, "EdgeViT", ["xxs", [1, 2, 3]]], [0, 1, "Select", [0]], [-1, 1, "Select", [0]]]
+    with pytest.raises(ModelConfigError, match=r"layer 2: Select is fed layer -1, which returns a single tensor"):
+        build(_cfg_with(rows))
+
+
+def test_backbone_with_repeats_is_rejected() -> None:
+    with pytest.raises(ModelConfigError, match=r"backbone row must have n=1"):
+        build(_cfg_with([[-1, 2, "EdgeViT", ["xxs", [1, 2, 3]]]]))
+
+
+def test_stock_yolov5_yaml_still_builds_identically() -> None:
+    """The replacement parse_model must not change what it builds for plain YOLOv5 YAMLs."""
+    cfg = yaml.safe_load((Path(yolo.__file__).parents[1] / "models" / "yolov5n.yaml").read_text())
+    model = build(cfg)
+    assert sum(p.numel() for p in model.parameters()) == 1_872_157  # YOLOv5n, 80 classes (YOLOv5 README: 1.9M)
+    assert model.stride.tolist() == [8.0, 16.0, 32.0]
+
+
+def test_import_never_loads_a_second_yolov5_copy() -> None:
+    code = ("import yolo_backbones, sys; assert 'yolov5' not in sys.modules and 'models' not in sys.modules;"
+            "import yolov5.models.yolo as y; assert y._yolo_backbones_patched;"
+            "assert 'models.yolo' not in sys.modules, 'a second YOLOv5 copy was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

@@ -1,0 +1,650 @@
+"""Mobile-Former: a MobileNet and a tiny transformer running in parallel, joined by two-way bridges.
+
+Paper: "Mobile-Former: Bridging MobileNet and Transformer", Chen et al., CVPR 2022
+(https://arxiv.org/abs/2108.05895). Reference code: github.com/AAboys/MobileFormer
+(``mobile_former.py``, ``dna_blocks.py``). Seven variants, named by their MAdds at 224x224:
+508M, 294M, 214M, 151M, 96M, 52M and 26M.
+
+Architecture:
+
+* **Stem**: 3x3 stride-2 conv -> BN -> ReLU6. **Global tokens**: ``M`` learned ``d``-dim vectors
+  (``tokens``, an ``nn.Embedding(M, d)``), the same for every image.
+* A **lite first block** (depth-wise 3x3 with a channel multiplier -> BN -> ReLU6 -> 1x1 -> BN,
+  a MobileNet bottleneck without expansion) that leaves the tokens alone.
+* Then a chain of **Mobile-Former blocks**, each with four parts:
+
+  - *Mobile -> Former* (:class:`Local2Global`): the tokens attend to all pixels of the block's
+    input map (the pixels are keys and values as they are, no projection), a 2-head cross attention
+    whose result is gated by ``2 * hard_sigmoid(Linear(tokens))``, projected back to ``d``, added and
+    post-LayerNorm'ed;
+  - *Former* (:class:`GlobalBlock`): a post-norm transformer layer among the ``M`` tokens
+    (4 heads; keys and values are the tokens themselves) with a 2x FFN;
+  - *Mobile*: an inverted bottleneck whose activations are **dynamic ReLUs** (:func:`dynamic_relu`)
+    whose per-channel slopes are computed from token 0 by a small MLP (:class:`HyperFunc`).
+    :class:`DnaBlock` is ``1x1 -> dw3x3 -> 1x1`` (stride 1); :class:`DnaBlock3` is
+    ``dw3x3 (stride s) -> 1x1 -> [dw3x3 -> 1x1] + skip`` and is used where the stride or the width changes;
+  - *Former -> Mobile* (:class:`Global2Local`): every pixel attends to the ``M`` tokens (pixel
+    features are the queries as they are; keys and values are linear maps of the tokens); the
+    result is added to the map.
+
+* **Classifier** (ImageNet only): a last ``Local2Global``, then :class:`MergeClassifier`
+  (1x1 conv to ``6C`` + BN + ReLU6, average pool + h-swish, concatenated with token 0, Linear + BN1d +
+  h-swish, Linear).
+
+The 26M variant makes every 1x1 conv grouped (4 groups) and inserts channel shuffles
+(:class:`ChannelShuffle`) so that information still flows between the groups.
+
+State-dict keys and shapes equal the official ones (``tokens``, ``stem``, ``features.{i}.*``,
+``local_global``, ``classifier``), so official ``.pth.tar`` checkpoints load strictly with no key
+conversion. Differences from the reference code, none of which changes the function:
+
+* the stem is registered before ``tokens``, so the first parameter of the model is the stem conv
+  weight (YOLOv5 reads the input channel count from it); state_dict order does not matter for loading;
+* tokens are kept batch-first ``(B, M, d)`` (the reference uses ``(M, B, d)``);
+* all three attentions use ``torch.nn.functional.scaled_dot_product_attention``: each is a plain
+  softmax attention whose scale is ``head_dim ** -0.5``, the SDPA default;
+* activations applied to a tensor that is reused later (e.g. shortcuts) are functional, so
+  YOLOv5 switching ``inplace=True`` on activation modules cannot corrupt a shortcut;
+* only the options used by the seven released models are implemented (``gbr_type='attn'``,
+  ``gbr_dynamic=[True, False, False]``, FFN in the Former, ``se_flag=[2, 0, 2, 0]``, token 0 drives
+  the dynamic ReLUs, no projections of the local features in the bridges, width multiplier 1);
+  dropout and stochastic depth, which are 0 in the released configurations, are left out.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ..registry import register
+from .base import Backbone
+
+__all__ = ["MobileFormer", "ChannelShuffle", "HyperFunc", "dynamic_relu", "Local2Global", "GlobalBlock",
+           "Global2Local", "LiteBlock", "DnaBlock", "DnaBlock3", "MergeClassifier"]
+
+# Block lists as in the official `mobile_former_*` constructors: (type, e1, c, n, s, e2) =
+# (block class, first expansion, output channels, repeats, stride of the first repeat, second expansion).
+# e2 == 0 marks the lite conv-only first block. The reference rounds `c` with `_make_divisible(c, 4)`,
+# which is the identity for every listed width.
+_BLOCKS_12 = {  # 508m, 294m, 214m, 151m: widths per variant, expansions below
+    "508m": ((24, 2, 0), (40, 6, 4), (40, 3, 3), (72, 6, 4), (72, 3, 3), (128, 6, 4), (128, 4, 4),
+             (176, 6, 4), (176, 6, 4), (240, 6, 4), (240, 6, 4), (240, 6, 4)),
+    "294m": ((16, 2, 0), (24, 6, 4), (24, 4, 4), (48, 6, 4), (48, 4, 4), (96, 6, 4), (96, 4, 4),
+             (128, 6, 4), (128, 6, 4), (192, 6, 4), (192, 6, 4), (192, 6, 4)),
+    "214m": ((12, 2, 0), (20, 6, 4), (20, 3, 4), (40, 6, 4), (40, 4, 4), (80, 6, 4), (80, 4, 4),
+             (112, 6, 4), (112, 6, 4), (160, 6, 4), (160, 6, 4), (160, 6, 4)),
+    "151m": ((12, 2, 0), (16, 6, 4), (16, 3, 3), (32, 6, 4), (32, 3, 3), (64, 6, 4), (64, 4, 4),
+             (88, 6, 4), (88, 6, 4), (128, 6, 4), (128, 6, 4), (128, 6, 4)),
+}
+# Block type and stride per position, shared by the four 12-block variants.
+_LAYOUT_12 = (("DnaBlock3", 1), ("DnaBlock3", 2), ("DnaBlock", 1), ("DnaBlock3", 2), ("DnaBlock", 1),
+              ("DnaBlock3", 2), ("DnaBlock", 1), ("DnaBlock", 1), ("DnaBlock", 1), ("DnaBlock3", 2),
+              ("DnaBlock", 1), ("DnaBlock", 1))
+
+
+def _blocks_12(variant: str) -> tuple[tuple[str, int, int, int, int, int], ...]:
+    return tuple((kind, e1, c, 1, s, e2) for (kind, s), (c, e1, e2) in zip(_LAYOUT_12, _BLOCKS_12[variant]))
+
+
+_BLOCKS_96M = (
+    ("DnaBlock3", 2, 12, 1, 1, 0),
+    ("DnaBlock3", 6, 16, 1, 2, 4),
+    ("DnaBlock3", 6, 32, 1, 2, 4),
+    ("DnaBlock", 3, 32, 1, 1, 3),
+    ("DnaBlock3", 6, 64, 1, 2, 4),
+    ("DnaBlock", 4, 64, 1, 1, 4),
+    ("DnaBlock", 6, 88, 1, 1, 4),
+    ("DnaBlock3", 6, 128, 1, 2, 4),
+    ("DnaBlock", 6, 128, 1, 1, 4),
+)
+_BLOCKS_52M = (  # also 26m
+    ("DnaBlock3", 3, 12, 1, 2, 0),
+    ("DnaBlock", 3, 12, 1, 1, 3),
+    ("DnaBlock3", 6, 24, 1, 2, 4),
+    ("DnaBlock", 3, 24, 1, 1, 3),
+    ("DnaBlock3", 6, 48, 1, 2, 4),
+    ("DnaBlock", 4, 48, 1, 1, 4),
+    ("DnaBlock", 6, 64, 1, 1, 4),
+    ("DnaBlock3", 6, 96, 1, 2, 4),
+    ("DnaBlock", 6, 96, 1, 1, 4),
+)
+
+# Variant table: stem channels, global tokens (M, d), classifier width, groups of the 1x1 convs, blocks.
+MOBILEFORMER_CFGS: dict[str, dict[str, Any]] = {
+    "508m": dict(stem=24, tokens=(6, 192), num_features=1920, group_num=1, blocks=_blocks_12("508m")),
+    "294m": dict(stem=16, tokens=(6, 192), num_features=1920, group_num=1, blocks=_blocks_12("294m")),
+    "214m": dict(stem=12, tokens=(6, 192), num_features=1600, group_num=1, blocks=_blocks_12("214m")),
+    "151m": dict(stem=12, tokens=(6, 192), num_features=1280, group_num=1, blocks=_blocks_12("151m")),
+    "96m": dict(stem=12, tokens=(4, 128), num_features=1280, group_num=1, blocks=_BLOCKS_96M),
+    "52m": dict(stem=8, tokens=(3, 128), num_features=1024, group_num=1, blocks=_BLOCKS_52M),
+    "26m": dict(stem=8, tokens=(3, 128), num_features=1024, group_num=4, blocks=_BLOCKS_52M),
+}
+
+# Settings shared by all released models.
+_BRIDGE_HEADS = 2      # heads of Mobile->Former and Former->Mobile attention
+_FORMER_HEADS = 4      # heads of the Former (the reference leaves GlobalBlock at its default of 4)
+_FFN_RATIO = 2         # Former FFN width relative to d
+_HYPER_REDUCTION = 4   # hidden width d / 4 of the MLP computing the dynamic-ReLU coefficients
+_HEAD_EXPANSION = 6    # MergeClassifier 1x1 conv expands the last map to 6C channels
+
+
+def _conv_bn(inp: int, oup: int, kernel_size: int, stride: int = 1, groups: int = 1,
+             shuffle_groups: int = 1) -> nn.Sequential:
+    """``Conv2d(k, stride, 'same' padding, no bias) -> BatchNorm2d [-> ChannelShuffle]`` as ``Sequential``.
+
+    Maps ``(B, inp, H, W)`` to ``(B, oup, ceil(H / stride), ceil(W / stride))``. The conv and BN are
+    entries ``0`` and ``1`` (the official key layout); the shuffle, if ``shuffle_groups > 1``, is entry 2.
+    """
+    layers: list[nn.Module] = [
+        nn.Conv2d(inp, oup, kernel_size, stride, kernel_size // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(oup),
+    ]
+    if shuffle_groups > 1:
+        layers.append(ChannelShuffle(shuffle_groups))
+    return nn.Sequential(*layers)
+
+
+class ChannelShuffle(nn.Module):
+    """ShuffleNet channel shuffle: view ``C`` as ``(groups, C / groups)``, transpose, flatten.
+
+    Placed between grouped convs so that the next grouped conv sees channels from every group.
+    Input and output ``(B, C, H, W)``; ``C`` must be divisible by ``groups``.
+    """
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = int(groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(1, (self.groups, -1)).transpose(1, 2).flatten(1, 2)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+
+class HyperFunc(nn.Module):
+    """Per-image coefficients of a dynamic ReLU, computed from one global token.
+
+    ``token -> Linear(d, d / 4) -> ReLU -> Linear(d / 4, out_dim) -> hard-sigmoid``, values in ``[0, 1]``.
+
+    Args:
+        token_dim: token width ``d``.
+        out_dim: number of coefficients (``2 * C`` for a dynamic ReLU over ``C`` channels).
+        token_id: which token drives the coefficients (0 in all released models).
+
+    Input tokens ``(B, M, d)``; output ``(B, out_dim, 1, 1)``, ready to broadcast over a feature map.
+    """
+
+    def __init__(self, token_dim: int, out_dim: int, token_id: int = 0) -> None:
+        super().__init__()
+        self.token_id = token_id
+        hidden = token_dim // _HYPER_REDUCTION
+        # The ReLU acts on a fresh Linear output, so YOLOv5 making it in-place is harmless.
+        self.hyper = nn.Sequential(nn.Linear(token_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim),
+                                   nn.Hardsigmoid())
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.hyper(tokens[:, self.token_id])[:, :, None, None]
+
+
+def dynamic_relu(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    """Dynamic ReLU with two linear pieces per channel: ``max(a1 * x, a2 * x)``.
+
+    Args:
+        x: feature map ``(B, C, H, W)``.
+        coeffs: ``(B, 2C, 1, 1)`` values in ``[0, 1]`` from :class:`HyperFunc`; the first half gives
+            ``a1 = 1 + 2 (h - 0.5)`` in ``[0, 2]``, the second ``a2 = 2 (h - 0.5)`` in ``[-1, 1]``. With the
+            reference initialisation ``h = 0.5``, i.e. the function starts as a plain ReLU.
+
+    Returns:
+        ``(B, C, H, W)``.
+    """
+    h1, h2 = coeffs.chunk(2, dim=1)
+    a1 = (h1 - 0.5) * 2.0 + 1.0
+    a2 = (h2 - 0.5) * 2.0
+    return torch.maximum(x * a1, x * a2)
+
+
+def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """``(B, N, C)`` -> ``(B, heads, N, C / heads)``; head ``h`` takes channels ``[h C/heads, (h+1) C/heads)``."""
+    return x.unflatten(-1, (num_heads, -1)).transpose(1, 2)
+
+
+def _map_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Feature map ``(B, C, H, W)`` -> per-head pixel sequences ``(B, heads, H*W, C / heads)`` (no copy)."""
+    return x.flatten(2).unflatten(1, (num_heads, -1)).transpose(-1, -2)
+
+
+class Local2Global(nn.Module):
+    """Mobile -> Former bridge: the tokens gather information from every pixel of a feature map.
+
+    ``q = Linear(d, C)(tokens)`` in 2 heads; keys = values = the pixels of ``x`` (no projection);
+    softmax over the ``H*W`` pixels; the result is multiplied by ``2 * hard_sigmoid(Linear(d, C)(tokens))``
+    (the "dynamic" gate), projected to ``d``, added to the tokens and LayerNorm'ed (post-norm).
+
+    Args:
+        channels: channels ``C`` of the feature map.
+        token_dim: token width ``d``.
+        num_heads: attention heads (2); ``C`` must be divisible by it.
+
+    Input ``x`` ``(B, C, H, W)`` and tokens ``(B, M, d)``; returns the new tokens ``(B, M, d)``.
+    """
+
+    def __init__(self, channels: int, token_dim: int, num_heads: int = _BRIDGE_HEADS) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.alpha = nn.Sequential(nn.Linear(token_dim, channels), nn.Hardsigmoid())
+        self.q = nn.Linear(token_dim, channels)
+        self.proj = nn.Linear(channels, token_dim)
+        self.layer_norm = nn.LayerNorm(token_dim)
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        q = _split_heads(self.q(tokens), self.num_heads)                   # (B, h, M, C/h)
+        kv = _map_heads(x, self.num_heads)                                 # (B, h, HW, C/h)
+        out = F.scaled_dot_product_attention(q, kv, kv).transpose(1, 2).flatten(2)  # (B, M, C)
+        out = out * (2.0 * self.alpha(tokens))
+        return self.layer_norm(tokens + self.proj(out))
+
+
+class GlobalBlock(nn.Module):
+    """Former: a post-norm transformer layer among the ``M`` global tokens.
+
+    Attention with ``q = Linear(d, d)(tokens)`` and keys = values = the tokens themselves (4 heads),
+    then ``Linear(d, d)`` ("channel_mlp"), residual, LayerNorm; then FFN ``d -> 2d -> GELU -> d``,
+    residual, LayerNorm.
+
+    Args:
+        token_dim: token width ``d``.
+        num_heads: attention heads (4 in the released models).
+
+    Input and output tokens ``(B, M, d)``.
+    """
+
+    def __init__(self, token_dim: int, num_heads: int = _FORMER_HEADS) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        # Registration order (ffn, ffn_norm, q, channel_mlp, layer_norm) follows the reference state_dict.
+        self.ffn = nn.Sequential(nn.Linear(token_dim, token_dim * _FFN_RATIO), nn.GELU(),
+                                 nn.Linear(token_dim * _FFN_RATIO, token_dim))
+        self.ffn_norm = nn.LayerNorm(token_dim)
+        self.q = nn.Linear(token_dim, token_dim)
+        self.channel_mlp = nn.Linear(token_dim, token_dim)
+        self.layer_norm = nn.LayerNorm(token_dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        q = _split_heads(self.q(tokens), self.num_heads)     # (B, h, M, d/h)
+        kv = _split_heads(tokens, self.num_heads)            # (B, h, M, d/h)
+        out = F.scaled_dot_product_attention(q, kv, kv).transpose(1, 2).flatten(2)  # (B, M, d)
+        tokens = self.layer_norm(tokens + self.channel_mlp(out))
+        return self.ffn_norm(tokens + self.ffn(tokens))
+
+
+class Global2Local(nn.Module):
+    """Former -> Mobile bridge: every pixel reads from the global tokens.
+
+    Queries = the pixels of ``x`` (no projection), ``k = Linear(d, C)(tokens)``,
+    ``v = Linear(d, C)(tokens)`` ("proj"), 2 heads, softmax over the ``M`` tokens; the result is added
+    to ``x`` (no norm).
+
+    Args:
+        channels: channels ``C`` of the feature map.
+        token_dim: token width ``d``.
+        num_heads: attention heads (2); ``C`` must be divisible by it.
+
+    Input ``x`` ``(B, C, H, W)`` and tokens ``(B, M, d)``; returns ``(B, C, H, W)``.
+    """
+
+    def __init__(self, channels: int, token_dim: int, num_heads: int = _BRIDGE_HEADS) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.k = nn.Linear(token_dim, channels)
+        self.proj = nn.Linear(token_dim, channels)
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        q = _map_heads(x, self.num_heads)                     # (B, h, HW, C/h)
+        k = _split_heads(self.k(tokens), self.num_heads)      # (B, h, M, C/h)
+        v = _split_heads(self.proj(tokens), self.num_heads)   # (B, h, M, C/h)
+        out = F.scaled_dot_product_attention(q, k, v)         # (B, h, HW, C/h)
+        return x + out.transpose(-1, -2).reshape_as(x)
+
+
+class LiteBlock(nn.Module):
+    """Lite first block (conv only, tokens untouched): ``dw3x3 (x e1, stride s) -> BN -> ReLU6 -> 1x1 -> BN``.
+
+    The depth-wise conv multiplies every channel ``e1`` times; with grouped 1x1 convs (26M) a
+    channel shuffle spreads the ``e1`` copies of each input channel over the groups. A shortcut is
+    added when stride is 1 and the width is unchanged.
+
+    Args:
+        inp, oup: input / output channels.
+        stride: stride of the depth-wise conv (1 or 2).
+        e1: channel multiplier of the depth-wise conv.
+        group_num: groups of the 1x1 conv.
+
+    ``forward(x, tokens)``: ``x`` ``(B, inp, H, W)`` -> ``((B, oup, H/s, W/s), tokens)``.
+    """
+
+    def __init__(self, inp: int, oup: int, stride: int, e1: int, group_num: int = 1) -> None:
+        super().__init__()
+        hidden = inp * e1
+        # Entry indices 0..5 match the official keys `conv.{0,1,4,5}`; the ReLU6 acts on a fresh BN
+        # output, so YOLOv5 making it in-place cannot touch the shortcut input.
+        self.conv = nn.Sequential(
+            nn.Conv2d(inp, hidden, 3, stride, 1, groups=inp, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            ChannelShuffle(inp) if group_num > 1 else nn.Identity(),
+            nn.Conv2d(hidden, oup, 1, groups=group_num, bias=False),
+            nn.BatchNorm2d(oup),
+        )
+        self.use_shortcut = stride == 1 and inp == oup
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.conv(x)
+        if self.use_shortcut:
+            out = out + x
+        return out, tokens
+
+
+class DnaBlock(nn.Module):
+    """Mobile-Former block with a pw-first bottleneck: ``1x1 -> dw3x3 -> 1x1`` (stride 1 in all models).
+
+    1. ``tokens = Former(Mobile->Former(x, tokens))``.
+    2. ``y = BN(1x1(x))`` -> dynamic ReLU, ``y = BN(dw3x3(y))`` -> dynamic ReLU, ``y = BN(1x1(y))``
+       (hidden width ``round(inp * e1)``; coefficients from token 0 of the new tokens).
+    3. ``y = y + x`` if stride 1 and ``inp == oup``.
+    4. ``y = Former->Mobile(y, tokens)``.
+
+    Args:
+        inp, oup: input / output channels.
+        stride: stride of the depth-wise conv.
+        e1: expansion of the hidden width.
+        token_dim: token width ``d``.
+        group_num: groups of the 1x1 convs (each followed by a channel shuffle if > 1).
+
+    ``forward(x, tokens)``: ``((B, inp, H, W), (B, M, d))`` -> ``((B, oup, H/s, W/s), (B, M, d))``.
+    """
+
+    def __init__(self, inp: int, oup: int, stride: int, e1: int, token_dim: int, group_num: int = 1) -> None:
+        super().__init__()
+        hidden = round(inp * e1)
+        self.conv1 = _conv_bn(inp, hidden, 1, groups=group_num, shuffle_groups=group_num)
+        self.hyper1 = HyperFunc(token_dim, 2 * hidden)
+        self.conv2 = _conv_bn(hidden, hidden, 3, stride, groups=hidden)
+        self.hyper2 = HyperFunc(token_dim, 2 * hidden)
+        self.conv3 = _conv_bn(hidden, oup, 1, groups=group_num, shuffle_groups=group_num)
+        self.local_global = Local2Global(inp, token_dim)
+        self.global_block = GlobalBlock(token_dim)
+        self.global_local = Global2Local(oup, token_dim)
+        self.use_shortcut = stride == 1 and inp == oup
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.global_block(self.local_global(x, tokens))
+        out = dynamic_relu(self.conv1(x), self.hyper1(tokens))
+        out = dynamic_relu(self.conv2(out), self.hyper2(tokens))
+        out = self.conv3(out)
+        if self.use_shortcut:
+            out = out + x
+        return self.global_local(out, tokens), tokens
+
+
+class DnaBlock3(nn.Module):
+    """Mobile-Former block with a dw-first double bottleneck, used where the stride or the width changes.
+
+    1. ``tokens = Former(Mobile->Former(x, tokens))``.
+    2. ``y = BN(dw3x3(x))`` with channel multiplier ``e1`` and stride ``s`` -> dynamic ReLU ->
+       ``r = BN(1x1(y))`` (to ``oup``, linear) -> ``y = BN(dw3x3(r))`` with multiplier ``e2`` -> dynamic ReLU
+       -> ``BN(1x1(y))``, plus ``r``.
+    3. ``y = Former->Mobile(y, tokens)``; ``+ x`` if stride 1 and ``inp == oup`` (never the case in
+       the released models).
+
+    Args:
+        inp, oup: input / output channels.
+        stride: stride of the first depth-wise conv.
+        e1, e2: channel multipliers of the two depth-wise convs (relative to ``inp`` and ``oup``).
+        token_dim: token width ``d``.
+        group_num: groups of the 1x1 convs; if > 1 each depth-wise conv is followed by a channel
+            shuffle that spreads the copies of every channel over the groups.
+
+    ``forward(x, tokens)``: ``((B, inp, H, W), (B, M, d))`` -> ``((B, oup, H/s, W/s), (B, M, d))``.
+    """
+
+    def __init__(self, inp: int, oup: int, stride: int, e1: int, e2: int, token_dim: int,
+                 group_num: int = 1) -> None:
+        super().__init__()
+        hidden1, hidden2 = round(inp * e1), round(oup * e2)
+        grouped = group_num > 1
+        self.conv1 = _conv_bn(inp, hidden1, 3, stride, groups=inp, shuffle_groups=inp if grouped else 1)
+        self.hyper1 = HyperFunc(token_dim, 2 * hidden1)
+        self.conv2 = _conv_bn(hidden1, oup, 1, groups=group_num)
+        self.conv3 = _conv_bn(oup, hidden2, 3, 1, groups=oup, shuffle_groups=oup if grouped else 1)
+        self.hyper3 = HyperFunc(token_dim, 2 * hidden2)
+        self.conv4 = _conv_bn(hidden2, oup, 1, groups=group_num)
+        self.local_global = Local2Global(inp, token_dim)
+        self.global_block = GlobalBlock(token_dim)
+        self.global_local = Global2Local(oup, token_dim)
+        self.use_shortcut = stride == 1 and inp == oup
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.global_block(self.local_global(x, tokens))
+        mid = self.conv2(dynamic_relu(self.conv1(x), self.hyper1(tokens)))
+        out = mid + self.conv4(dynamic_relu(self.conv3(mid), self.hyper3(tokens)))
+        out = self.global_local(out, tokens)
+        if self.use_shortcut:
+            out = out + x
+        return out, tokens
+
+
+def _make_block(kind: str, inp: int, oup: int, stride: int, e1: int, e2: int, token_dim: int,
+                group_num: int) -> nn.Module:
+    """Build one entry of a block list (``e2 == 0`` or ``e1 == 1`` means the lite conv-only block)."""
+    if e1 == 1 or e2 == 0:
+        return LiteBlock(inp, oup, stride, e1, group_num)
+    if kind == "DnaBlock3":
+        return DnaBlock3(inp, oup, stride, e1, e2, token_dim, group_num)
+    if kind == "DnaBlock":
+        return DnaBlock(inp, oup, stride, e1, token_dim, group_num)
+    raise ValueError(f"unknown Mobile-Former block type {kind!r}")
+
+
+class MergeClassifier(nn.Module):
+    """ImageNet head merging the last feature map with global token 0.
+
+    ``[ChannelShuffle ->] 1x1 conv (C -> 6C) -> BN -> ReLU6 -> global average pool -> h-swish``,
+    concatenated with token 0, then ``Linear -> BN1d -> h-swish -> Dropout -> Linear``.
+
+    Args:
+        inp: channels ``C`` of the last feature map.
+        num_features: width of the hidden fully connected layer (e.g. 1920 for 508M).
+        num_classes: number of classes.
+        token_dim: token width ``d``.
+        group_num: groups of the 1x1 conv (preceded by a channel shuffle if > 1).
+        drop_rate: dropout before the last Linear.
+
+    ``forward(x, tokens)``: ``(B, C, h, w)`` and ``(B, M, d)`` -> logits ``(B, num_classes)``.
+    """
+
+    def __init__(self, inp: int, num_features: int, num_classes: int, token_dim: int, group_num: int = 1,
+                 drop_rate: float = 0.0) -> None:
+        super().__init__()
+        hidden = inp * _HEAD_EXPANSION
+        self.conv = nn.Sequential(
+            ChannelShuffle(group_num) if group_num > 1 else nn.Identity(),
+            nn.Conv2d(inp, hidden, 1, groups=group_num, bias=False),
+            nn.BatchNorm2d(hidden),
+        )
+        # h-swish is applied functionally in forward (keys `fc.0`, `fc.1` as in the reference).
+        self.fc = nn.Sequential(nn.Linear(hidden + token_dim, num_features), nn.BatchNorm1d(num_features))
+        self.classifier = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(num_features, num_classes))
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self.conv(x))
+        x = F.hardswish(x.mean(dim=(2, 3)))
+        x = torch.cat([x, tokens[:, 0]], dim=1)
+        x = F.hardswish(self.fc(x))
+        return self.classifier(x)
+
+
+def _expand_blocks(cfg: dict[str, Any]) -> list[tuple[str, int, int, int, int, int]]:
+    """Unroll a block list into ``(kind, inp, oup, stride, e1, e2)`` per block (repeats have stride 1)."""
+    specs = []
+    inp = cfg["stem"]
+    for kind, e1, c, n, s, e2 in cfg["blocks"]:
+        for i in range(n):
+            specs.append((kind, inp, c, s if i == 0 else 1, e1, e2))
+            inp = c
+    return specs
+
+
+def _stage_taps(cfg: dict[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Index of the last block at stride 4 / 8 / 16 / 32 (the feature taps) and its output channels."""
+    taps: dict[int, tuple[int, int]] = {}
+    stride = 2  # after the stem
+    for i, (_, _, oup, s, _, _) in enumerate(_expand_blocks(cfg)):
+        stride *= s
+        taps[stride] = (i, oup)
+    return tuple(taps[s][0] for s in (4, 8, 16, 32)), tuple(taps[s][1] for s in (4, 8, 16, 32))
+
+
+@register
+class MobileFormer(Backbone):
+    """Mobile-Former 508M / 294M / 214M / 151M / 96M / 52M / 26M as an ImageNet classifier or a YOLOv5 backbone.
+
+    Args:
+        variant: ``"508m"``, ``"294m"``, ``"214m"``, ``"151m"``, ``"96m"``, ``"52m"`` or ``"26m"``.
+        out_indices: stages returned in detection mode (0..3 = strides 4, 8, 16, 32).
+        pretrained: path of an official checkpoint (``mobile-former-*.pth.tar``) to load strictly;
+            nothing is downloaded.
+        num_classes: ``0`` (default) for the detection backbone, ``1000`` for the ImageNet classifier.
+        in_chans: input channels.
+
+    Detection mode returns ``[(B, C_i, ceil(H / s_i), ceil(W / s_i)) for i in out_indices]``: the
+    outputs of the last block at each stride (post Former->Mobile maps, no extra norm), e.g.
+    ``features[2, 4, 8, 11]`` with 40 / 72 / 176 / 240 channels for 508M. Any H, W work.
+
+    The global tokens are **not** offered to the neck (a YOLOv5 neck consumes feature maps only);
+    they still shape every returned map through the dynamic ReLUs and the Former->Mobile bridges.
+    To keep every parameter in use (DDP without ``find_unused_parameters``), detection mode builds
+    the blocks only up to the last tapped one and drops the classification-only final
+    ``local_global`` and ``classifier``; the last built block's Former output still feeds its own
+    dynamic ReLUs and Former->Mobile bridge, so it gets gradients. Nothing in detection mode applies
+    BatchNorm to pooled vectors, so batch-1 training works.
+
+    Classification mode returns logits ``(B, num_classes)`` and, like the reference, expects inputs
+    already normalised with the ImageNet mean/std (detection mode normalises ``[0, 1]`` RGB itself).
+    """
+
+    family = "mobileformer"
+    variants = MOBILEFORMER_CFGS
+    # Every stride-2 conv pads by 1, so maps are ceil(H / s) and the attentions take any number of
+    # pixels: no size constraint.
+    input_multiple = 1
+    classifier_prefixes = ("local_global.", "classifier.")
+
+    def __init__(self, variant: str = "294m", out_indices: Sequence[int] = (1, 2, 3), pretrained: str | None = None,
+                 *, num_classes: int = 0, in_chans: int = 3) -> None:
+        super().__init__(variant, out_indices, num_classes, in_chans)
+        cfg = self.cfg
+        num_tokens, token_dim = cfg["tokens"]
+        group_num = cfg["group_num"]
+        self.tap_blocks, self.stage_channels = _stage_taps(cfg)
+
+        # Stem before tokens: the first registered parameter must be the stem conv weight.
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, cfg["stem"], 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(cfg["stem"]),
+            nn.ReLU6(),  # on a fresh BN output: safe if YOLOv5 makes it in-place
+        )
+        self.tokens = nn.Embedding(num_tokens, token_dim)  # the M learned global tokens (M, d)
+
+        specs = _expand_blocks(cfg)
+        # Detection mode stops after the last tapped block: later blocks would feed nothing.
+        num_blocks = len(specs) if self.num_classes else self.tap_blocks[self.out_indices[-1]] + 1
+        self.features = nn.ModuleList(
+            _make_block(kind, inp, oup, s, e1, e2, token_dim, group_num)
+            for kind, inp, oup, s, e1, e2 in specs[:num_blocks])
+
+        if self.num_classes:
+            last = specs[-1][2]
+            self.local_global = Local2Global(last, token_dim)
+            self.classifier = MergeClassifier(last, cfg["num_features"], self.num_classes, token_dim, group_num)
+
+        self._init_weights()
+        if pretrained:
+            self.load_pretrained(pretrained)
+
+    def _init_weights(self) -> None:
+        # Same scheme as the reference: He-normal convs (fan-out), unit BN2d, N(0, 0.01) Linear weights with
+        # zero biases (so every dynamic ReLU starts as a ReLU and every alpha gate at 1); tokens ~ N(0, 1).
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    @classmethod
+    def variant_channels(cls, variant: str) -> tuple[int, ...]:
+        """Output channels at strides 4 / 8 / 16 / 32 of ``variant`` (e.g. ``(40, 72, 176, 240)`` for 508M)."""
+        return _stage_taps(cls.variants[cls.resolve_variant(variant)])[1]
+
+    def forward_features(self, x: torch.Tensor, last_stage: int = 3) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Run the stem and the blocks up to the tap of ``last_stage``.
+
+        Args:
+            x: ``(B, in_chans, H, W)``.
+            last_stage: last stage (0..3) whose map is needed.
+
+        Returns:
+            The stage maps ``[(B, C_i, ceil(H / s_i), ceil(W / s_i)) for i in 0..last_stage]`` and the
+            global tokens ``(B, M, d)`` after the last block that was run.
+        """
+        tokens = self.tokens.weight.unsqueeze(0).expand(x.shape[0], -1, -1)
+        x = self.stem(x)
+        stages: list[torch.Tensor] = []
+        for i, block in enumerate(self.features[:self.tap_blocks[last_stage] + 1]):
+            x, tokens = block(x, tokens)
+            if i in self.tap_blocks:
+                stages.append(x)
+        return stages, tokens
+
+    def forward_stages(self, x: torch.Tensor, last_stage: int) -> list[torch.Tensor]:
+        """Stage maps ``0..last_stage`` of a ``(B, in_chans, H, W)`` input (see :meth:`forward_features`)."""
+        return self.forward_features(x, last_stage)[0]
+
+    def forward_head(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """Final Mobile->Former bridge + :class:`MergeClassifier`: ``(B, C_4, h, w)``, ``(B, M, d)`` -> ``(B, num_classes)``."""
+        return self.classifier(x, self.local_global(x, tokens))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
+        """Detection mode: list of the ``out_indices`` maps of ``[0, 1]`` RGB input. Classification: logits."""
+        if self.num_classes:
+            self.check_input(x)
+            stages, tokens = self.forward_features(x, len(self.stage_strides) - 1)
+            return self.forward_head(stages[-1], tokens)
+        return super().forward(x)
+
+    def convert_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Official keys are this model's keys; in detection mode, drop the blocks after the last tap.
+
+        A detection model with ``out_indices`` ending before stage 3 does not build the last blocks,
+        so their checkpoint entries (``features.{i}.*`` for ``i >= len(self.features)``) are skipped.
+        """
+        if self.num_classes:
+            return state_dict
+        n = len(self.features)
+
+        def kept(key: str) -> bool:
+            parts = key.split(".", 2)
+            return not (parts[0] == "features" and len(parts) > 1 and parts[1].isdigit() and int(parts[1]) >= n)
+
+        return {k: v for k, v in state_dict.items() if kept(k)}

@@ -1,0 +1,140 @@
+"""``yolo-backbones train|val|detect|export|list``: YOLOv5's own scripts with the plugin installed.
+
+``train``/``val``/``detect``/``export`` take exactly YOLOv5's command-line flags and hand over to
+the PyPI package's script (``yolov5.train`` ...), or to a YOLOv5 clone's ``train.py`` ... when
+``--yolov5-dir DIR`` (or the environment variable ``YOLOV5_DIR``) names one. Before handing over:
+
+* the plugin is installed (``import yolo_backbones``);
+* bare ``--cfg``/``--data`` names (``yolov5_edgevit.yaml``, ``coco8.yaml``) found in this project's
+  ``models/``/``data/`` are turned into paths, so every host finds them;
+* defaults that would download are replaced by the embedded ones: ``--data coco8.yaml`` (train/val),
+  ``--source data/coco8/images`` (detect), and ``--weights ''`` when training a ``--cfg`` from scratch.
+"""
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .resources import DATA_DIR, find_resource
+
+SCRIPTS = ("train", "val", "detect", "export")
+DEFAULT_DATA = "coco8.yaml"
+
+
+def _flag_value(argv: Sequence[str], flag: str) -> tuple[int, str | None]:
+    """Index of ``flag`` in ``argv`` (``--x v`` or ``--x=v``, also ``--x-y``/``--x_y`` spellings) and its value."""
+    spellings = {flag, flag.replace("-", "_").replace("__", "--", 1)}
+    for k, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if name in spellings:
+            if eq:
+                return k, value
+            return k, argv[k + 1] if k + 1 < len(argv) else None
+    return -1, None
+
+
+def _replace_value(argv: list[str], k: int, value: str) -> None:
+    name, eq, _ = argv[k].partition("=")
+    if eq:
+        argv[k] = f"{name}={value}"
+    else:
+        argv[k + 1] = value
+
+
+def prepare_argv(script: str, argv: Sequence[str]) -> list[str]:
+    """Return ``argv`` for YOLOv5's ``script`` with plugin names resolved and offline defaults filled in."""
+    argv = list(argv)
+    for flag in ("--cfg", "--data"):
+        k, value = _flag_value(argv, flag)
+        resolved = find_resource(value) if k >= 0 and value else None
+        if resolved is not None:
+            _replace_value(argv, k, str(resolved))
+    if script in ("train", "val") and _flag_value(argv, "--data")[0] < 0:
+        argv += ["--data", str(find_resource(DEFAULT_DATA))]
+    if script == "detect" and _flag_value(argv, "--source")[0] < 0:
+        argv += ["--source", str(DATA_DIR / "coco8" / "images")]
+    if script == "train" and _flag_value(argv, "--cfg")[1] and _flag_value(argv, "--weights")[0] < 0:
+        # YOLOv5's default --weights yolov5s.pt would be downloaded and partly transferred into a
+        # model it was not trained for; a --cfg without --weights means "from scratch".
+        argv += ["--weights", ""]
+    return argv
+
+
+def _pop_yolov5_dir(argv: list[str]) -> Path | None:
+    k, value = _flag_value(argv, "--yolov5-dir")
+    if k >= 0:
+        del argv[k: k + (1 if "=" in argv[k] else 2)]
+    value = value or os.environ.get("YOLOV5_DIR")
+    if not value:
+        return None
+    clone = Path(value).expanduser().resolve()
+    if not (clone / "models" / "yolo.py").is_file():
+        raise SystemExit(f"--yolov5-dir/YOLOV5_DIR {clone} is not a YOLOv5 clone (no models/yolo.py there)")
+    return clone
+
+
+def run_yolov5_script(script: str, argv: Sequence[str]) -> int:
+    """Run YOLOv5's ``script`` (train/val/detect/export) with ``argv``, the plugin installed; return an exit code."""
+    import yolo_backbones  # noqa: F401  (installs the plugin and its import hook)
+
+    argv = list(argv)
+    clone = _pop_yolov5_dir(argv)
+    argv = prepare_argv(script, argv)
+    if clone is not None:
+        sys.path.insert(0, str(clone))
+        sys.argv = [str(clone / f"{script}.py"), *argv]
+        runpy.run_path(str(clone / f"{script}.py"), run_name="__main__")
+        return 0
+    import importlib
+
+    module = importlib.import_module(f"yolov5.{script}")
+    sys.argv = [f"{script}.py", *argv]
+    if script == "train":
+        module.main(module.parse_opt())
+    else:
+        module.main()
+    return 0
+
+
+def print_backbones() -> None:
+    """Print the registered backbones: name, YAML module, variant, output strides and channels."""
+    from .registry import list_backbones
+
+    rows = [("name", "YAML module", "variant", "strides", "channels")]
+    rows += [(r["name"], r["yaml_module"], r["variant"], "/".join(map(str, r["strides"])),
+              "/".join(map(str, r["channels"]))) for r in list_backbones()]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    print("\nYAML row: [-1, 1, <YAML module>, [<variant>, [<stage indices 0-3>], <optional checkpoint path>]]"
+          "\nthen one [0, 1, Select, [k]] row per feature map used by the neck.")
+
+
+USAGE = f"""usage: yolo-backbones {{{','.join(SCRIPTS)},list}} [YOLOv5 flags ...] [--yolov5-dir CLONE]
+
+  train|val|detect|export   YOLOv5's own script and flags, with the plugin installed
+  list                      the backbones, their variants, output strides and channels
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``yolo-backbones`` command; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "list":
+        print_backbones()
+        return 0
+    if command in SCRIPTS:
+        return run_yolov5_script(command, rest)
+    print(f"yolo-backbones: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Install yolo-backbones into YOLOv5 as soon as YOLOv5 is imported, in any Python process.
+
+``yolo_backbones.pth`` (installed into site-packages by ``setup.py``) imports this module at
+interpreter start. It imports nothing heavy: it only adds a meta-path finder that waits for a
+YOLOv5 module to be imported (the PyPI package's ``yolov5.*`` or a clone's ``models.yolo``,
+``utils.general``, ...) and then runs ``yolo_backbones.install()``. That is what makes the PyPI
+CLI (``yolov5 val --weights best.pt``), a clone's own ``python train.py`` and every DDP rank find
+the plugin without an explicit import. Set ``YOLO_BACKBONES_NO_AUTOLOAD=1`` to disable it.
+"""
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+import types
+
+# Modules after whose import the plugin (re)installs itself; install() is idempotent and only
+# touches modules already imported, so each of these is a point where new work may appear.
+WATCHED = frozenset({
+    "yolov5", "yolov5.models.yolo", "yolov5.models.experimental", "yolov5.utils.general", "yolov5.utils.plots",
+    "yolov5.utils.downloads", "yolov5.train", "yolov5.val", "yolov5.detect", "yolov5.export", "yolov5.hubconf",
+    "models.yolo", "models.experimental", "utils.general", "utils.plots", "utils.downloads",
+})
+
+
+class _InstallAfterImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself; wraps the real loader of a watched module to call ``install()`` after it runs."""
+
+    def find_spec(self, name: str, path=None, target=None):  # noqa: D102 (importlib protocol)
+        if name not in WATCHED:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module") or getattr(loader, "_yolo_backbones_wrapped", False):
+            return spec
+        original = loader.exec_module
+
+        def exec_module(module: types.ModuleType) -> None:
+            original(module)
+            _install()
+
+        loader.exec_module = exec_module
+        loader._yolo_backbones_wrapped = True
+        return spec
+
+
+def _install() -> None:
+    import yolo_backbones
+
+    yolo_backbones.install()
+
+
+def enable() -> None:
+    """Add the finder to ``sys.meta_path`` once."""
+    if not any(isinstance(f, _InstallAfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _InstallAfterImport())
+
+
+if os.environ.get("YOLO_BACKBONES_NO_AUTOLOAD", "") not in ("1", "true", "yes"):
+    enable()
