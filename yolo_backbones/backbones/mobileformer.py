@@ -65,59 +65,49 @@ from .base import Backbone
 __all__ = ["MobileFormer", "ChannelShuffle", "HyperFunc", "dynamic_relu", "Local2Global", "GlobalBlock",
            "Global2Local", "LiteBlock", "DnaBlock", "DnaBlock3", "MergeClassifier"]
 
-# Block lists as in the official `mobile_former_*` constructors: (type, e1, c, n, s, e2) =
-# (block class, first expansion, output channels, repeats, stride of the first repeat, second expansion).
-# e2 == 0 marks the lite conv-only first block. The reference rounds `c` with `_make_divisible(c, 4)`,
-# which is the identity for every listed width.
-_BLOCKS_12 = {  # 508m, 294m, 214m, 151m: widths per variant, expansions below
-    "508m": ((24, 2, 0), (40, 6, 4), (40, 3, 3), (72, 6, 4), (72, 3, 3), (128, 6, 4), (128, 4, 4),
-             (176, 6, 4), (176, 6, 4), (240, 6, 4), (240, 6, 4), (240, 6, 4)),
-    "294m": ((16, 2, 0), (24, 6, 4), (24, 4, 4), (48, 6, 4), (48, 4, 4), (96, 6, 4), (96, 4, 4),
-             (128, 6, 4), (128, 6, 4), (192, 6, 4), (192, 6, 4), (192, 6, 4)),
-    "214m": ((12, 2, 0), (20, 6, 4), (20, 3, 4), (40, 6, 4), (40, 4, 4), (80, 6, 4), (80, 4, 4),
-             (112, 6, 4), (112, 6, 4), (160, 6, 4), (160, 6, 4), (160, 6, 4)),
-    "151m": ((12, 2, 0), (16, 6, 4), (16, 3, 3), (32, 6, 4), (32, 3, 3), (64, 6, 4), (64, 4, 4),
-             (88, 6, 4), (88, 6, 4), (128, 6, 4), (128, 6, 4), (128, 6, 4)),
-}
-# Block type and stride per position, shared by the four 12-block variants.
-_LAYOUT_12 = (("DnaBlock3", 1), ("DnaBlock3", 2), ("DnaBlock", 1), ("DnaBlock3", 2), ("DnaBlock", 1),
-              ("DnaBlock3", 2), ("DnaBlock", 1), ("DnaBlock", 1), ("DnaBlock", 1), ("DnaBlock3", 2),
-              ("DnaBlock", 1), ("DnaBlock", 1))
-
-
-def _blocks_12(variant: str) -> tuple[tuple[str, int, int, int, int, int], ...]:
-    return tuple((kind, e1, c, 1, s, e2) for (kind, s), (c, e1, e2) in zip(_LAYOUT_12, _BLOCKS_12[variant]))
-
-
+# Block lists as in the official `mobile_former_*` constructors, one row per block:
+# (type, e1, c, n, s, e2) = (block class, first expansion, output channels, repeats, stride of the first
+# repeat, second expansion). "DnaBlock3" is the dw-first block used where the stride or width changes,
+# "DnaBlock" the pw-first one; e2 == 0 marks the lite conv-only first block. The reference rounds `c`
+# with `_make_divisible(c, 4)`, which is the identity for every listed width.
+_D3, _D = "DnaBlock3", "DnaBlock"
+_BLOCKS_508M = (
+    (_D3, 2, 24, 1, 1, 0), (_D3, 6, 40, 1, 2, 4), (_D, 3, 40, 1, 1, 3), (_D3, 6, 72, 1, 2, 4),
+    (_D, 3, 72, 1, 1, 3), (_D3, 6, 128, 1, 2, 4), (_D, 4, 128, 1, 1, 4), (_D, 6, 176, 1, 1, 4),
+    (_D, 6, 176, 1, 1, 4), (_D3, 6, 240, 1, 2, 4), (_D, 6, 240, 1, 1, 4), (_D, 6, 240, 1, 1, 4),
+)
+_BLOCKS_294M = (
+    (_D3, 2, 16, 1, 1, 0), (_D3, 6, 24, 1, 2, 4), (_D, 4, 24, 1, 1, 4), (_D3, 6, 48, 1, 2, 4),
+    (_D, 4, 48, 1, 1, 4), (_D3, 6, 96, 1, 2, 4), (_D, 4, 96, 1, 1, 4), (_D, 6, 128, 1, 1, 4),
+    (_D, 6, 128, 1, 1, 4), (_D3, 6, 192, 1, 2, 4), (_D, 6, 192, 1, 1, 4), (_D, 6, 192, 1, 1, 4),
+)
+_BLOCKS_214M = (
+    (_D3, 2, 12, 1, 1, 0), (_D3, 6, 20, 1, 2, 4), (_D, 3, 20, 1, 1, 4), (_D3, 6, 40, 1, 2, 4),
+    (_D, 4, 40, 1, 1, 4), (_D3, 6, 80, 1, 2, 4), (_D, 4, 80, 1, 1, 4), (_D, 6, 112, 1, 1, 4),
+    (_D, 6, 112, 1, 1, 4), (_D3, 6, 160, 1, 2, 4), (_D, 6, 160, 1, 1, 4), (_D, 6, 160, 1, 1, 4),
+)
+_BLOCKS_151M = (
+    (_D3, 2, 12, 1, 1, 0), (_D3, 6, 16, 1, 2, 4), (_D, 3, 16, 1, 1, 3), (_D3, 6, 32, 1, 2, 4),
+    (_D, 3, 32, 1, 1, 3), (_D3, 6, 64, 1, 2, 4), (_D, 4, 64, 1, 1, 4), (_D, 6, 88, 1, 1, 4),
+    (_D, 6, 88, 1, 1, 4), (_D3, 6, 128, 1, 2, 4), (_D, 6, 128, 1, 1, 4), (_D, 6, 128, 1, 1, 4),
+)
 _BLOCKS_96M = (
-    ("DnaBlock3", 2, 12, 1, 1, 0),
-    ("DnaBlock3", 6, 16, 1, 2, 4),
-    ("DnaBlock3", 6, 32, 1, 2, 4),
-    ("DnaBlock", 3, 32, 1, 1, 3),
-    ("DnaBlock3", 6, 64, 1, 2, 4),
-    ("DnaBlock", 4, 64, 1, 1, 4),
-    ("DnaBlock", 6, 88, 1, 1, 4),
-    ("DnaBlock3", 6, 128, 1, 2, 4),
-    ("DnaBlock", 6, 128, 1, 1, 4),
+    (_D3, 2, 12, 1, 1, 0), (_D3, 6, 16, 1, 2, 4), (_D3, 6, 32, 1, 2, 4), (_D, 3, 32, 1, 1, 3),
+    (_D3, 6, 64, 1, 2, 4), (_D, 4, 64, 1, 1, 4), (_D, 6, 88, 1, 1, 4), (_D3, 6, 128, 1, 2, 4),
+    (_D, 6, 128, 1, 1, 4),
 )
 _BLOCKS_52M = (  # also 26m
-    ("DnaBlock3", 3, 12, 1, 2, 0),
-    ("DnaBlock", 3, 12, 1, 1, 3),
-    ("DnaBlock3", 6, 24, 1, 2, 4),
-    ("DnaBlock", 3, 24, 1, 1, 3),
-    ("DnaBlock3", 6, 48, 1, 2, 4),
-    ("DnaBlock", 4, 48, 1, 1, 4),
-    ("DnaBlock", 6, 64, 1, 1, 4),
-    ("DnaBlock3", 6, 96, 1, 2, 4),
-    ("DnaBlock", 6, 96, 1, 1, 4),
+    (_D3, 3, 12, 1, 2, 0), (_D, 3, 12, 1, 1, 3), (_D3, 6, 24, 1, 2, 4), (_D, 3, 24, 1, 1, 3),
+    (_D3, 6, 48, 1, 2, 4), (_D, 4, 48, 1, 1, 4), (_D, 6, 64, 1, 1, 4), (_D3, 6, 96, 1, 2, 4),
+    (_D, 6, 96, 1, 1, 4),
 )
 
 # Variant table: stem channels, global tokens (M, d), classifier width, groups of the 1x1 convs, blocks.
 MOBILEFORMER_CFGS: dict[str, dict[str, Any]] = {
-    "508m": dict(stem=24, tokens=(6, 192), num_features=1920, group_num=1, blocks=_blocks_12("508m")),
-    "294m": dict(stem=16, tokens=(6, 192), num_features=1920, group_num=1, blocks=_blocks_12("294m")),
-    "214m": dict(stem=12, tokens=(6, 192), num_features=1600, group_num=1, blocks=_blocks_12("214m")),
-    "151m": dict(stem=12, tokens=(6, 192), num_features=1280, group_num=1, blocks=_blocks_12("151m")),
+    "508m": dict(stem=24, tokens=(6, 192), num_features=1920, group_num=1, blocks=_BLOCKS_508M),
+    "294m": dict(stem=16, tokens=(6, 192), num_features=1920, group_num=1, blocks=_BLOCKS_294M),
+    "214m": dict(stem=12, tokens=(6, 192), num_features=1600, group_num=1, blocks=_BLOCKS_214M),
+    "151m": dict(stem=12, tokens=(6, 192), num_features=1280, group_num=1, blocks=_BLOCKS_151M),
     "96m": dict(stem=12, tokens=(4, 128), num_features=1280, group_num=1, blocks=_BLOCKS_96M),
     "52m": dict(stem=8, tokens=(3, 128), num_features=1024, group_num=1, blocks=_BLOCKS_52M),
     "26m": dict(stem=8, tokens=(3, 128), num_features=1024, group_num=4, blocks=_BLOCKS_52M),
@@ -622,7 +612,10 @@ class MobileFormer(Backbone):
         return self.forward_features(x, last_stage)[0]
 
     def forward_head(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        """Final Mobile->Former bridge + :class:`MergeClassifier`: ``(B, C_4, h, w)``, ``(B, M, d)`` -> ``(B, num_classes)``."""
+        """Final Mobile->Former bridge and :class:`MergeClassifier`.
+
+        Takes the stride-32 map ``(B, C_4, h, w)`` and the tokens ``(B, M, d)``; returns logits ``(B, num_classes)``.
+        """
         return self.classifier(x, self.local_global(x, tokens))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:

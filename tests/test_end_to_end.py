@@ -1,0 +1,102 @@
+"""The real YOLOv5 entry points on the embedded data: train -> best.pt -> val / detect / export, fresh processes.
+
+Every step runs as its own process, like a user would run it, with no network access needed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+IMG = 128
+
+
+def run(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run a command in a fresh process; fail with its output if it exits non-zero."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Path:
+    """Train EdgeViT-XXS YOLOv5 for one epoch on the embedded coco8 data via the root train.py."""
+    work = tmp_path_factory.mktemp("e2e")
+    run([sys.executable, str(ROOT / "train.py"), "--cfg", "yolov5_edgevit.yaml", "--epochs", "1", "--img", str(IMG),
+         "--batch-size", "4", "--workers", "0", "--device", "cpu", "--project", str(work / "runs"), "--name", "exp"],
+        cwd=work)
+    return work / "runs" / "exp" / "weights" / "best.pt"
+
+
+def test_training_writes_a_plugin_checkpoint(trained: Path) -> None:
+    assert trained.is_file() and (trained.parent / "last.pt").is_file()
+    code = ("import torch, sys; ck = torch.load(sys.argv[1], map_location='cpu');"
+            "m = ck['model']; b = m.model[0];"
+            "print(type(b).__module__, type(b).__name__, b.variant, list(b.out_channels), m.yaml_file, ck['epoch'])")
+    out = run([sys.executable, "-c", code, str(trained)], cwd=trained.parent).stdout.split()
+    assert out[:5] == ["yolo_backbones.backbones.edgevit", "EdgeViT", "xxs", "[72,", "144,"]
+    assert out[-1] == "-1", "strip_optimizer marks a finished checkpoint with epoch -1"
+
+
+def test_val_reports_metrics_and_saves_coco_json(trained: Path, tmp_path: Path) -> None:
+    proc = run([sys.executable, str(ROOT / "val.py"), "--weights", str(trained), "--img", str(IMG), "--device", "cpu",
+                "--save-json", "--project", str(tmp_path), "--name", "val"], cwd=tmp_path)
+    # YOLOv5's summary row: class "all", 8 images, 52 labels, then P, R, mAP50, mAP50-95.
+    row = re.search(r"\ball\s+8\s+52\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", proc.stdout + proc.stderr)
+    assert row, (proc.stdout + proc.stderr)[-3000:]
+    assert all(0.0 <= float(v) <= 1.0 for v in row.groups())
+    predictions = json.loads((tmp_path / "val" / "best_predictions.json").read_text())
+    assert isinstance(predictions, list)
+    for p in predictions[:20]:
+        assert set(p) == {"image_id", "category_id", "bbox", "score"} and len(p["bbox"]) == 4
+
+
+def test_detect_writes_annotated_images(trained: Path, tmp_path: Path) -> None:
+    run([sys.executable, str(ROOT / "detect.py"), "--weights", str(trained), "--img", str(IMG), "--device", "cpu",
+         "--save-txt", "--save-conf", "--conf-thres", "0.001", "--project", str(tmp_path), "--name", "det"], cwd=tmp_path)
+    images = sorted((tmp_path / "det").glob("*.jpg"))
+    assert len(images) == 8, "one annotated image per embedded image"
+
+
+def test_export_onnx_matches_pytorch(trained: Path, tmp_path: Path) -> None:
+    onnxruntime = pytest.importorskip("onnxruntime")
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(trained.read_bytes())
+    run([sys.executable, str(ROOT / "export.py"), "--weights", str(weights), "--img", str(IMG), "--include", "onnx",
+         "--device", "cpu"], cwd=tmp_path)
+    onnx_file = weights.with_suffix(".onnx")
+    assert onnx_file.is_file()
+    code = f"""
+import sys, numpy as np, torch, onnxruntime as ort
+import yolo_backbones
+from yolov5.models.experimental import attempt_load
+model = attempt_load(sys.argv[1], device='cpu', fuse=True).float().eval()
+x = torch.rand(2, 3, {IMG}, {IMG}, generator=torch.Generator().manual_seed(0))
+with torch.no_grad():
+    ref = model(x)[0].numpy()
+sess = ort.InferenceSession(sys.argv[2], providers=['CPUExecutionProvider'])
+out = np.concatenate([sess.run(None, {{'images': x[i:i+1].numpy()}})[0] for i in range(2)])
+print(ref.shape, out.shape, float(np.abs(ref - out).max()), float(np.abs(ref).max()))
+"""
+    shape_ref, _, shape_out, _, diff, scale = run([sys.executable, "-c", code, str(weights), str(onnx_file)],
+                                                  cwd=tmp_path).stdout.split()[-6:]
+    assert diff and float(diff) <= 1e-3 * max(1.0, float(scale)), f"ONNX differs from PyTorch by {diff}"
+
+
+def test_pip_cli_finds_the_plugin_without_an_import(trained: Path, tmp_path: Path) -> None:
+    """`yolov5 val` (the PyPI package's own CLI) loads a plugin checkpoint thanks to the .pth import hook."""
+    cli = Path(sys.executable).with_name("yolov5")
+    if not cli.exists():
+        pytest.skip("the yolov5 console script is not installed next to this Python")
+    proc = run([str(cli), "val", "--weights", str(trained), "--data", "coco8.yaml", "--img", str(IMG),
+                "--device", "cpu", "--project", str(tmp_path), "--name", "cli"], cwd=tmp_path)
+    assert re.search(r"\ball\s+8\s+52\s", proc.stdout + proc.stderr), (proc.stdout + proc.stderr)[-3000:]

@@ -1,0 +1,262 @@
+"""Tests of the Mobile-Former backbone: parameter counts, official keys, checkpoints, detection mode."""
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import yolo_backbones
+from yolo_backbones.backbones.mobileformer import MobileFormer
+from yolo_backbones.weights import CheckpointMismatchError
+
+torch.set_num_threads(1)
+
+KEYS_DIR = Path(__file__).parent / "data" / "keys"
+
+# Totals of the official classifiers (reference §6.1) and of stem + tokens + features (§6.2).
+PARAMS_CLS = {"508m": 13_976_976, "294m": 11_422_648, "214m": 9_425_920, "151m": 7_595_828,
+              "96m": 4_585_252, "52m": 3_469_092, "26m": 3_232_788}
+PARAMS_DET = {"508m": 8_429_000, "294m": 6_580_368, "214m": 5_728_344, "151m": 4_907_788,
+              "96m": 2_003_900, "52m": 1_626_236, "26m": 1_431_404}
+# Channels at strides 4 / 8 / 16 / 32 (reference §3.1).
+CHANNELS = {"508m": (40, 72, 176, 240), "294m": (24, 48, 128, 192), "214m": (20, 40, 112, 160),
+            "151m": (16, 32, 88, 128), "96m": (16, 32, 88, 128), "52m": (12, 24, 64, 96), "26m": (12, 24, 64, 96)}
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def official_keys(variant: str) -> dict[str, tuple[int, ...]]:
+    """Parse ``key\\t(shape)`` lines of an official key list into ``{key: shape}``."""
+    keys = {}
+    for line in (KEYS_DIR / f"official_mobile_former_{variant}.txt").read_text().splitlines():
+        if not line.strip():
+            continue
+        key, shape = line.split("\t")
+        keys[key] = tuple(int(s) for s in re.findall(r"\d+", shape))
+    return keys
+
+
+def make_official_checkpoint(variant: str, path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Write an official-format ``.pth.tar`` (random tensors, DDP ``module.`` prefix); return the raw state_dict."""
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+    for key, shape in official_keys(variant).items():
+        if key.endswith("num_batches_tracked"):
+            sd[key] = torch.tensor(7, dtype=torch.long)
+        elif key.endswith("running_var"):
+            sd[key] = torch.rand(shape, generator=gen) + 0.5
+        else:
+            sd[key] = torch.randn(shape, generator=gen) * 0.1
+    torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}, "epoch": 1,
+                "args": argparse.Namespace(model=f"mobile_former_{variant}")}, path)
+    return sd
+
+
+@pytest.mark.parametrize("variant", list(PARAMS_CLS))
+def test_param_counts(variant: str) -> None:
+    assert n_params(MobileFormer(variant, num_classes=1000)) == PARAMS_CLS[variant]
+    assert n_params(MobileFormer(variant, out_indices=(0, 1, 2, 3))) == PARAMS_DET[variant]
+
+
+@pytest.mark.parametrize("variant", list(CHANNELS))
+def test_variant_channels(variant: str) -> None:
+    assert MobileFormer.variant_channels(variant) == CHANNELS[variant]
+    assert MobileFormer.variant_channels(variant.upper()) == CHANNELS[variant]
+
+
+def test_all_variants_registered() -> None:
+    names = yolo_backbones.backbone_names()
+    assert all(f"mobileformer_{v}" in names for v in PARAMS_CLS)
+    record = next(r for r in yolo_backbones.list_backbones() if r["name"] == "mobileformer_508m")
+    assert record["channels"] == [40, 72, 176, 240] and record["yaml_module"] == "MobileFormer"
+
+
+@pytest.mark.parametrize("variant", ["508m", "52m"])
+def test_state_dict_matches_official_keys(variant: str) -> None:
+    expected = official_keys(variant)
+    got = {k: tuple(v.shape) for k, v in MobileFormer(variant, num_classes=1000).state_dict().items()}
+    assert set(got) == set(expected), sorted(set(got) ^ set(expected))[:10]
+    assert got == expected
+
+
+def test_first_parameter_is_stem_conv() -> None:
+    for kwargs in ({}, {"num_classes": 1000}):
+        model = MobileFormer("52m", **kwargs)
+        name, p = next(model.named_parameters())
+        assert name == "stem.0.weight" and p.shape[1] == 3
+        assert next(model.parameters()) is model.stem[0].weight
+    assert next(MobileFormer("26m", in_chans=1).parameters()).shape[1] == 1
+
+
+def test_official_checkpoint_loads(tmp_path: Path) -> None:
+    path = tmp_path / "mobile-former-52m.pth.tar"
+    sd = make_official_checkpoint("52m", path)
+    model = yolo_backbones.create("mobileformer_52m", num_classes=1000, pretrained=str(path))
+    own = model.state_dict()
+    assert set(own) == set(sd)
+    assert all(torch.equal(own[k], sd[k]) for k in sd)
+
+    # Detection mode skips the classifier-only keys; the constructor argument loads too.
+    det = MobileFormer("52m", out_indices=(1, 2, 3), pretrained=str(path))
+    assert not any(k.startswith(("local_global.", "classifier.")) for k in det.state_dict())
+    assert all(torch.equal(v, sd[k]) for k, v in det.state_dict().items())
+    # A detection model that stops at stride 16 does not build the last blocks: their keys are skipped.
+    short = MobileFormer("52m", out_indices=(0, 1, 2), pretrained=str(path))
+    assert len(short.features) == 7
+    assert all(torch.equal(v, sd[k]) for k, v in short.state_dict().items())
+
+
+def test_mismatching_checkpoint_raises(tmp_path: Path) -> None:
+    path = tmp_path / "mobile-former-52m.pth.tar"
+    sd = make_official_checkpoint("52m", path)
+    # 26m has the same keys as 52m but grouped 1x1 convs: shape mismatch.
+    with pytest.raises(CheckpointMismatchError, match="shape mismatch"):
+        yolo_backbones.create("mobileformer_26m", num_classes=1000, pretrained=str(path))
+    with pytest.raises(CheckpointMismatchError):
+        MobileFormer("508m", pretrained=str(path))
+    sd.pop("features.3.conv1.0.weight")
+    torch.save({"state_dict": sd}, tmp_path / "broken.pth.tar")
+    with pytest.raises(CheckpointMismatchError, match="missing"):
+        MobileFormer("52m", pretrained=str(tmp_path / "broken.pth.tar"))
+
+
+@pytest.mark.parametrize("size", [(64, 64), (96, 160), (192, 256), (320, 640), (333, 517), (32, 32)])
+def test_detection_output_shapes(size: tuple[int, int]) -> None:
+    h, w = size
+    model = MobileFormer("52m", out_indices=(0, 1, 2, 3)).eval()
+    with torch.no_grad():
+        outs = model(torch.rand(2, 3, h, w))
+    assert isinstance(outs, list) and len(outs) == 4
+    for out, c, s in zip(outs, CHANNELS["52m"], (4, 8, 16, 32)):
+        assert tuple(out.shape) == (2, c, -(-h // s), -(-w // s))
+        assert torch.isfinite(out).all()
+    assert model.out_channels == list(CHANNELS["52m"]) and model.out_strides == [4, 8, 16, 32]
+
+
+@pytest.mark.parametrize("variant", ["96m", "508m"])
+def test_detection_output_channels(variant: str) -> None:
+    model = MobileFormer(variant, out_indices=(1, 2, 3)).eval()
+    with torch.no_grad():
+        outs = model(torch.rand(1, 3, 64, 96))
+    assert [o.shape[1] for o in outs] == list(CHANNELS[variant][1:]) == model.out_channels
+    assert [tuple(o.shape[2:]) for o in outs] == [(8, 12), (4, 6), (2, 3)]
+
+
+def test_classifier_output() -> None:
+    model = MobileFormer("26m", num_classes=10).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, 96, 128))
+    assert logits.shape == (2, 10)
+
+
+@pytest.mark.parametrize("variant,out_indices", [("52m", (1, 2, 3)), ("52m", (0, 1, 2, 3)), ("26m", (1, 2, 3)),
+                                                 ("96m", (0, 1, 2)), ("151m", (1, 2, 3))])
+def test_every_parameter_gets_gradient(variant: str, out_indices: tuple[int, ...]) -> None:
+    model = MobileFormer(variant, out_indices=out_indices).train()
+    outs = model(torch.rand(2, 3, 64, 96))
+    sum(o.sum() for o in outs).backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    zero_grad = [n for n, p in model.named_parameters() if p.grad is not None and not p.grad.abs().sum() > 0]
+    assert not no_grad, no_grad
+    assert not zero_grad, zero_grad
+    assert model.tokens.weight.grad.abs().sum() > 0
+
+
+def test_no_classifier_modules_in_detection_mode() -> None:
+    model = MobileFormer("52m")
+    assert not hasattr(model, "classifier") and not hasattr(model, "local_global")
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
+
+
+def test_batch1_training_at_256() -> None:
+    # YOLOv5's stride probe: training mode, batch 1, 256x256 zeros.
+    model = MobileFormer("52m", out_indices=(1, 2, 3)).train()
+    outs = model(torch.zeros(1, 3, 256, 256))
+    assert [tuple(o.shape) for o in outs] == [(1, 24, 32, 32), (1, 64, 16, 16), (1, 96, 8, 8)]
+    sum(o.sum() for o in outs).backward()
+
+
+def test_inplace_activations_are_safe() -> None:
+    # YOLOv5 sets inplace=True on every activation module it finds; results must not change.
+    torch.manual_seed(0)
+    model = MobileFormer("26m", out_indices=(0, 1, 2, 3)).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        for m in model.modules():
+            if type(m) in (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU):
+                m.inplace = True
+        out = model(x)
+    assert all(torch.equal(a, b) for a, b in zip(ref, out))
+    model.train()
+    sum(o.sum() for o in model(torch.rand(2, 3, 64, 64))).backward()
+
+
+def test_deepcopy_and_half() -> None:
+    model = MobileFormer("52m").eval()
+    clone = copy.deepcopy(model)
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(model(x), clone(x)))
+        half = clone.half()
+        outs = half(x.half())
+    assert all(o.dtype == torch.float16 and torch.isfinite(o).all() for o in outs)
+
+
+def test_jit_trace_other_size() -> None:
+    model = MobileFormer("52m").eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(model, torch.rand(1, 3, 64, 64), strict=False)
+        x = torch.rand(2, 3, 96, 64)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(traced(x), model(x)))
+
+
+def test_unknown_variant_lists_variants() -> None:
+    with pytest.raises(ValueError) as err:
+        MobileFormer("1000m")
+    assert all(v in str(err.value) for v in PARAMS_CLS)
+    with pytest.raises(ValueError, match="mobileformer_52m"):
+        yolo_backbones.create("mobileformer_53m")
+
+
+def test_bad_out_indices() -> None:
+    with pytest.raises(ValueError):
+        MobileFormer("52m", out_indices=(2, 1))
+    with pytest.raises(ValueError):
+        MobileFormer("52m", out_indices=(4,))
+
+
+def test_onnx_export_matches(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+
+    class AsTuple(nn.Module):
+        def __init__(self, model: nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return tuple(self.model(x))
+
+    model = AsTuple(MobileFormer("26m", out_indices=(1, 2, 3))).eval()
+    path = tmp_path / "mf.onnx"
+    names = ["p3", "p4", "p5"]
+    torch.onnx.export(model, torch.rand(1, 3, 64, 64), str(path), opset_version=17, dynamo=False,
+                      input_names=["images"], output_names=names,
+                      dynamic_axes={"images": {0: "b", 2: "h", 3: "w"},
+                                    **{n: {0: "b", 2: f"h{n}", 3: f"w{n}"} for n in names}})
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.rand(2, 3, 96, 160)
+    with torch.no_grad():
+        ref = model(x)
+    outs = sess.run(None, {"images": x.numpy()})
+    for r, o in zip(ref, outs):
+        assert r.shape == o.shape
+        assert torch.allclose(r, torch.from_numpy(o), atol=1e-4)
