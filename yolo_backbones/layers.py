@@ -196,6 +196,7 @@ class OffsetBiasAttention(nn.Module):
         self._index_cache.clear()
 
     def train(self, mode: bool = True) -> "OffsetBiasAttention":
+        """Set training mode like ``nn.Module.train`` (returns ``self``) and clear the bias caches."""
         self.clear_bias_cache()
         return super().train(mode)
 

@@ -1,0 +1,379 @@
+"""EfficientFormer (v1): a pure-ViT-style hybrid with PoolFormer blocks and a final attention stage.
+
+Paper: "EfficientFormer: Vision Transformers at MobileNet Speed", Li et al., NeurIPS 2022
+(https://arxiv.org/abs/2206.01191). Reference code: github.com/snap-research/EfficientFormer
+(``models/efficientformer.py``; detection variant ``detection/backbone.py``).
+
+Architecture (4 stages, strides 4 / 8 / 16 / 32):
+
+* Stem: ``[conv3x3 s2 -> BN -> ReLU] x 2``; between stages a ``conv3x3 s2 -> BN`` downsampling.
+* **Meta4D** blocks on ``(B, C, H, W)`` maps (all of stages 0-2 and the start of stage 3):
+  ``x + ls1 * (AvgPool3x3(x) - x)`` (pooling token mixer) then ``x + ls2 * Mlp(x)`` with a
+  ``1x1 conv -> BN -> GELU -> 1x1 conv -> BN`` MLP (4x expansion).
+* The last ``vit_num`` blocks of stage 3 are **Meta3D** blocks, pre-LayerNorm transformer layers:
+  ``x + ls1 * Attention(LN(x))``, ``x + ls2 * Mlp(LN(x))``. The attention has 8 heads of key dim 32 and
+  value dim 128 and adds a learned per-head bias indexed by the token offset ``(|dy|, |dx|)``.
+  A parameter-free ``Flat`` module switches from the map to tokens before them.
+* Classifier: final LayerNorm, mean over tokens, ``head`` and ``dist_head`` (distillation) Linear
+  layers whose logits are averaged.
+
+State-dict keys and shapes equal the official ones (``patch_embed.*``, ``network.{i}.*``, ``norm``,
+``head``, ``dist_head``), so official checkpoints (weights under ``'model'``) load with identity key
+mapping; timm-format checkpoints (``stem.*``, ``stages.*``) are converted by
+:meth:`EfficientFormer.convert_state_dict`. Differences from the reference code:
+
+* **Any input size.** The reference attention bias is gathered for a fixed 7x7 grid (224x224 input).
+  Here the pretrained (heads, 7, 7) offset table is resized bicubically to the runtime token grid and
+  gathered per offset (see :class:`~yolo_backbones.layers.OffsetBiasAttention`); at the 7x7 grid the
+  bias is bit-identical to the reference one. The ``attention_bias_idxs`` buffer is derived instead of
+  stored: it is accepted (and checked) when a checkpoint contains it.
+* ``Flat`` turns the map into a channels-last token grid ``(B, H, W, C)`` (same token order as the
+  reference ``(B, N, C)`` sequence), so the stage-3 output can be turned back into a map.
+* The attention uses ``torch.nn.functional.scaled_dot_product_attention`` with the bias as float mask.
+* BatchNorms are :class:`~yolo_backbones.layers.SafeBatchNorm2d` (batch-1 1x1 maps work in training).
+* Detection mode (``num_classes=0``) has no ``head`` / ``dist_head``. The stage-3 output passes through
+  the final pretrained LayerNorm ``norm`` (it is the stage's output normalisation in the classifier too);
+  the official detection code instead adds new GroupNorms on every output and drops ``norm``. Stages
+  after the last requested one are not built, so every parameter is used.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ..layers import ConvBnDownsample, DropPath, Mlp, OffsetBiasAttention, SafeBatchNorm2d, conv_bn_stem
+from ..registry import register
+from .base import Backbone
+
+__all__ = ["EfficientFormer", "Attention", "Meta3D", "Meta4D", "Flat", "Pooling", "ConvBnMlp"]
+
+# Variant table, exactly as the official `efficientformer_{l1,l3,l7}` constructors. ``vit_num`` is the
+# number of Meta3D (attention) blocks at the end of stage 3; the other blocks are Meta4D.
+EFFICIENTFORMER_CFGS: dict[str, dict[str, Any]] = {
+    "l1": dict(depths=(3, 2, 6, 4), embed_dims=(48, 96, 224, 448), vit_num=1),
+    "l3": dict(depths=(4, 4, 12, 6), embed_dims=(64, 128, 320, 512), vit_num=4),
+    "l7": dict(depths=(6, 6, 18, 8), embed_dims=(96, 192, 384, 768), vit_num=8),
+}
+
+_MLP_RATIO = 4.0
+_LAYER_SCALE_INIT = 1e-5
+# Side of the token grid the attention biases were trained on (224 / 32).
+_ATTN_RESOLUTION = 7
+
+
+class Pooling(nn.Module):
+    """PoolFormer token mixer ``AvgPool3x3(x) - x`` (padding excluded from the average).
+
+    Takes and returns ``(B, C, H, W)``; the ``- x`` is because the block adds ``x`` back.
+    """
+
+    def __init__(self, pool_size: int = 3) -> None:
+        super().__init__()
+        self.pool = nn.AvgPool2d(pool_size, stride=1, padding=pool_size // 2, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x) - x
+
+
+class ConvBnMlp(nn.Module):
+    """Channel MLP of Meta4D: ``1x1 conv -> BN -> GELU -> 1x1 conv -> BN`` on ``(B, C, H, W)``.
+
+    Args:
+        in_features: input (and output) channels.
+        hidden_features: hidden channels.
+        drop: dropout after the activation and at the end.
+
+    Returns ``(B, in_features, H, W)``.
+    """
+
+    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0) -> None:
+        super().__init__()
+        # Registration order (fc1, fc2, norm1, norm2) follows the official state_dict order.
+        self.fc1 = nn.Conv2d(in_features, hidden_features, 1)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv2d(hidden_features, in_features, 1)
+        self.drop = nn.Dropout(drop)
+        self.norm1 = SafeBatchNorm2d(hidden_features)
+        self.norm2 = SafeBatchNorm2d(in_features)
+        for conv in (self.fc1, self.fc2):  # reference init of the MLP convs
+            nn.init.trunc_normal_(conv.weight, std=0.02)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self.act(self.norm1(self.fc1(x))))
+        return self.drop(self.norm2(self.fc2(x)))
+
+
+class Meta4D(nn.Module):
+    """PoolFormer-style block on maps: ``x + ls1 * Pooling(x)``, then ``x + ls2 * ConvBnMlp(x)``.
+
+    Args:
+        dim: channels.
+        mlp_ratio: hidden width of the MLP relative to ``dim``.
+        drop: dropout in the MLP.
+        drop_path: stochastic-depth rate of both residual branches.
+        layer_scale_init_value: initial value of the per-channel layer scales ``(dim,)``.
+
+    Takes and returns ``(B, dim, H, W)``.
+    """
+
+    def __init__(self, dim: int, mlp_ratio: float = _MLP_RATIO, drop: float = 0.0, drop_path: float = 0.0,
+                 layer_scale_init_value: float = _LAYER_SCALE_INIT) -> None:
+        super().__init__()
+        self.token_mixer = Pooling()
+        self.mlp = ConvBnMlp(dim, int(dim * mlp_ratio), drop=drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.layer_scale_1 = nn.Parameter(torch.full((dim,), layer_scale_init_value))
+        self.layer_scale_2 = nn.Parameter(torch.full((dim,), layer_scale_init_value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.layer_scale_1[:, None, None] * self.token_mixer(x))
+        x = x + self.drop_path(self.layer_scale_2[:, None, None] * self.mlp(x))
+        return x
+
+
+class Flat(nn.Module):
+    """Switch from a map ``(B, C, H, W)`` to a channels-last token grid ``(B, H, W, C)``.
+
+    The reference ``Flat`` returns ``(B, H * W, C)``; keeping H and W in the shape gives the same token
+    order while letting the attention know the grid and the stage output be turned back into a map.
+    It has no parameters but occupies an index of the stage (so the Meta3D keys match the reference).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1)
+
+
+class Attention(OffsetBiasAttention):
+    """Multi-head self-attention with a learned offset bias (LeViT style), for any token grid.
+
+    Args:
+        dim: input / output channels.
+        key_dim: query/key dim per head (the softmax scale is ``key_dim ** -0.5``).
+        num_heads: heads.
+        attn_ratio: value dim per head = ``attn_ratio * key_dim``.
+        resolution: side of the token grid the biases were trained on (7).
+
+    Takes and returns a channels-last token grid ``(B, H, W, dim)``.
+    """
+
+    def __init__(self, dim: int, key_dim: int = 32, num_heads: int = 8, attn_ratio: int = 4,
+                 resolution: int = _ATTN_RESOLUTION) -> None:
+        super().__init__(num_heads, resolution)
+        self.key_dim = key_dim
+        self.scale = key_dim ** -0.5
+        self.val_dim = int(attn_ratio * key_dim)
+        self.val_attn_dim = self.val_dim * num_heads
+        # Per head the qkv output holds [q (key_dim), k (key_dim), v (val_dim)] consecutively, as in the reference.
+        self.qkv = nn.Linear(dim, (2 * key_dim + self.val_dim) * num_heads)
+        self.proj = nn.Linear(self.val_attn_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, _ = x.shape
+        N = H * W
+        qkv = self.qkv(x).reshape(B, N, self.num_heads, -1).permute(0, 2, 1, 3)  # (B, heads, N, 2kd + vd)
+        q, k, v = qkv.split([self.key_dim, self.key_dim, self.val_dim], dim=3)
+        bias = self.attention_bias((H, W), (H, W), q.dtype)  # (heads, N, N), broadcast over the batch
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)  # (B, heads, N, vd)
+        x = x.transpose(1, 2).reshape(B, H, W, self.val_attn_dim)
+        return self.proj(x)
+
+
+class Meta3D(nn.Module):
+    """Pre-LayerNorm transformer block: ``x + ls1 * Attention(LN(x))``, then ``x + ls2 * Mlp(LN(x))``.
+
+    Args:
+        dim: channels.
+        mlp_ratio: hidden width of the MLP relative to ``dim``.
+        drop: dropout in the MLP.
+        drop_path: stochastic-depth rate of both residual branches.
+        layer_scale_init_value: initial value of the layer scales ``(dim,)``.
+
+    Takes and returns a channels-last token grid ``(B, H, W, dim)``.
+    """
+
+    def __init__(self, dim: int, mlp_ratio: float = _MLP_RATIO, drop: float = 0.0, drop_path: float = 0.0,
+                 layer_scale_init_value: float = _LAYER_SCALE_INIT) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.token_mixer = Attention(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.layer_scale_1 = nn.Parameter(torch.full((dim,), layer_scale_init_value))
+        self.layer_scale_2 = nn.Parameter(torch.full((dim,), layer_scale_init_value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.layer_scale_1 * self.token_mixer(self.norm1(x)))
+        x = x + self.drop_path(self.layer_scale_2 * self.mlp(self.norm2(x)))
+        return x
+
+
+def _stage(dim: int, index: int, depths: Sequence[int], vit_num: int, drop_path_rate: float) -> nn.Sequential:
+    """Blocks of stage ``index``: Meta4D blocks; in stage 3 the last ``vit_num`` are Meta3D after a ``Flat``."""
+    blocks: list[nn.Module] = []
+    first = sum(depths[:index])
+    for j in range(depths[index]):
+        # Reference stochastic-depth rule: linear in the global block index.
+        dpr = drop_path_rate * (first + j) / (sum(depths) - 1)
+        is_attn = index == 3 and depths[index] - j <= vit_num
+        if is_attn and not any(isinstance(b, Flat) for b in blocks):
+            blocks.append(Flat())
+        blocks.append(Meta3D(dim, drop_path=dpr) if is_attn else Meta4D(dim, drop_path=dpr))
+    return nn.Sequential(*blocks)
+
+
+_TIMM_STEM = {"conv1": "0", "norm1": "1", "conv2": "3", "norm2": "4"}
+
+
+def timm_to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a timm-format EfficientFormer state_dict (``stem.*``, ``stages.*``) to official names.
+
+    Inverse of timm's ``checkpoint_filter_fn``: ``stem.{conv1,norm1,conv2,norm2}`` ->
+    ``patch_embed.{0,1,3,4}``; ``stages.i.downsample.{conv,norm}`` -> ``network.{2i-1}.{proj,norm}``;
+    ``stages.i.blocks.j`` -> ``network.{2i}.j`` (timm keeps the ``Flat`` index); ``ls{1,2}.gamma`` ->
+    ``layer_scale_{1,2}``; ``head_dist`` -> ``dist_head``. Shapes are unchanged.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        new = key
+        if m := re.match(r"stem\.(conv1|norm1|conv2|norm2)\.(.*)", key):
+            new = f"patch_embed.{_TIMM_STEM[m[1]]}.{m[2]}"
+        elif m := re.match(r"stages\.(\d+)\.downsample\.(conv|norm)\.(.*)", key):
+            new = f"network.{2 * int(m[1]) - 1}.{'proj' if m[2] == 'conv' else 'norm'}.{m[3]}"
+        elif m := re.match(r"stages\.(\d+)\.blocks\.(\d+)\.(.*)", key):
+            rest = re.sub(r"^ls([12])\.gamma$", r"layer_scale_\1", m[3])
+            new = f"network.{2 * int(m[1])}.{m[2]}.{rest}"
+        elif key.startswith("head_dist."):
+            new = "dist_head." + key[len("head_dist."):]
+        out[new] = value
+    return out
+
+
+def drop_bias_idxs(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint"
+                   ) -> dict[str, torch.Tensor]:
+    """Remove ``*.attention_bias_idxs`` buffers from ``state_dict`` after checking them against ``model``.
+
+    The model derives these indices (:class:`OffsetBiasAttention`); a buffer that does not match the
+    reference geometry of its layer raises :class:`~yolo_backbones.weights.CheckpointMismatchError`.
+    Keys of layers the model does not have are kept (they are reported as unexpected, or dropped
+    with the classifier keys, by the loader).
+    """
+    from ..weights import CheckpointMismatchError
+
+    suffix = ".attention_bias_idxs"
+    out = {}
+    for key, value in state_dict.items():
+        if key.endswith(suffix):
+            try:
+                layer = model.get_submodule(key[: -len(suffix)])
+            except AttributeError:
+                layer = None
+            if isinstance(layer, OffsetBiasAttention):
+                if not layer.check_official_idxs(value):
+                    raise CheckpointMismatchError(
+                        f"{source}: {key} {tuple(value.shape)} is not the reference offset index of a "
+                        f"{layer.native_grids()[1]} key grid; the checkpoint is not an official one of this layout")
+                continue
+        out[key] = value
+    return out
+
+
+@register
+class EfficientFormer(Backbone):
+    """EfficientFormer-L1 / L3 / L7 as an ImageNet classifier or a 4-stage YOLOv5 backbone.
+
+    Args:
+        variant: ``"l1"``, ``"l3"`` or ``"l7"``.
+        out_indices: stages returned in detection mode (0..3 = strides 4, 8, 16, 32).
+        pretrained: path of an official (or timm) checkpoint to load strictly (nothing is downloaded).
+        num_classes: ``0`` (default) for the detection backbone, ``1000`` for the ImageNet classifier
+            (with ``head`` and ``dist_head``; their logits are averaged).
+        in_chans: input channels.
+        drop_path_rate: stochastic depth, increased linearly over all blocks (reference rule).
+
+    Detection mode returns ``[(B, C_i, ceil(H / s_i), ceil(W / s_i)) for i in out_indices]`` with the
+    ``embed_dims`` of the variant as channels; the stride-32 map is the Meta3D token grid after the final
+    LayerNorm ``norm``, reshaped to ``(B, C, h, w)``. Any H, W work (all downsampling convs round up and
+    the attention bias follows the grid). Classification mode returns logits ``(B, num_classes)``.
+    """
+
+    family = "efficientformer"
+    variants = EFFICIENTFORMER_CFGS
+    input_multiple = 1
+    classifier_prefixes = ("head.", "dist_head.")
+
+    def __init__(self, variant: str = "l1", out_indices: Sequence[int] = (1, 2, 3), pretrained: str | None = None,
+                 *, num_classes: int = 0, in_chans: int = 3, drop_path_rate: float = 0.0) -> None:
+        super().__init__(variant, out_indices, num_classes, in_chans)
+        dims, depths, vit_num = self.cfg["embed_dims"], self.cfg["depths"], self.cfg["vit_num"]
+        # Stem first: YOLOv5 takes the input channel count from the first parameter.
+        self.patch_embed = conv_bn_stem(in_chans, dims[0], nn.ReLU)
+
+        # network = [stage0, down1, stage1, down2, stage2, down3, stage3] as in the reference. A detection
+        # model stops after the last requested stage so that no parameter goes unused.
+        num_stages = 4 if self.num_classes else self.out_indices[-1] + 1
+        network: list[nn.Module] = []
+        for i in range(num_stages):
+            if i > 0:
+                network.append(ConvBnDownsample(dims[i - 1], dims[i]))
+            network.append(_stage(dims[i], i, depths, vit_num, drop_path_rate))
+        self.network = nn.ModuleList(network)
+        if num_stages == 4:
+            self.norm = nn.LayerNorm(dims[3])
+        if self.num_classes:
+            self.head = nn.Linear(dims[3], self.num_classes)
+            self.dist_head = nn.Linear(dims[3], self.num_classes)
+        else:
+            # Checkpoint keys this detection model has no use for (dropped when loading pretrained weights).
+            unused = tuple(f"network.{j}." for j in range(len(network), 7)) + (("norm.",) if num_stages < 4 else ())
+            self.classifier_prefixes = type(self).classifier_prefixes + unused
+
+        self.stage_channels = tuple(dims)
+        for m in self.modules():  # reference init of the Linear layers (convs / norms keep torch defaults)
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        if pretrained:
+            self.load_pretrained(pretrained)
+
+    @classmethod
+    def variant_channels(cls, variant: str) -> tuple[int, ...]:
+        """Output channels of the four stages of ``variant`` (e.g. ``(48, 96, 224, 448)`` for L1)."""
+        return tuple(cls.variants[cls.resolve_variant(variant)]["embed_dims"])
+
+    def forward_stages(self, x: torch.Tensor, last_stage: int) -> list[torch.Tensor]:
+        """Run stages ``0..last_stage`` on ``(B, in_chans, H, W)``; return their ``(B, C_i, H_i, W_i)`` outputs.
+
+        Stage 3 ends on a channels-last token grid; it passes through the final LayerNorm and is
+        returned as a ``(B, C_3, H_3, W_3)`` map.
+        """
+        x = self.patch_embed(x)
+        outs: list[torch.Tensor] = []
+        for i in range(last_stage + 1):
+            if i > 0:
+                x = self.network[2 * i - 1](x)
+            x = self.network[2 * i](x)
+            if i == 3:
+                x = self.norm(x).permute(0, 3, 1, 2).contiguous()
+            outs.append(x)
+        return outs
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """Token mean + ``head`` and ``dist_head`` (averaged): ``(B, C_3, h, w)`` -> logits ``(B, num_classes)``."""
+        x = x.mean(dim=(2, 3))
+        return (self.head(x) + self.dist_head(x)) / 2
+
+    def convert_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Map an official or timm-format checkpoint to this model's (official) key names.
+
+        timm keys (``stem.*`` / ``stages.*``) are renamed by :func:`timm_to_official`; the persistent
+        ``attention_bias_idxs`` buffers of both formats are checked and dropped (see :func:`drop_bias_idxs`).
+        """
+        if any(k.startswith(("stem.", "stages.")) for k in state_dict):
+            state_dict = timm_to_official(state_dict)
+        return drop_bias_idxs(self, state_dict)

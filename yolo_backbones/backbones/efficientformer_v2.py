@@ -1,0 +1,482 @@
+"""EfficientFormerV2: a 4-D (all-convolutional-layout) hybrid with attention in the last two stages.
+
+Paper: "Rethinking Vision Transformers for MobileNet Size and Speed", Li et al., ICCV 2023
+(https://arxiv.org/abs/2212.08059). Reference code: github.com/snap-research/EfficientFormer
+(``models/efficientformer_v2.py``; detection variant ``detection/backbonev2.py``).
+
+Architecture (4 stages, strides 4 / 8 / 16 / 32; BatchNorm and GELU everywhere):
+
+* Stem: ``[conv3x3 s2 -> BN -> GELU] x 2``; stages 0->1 and 1->2 downsample with ``conv3x3 s2 -> BN``.
+* **FFN** blocks: ``x + ls2 * Mlp(x)``, Mlp = ``1x1 -> BN -> GELU -> dw3x3 -> BN -> GELU -> 1x1 -> BN``
+  with a per-block expansion ratio (config table below).
+* The last ``vit_num`` blocks of stages 2 and 3 are **AttnFFN** blocks: ``x + ls1 * Attention4D(x)``
+  before the FFN. Attention4D (8 heads, key dim 32, value dim 128) uses 1x1 conv + BN projections,
+  a depth-wise "local value" branch, a learned offset bias and *talking heads* (1x1 convs across the
+  heads before and after the softmax). In stage 2 (stride 16) it runs on a stride-32 copy of the map
+  (depth-wise conv s2 + BN) and its output is upsampled x2 bilinearly.
+* Stage 2->3 downsampling is ``conv3x3 s2 -> BN`` **plus** an attention downsampling
+  (Attention4DDownsample: stride-2 "local-global" queries attend to all stride-16 keys; 8 heads of key
+  dim 16 and value dim 64).
+* Classifier: final BatchNorm, global mean, ``head`` and ``dist_head`` whose logits are averaged.
+
+State-dict keys and shapes equal the official ones (``patch_embed.*``, ``network.{i}.*``, ``norm``,
+``head``, ``dist_head``), so official checkpoints (weights under ``'model'``) load with identity key
+mapping; timm-format checkpoints (``stem.*``, ``stages.*``, layer scales of shape ``(C,)``) are
+converted by :meth:`EfficientFormerV2.convert_state_dict`. Differences from the reference code:
+
+* **Any input size.** The reference bakes a 224x224 input into every attention: bias index buffers and
+  reshapes to 7x7 / 14x14 grids. Here all reshapes use the runtime grid and the pretrained offset
+  tables -- (heads, 7, 7) for Attention4D, (heads, 14, 14) for the downsampling attention, whose
+  stride-2 queries see key offsets up to 13 on the 14x14 stride-16 grid -- are resized bicubically to
+  the runtime key grid (see :class:`~yolo_backbones.layers.OffsetBiasAttention`). At 224x224 the biases
+  are bit-identical to the reference ones. The stride-2 attention of stage 2 upsamples back to the exact
+  input size, so odd stride-16 maps work too (the reference needs them even); ``input_multiple`` is 1.
+* The ``AvgPool2d(1, 2)`` subsampling of the downsampling queries is written as strided slicing (the
+  same values), and the downsampling attention uses ``scaled_dot_product_attention``. Attention4D keeps
+  an explicit softmax: its talking heads mix the heads between ``q @ k`` and the softmax and again
+  after it, which a fused attention kernel cannot express.
+* BatchNorms are :class:`~yolo_backbones.layers.SafeBatchNorm2d` (batch-1 1x1 maps work in training,
+  e.g. the stride-32 map of YOLOv5's 32x32 FLOPs probe).
+* Detection mode (``num_classes=0``) has no ``head`` / ``dist_head``; the stride-32 output passes
+  through the final pretrained BatchNorm ``norm`` (the official detection code returns raw stage
+  outputs). Stages after the last requested one are not built, so every parameter is used.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ..layers import ConvBnDownsample, DropPath, OffsetBiasAttention, SafeBatchNorm2d, conv_bn_stem
+from ..registry import register
+from .base import Backbone
+from .efficientformer import drop_bias_idxs
+
+__all__ = ["EfficientFormerV2", "Attention4D", "Attention4DDownsample", "AttnDownsample", "LGQuery",
+           "ConvMlpMid", "FFN", "AttnFFN"]
+
+# Variant table from the official `efficientformerv2_{s0,s1,s2,l}` constructors. ``mlp_ratios[i][j]`` is the
+# expansion ratio of block j of stage i; ``vit_num`` is the number of AttnFFN blocks at the end of stages 2
+# and 3. ``ref_drop_path`` is the stochastic depth the official recipe trains with (pass it as
+# ``drop_path_rate`` to reproduce ImageNet training; the constructor default is 0).
+EFFICIENTFORMERV2_CFGS: dict[str, dict[str, Any]] = {
+    "s0": dict(depths=(2, 2, 6, 4), embed_dims=(32, 48, 96, 176), vit_num=2, ref_drop_path=0.0,
+               mlp_ratios=((4, 4), (4, 4), (4, 3, 3, 3, 4, 4), (4, 3, 3, 4))),
+    "s1": dict(depths=(3, 3, 9, 6), embed_dims=(32, 48, 120, 224), vit_num=2, ref_drop_path=0.0,
+               mlp_ratios=((4,) * 3, (4,) * 3, (4, 4, 3, 3, 3, 3, 4, 4, 4), (4, 4, 3, 3, 4, 4))),
+    "s2": dict(depths=(4, 4, 12, 8), embed_dims=(32, 64, 144, 288), vit_num=4, ref_drop_path=0.02,
+               mlp_ratios=((4,) * 4, (4,) * 4, (4, 4, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4), (4, 4, 3, 3, 3, 3, 4, 4))),
+    "l": dict(depths=(5, 5, 15, 10), embed_dims=(40, 80, 192, 384), vit_num=6, ref_drop_path=0.1,
+              mlp_ratios=((4,) * 5, (4,) * 5, (4, 4, 4, 4, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4),
+                          (4, 4, 4, 3, 3, 3, 3, 4, 4, 4))),
+}
+
+_LAYER_SCALE_INIT = 1e-5
+# Sides of the key grids the biases were trained on (224x224 input): 7 for Attention4D (stride 32, also
+# in stage 2 after its stride-2 conv) and 14 for the downsampling attention (stride-16 keys).
+_ATTN_RESOLUTION = 7
+_DOWN_ATTN_RESOLUTION = 14
+
+
+def _conv_bn(in_chans: int, out_chans: int, kernel_size: int = 1, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    """``Conv2d (bias) -> BN`` as an ``nn.Sequential`` (keys ``0.*``, ``1.*`` as in the reference)."""
+    return nn.Sequential(
+        nn.Conv2d(in_chans, out_chans, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups),
+        SafeBatchNorm2d(out_chans))
+
+
+class Attention4D(OffsetBiasAttention):
+    """Multi-head attention on a map with talking heads, a local value branch and an offset bias.
+
+    Args:
+        dim: input / output channels.
+        key_dim: query/key dim per head (softmax scale ``key_dim ** -0.5``).
+        num_heads: heads.
+        attn_ratio: value dim per head = ``attn_ratio * key_dim``.
+        resolution: side of the (post-stride) token grid the biases were trained on (7).
+        stride: ``2`` to attend on a stride-2 copy of the input (depth-wise conv s2 + BN) and upsample
+            the result back to the input size; ``None`` for full-resolution attention.
+
+    Takes and returns ``(B, dim, H, W)``.
+    """
+
+    def __init__(self, dim: int, key_dim: int = 32, num_heads: int = 8, attn_ratio: int = 4,
+                 resolution: int = _ATTN_RESOLUTION, stride: int | None = None) -> None:
+        super().__init__(num_heads, resolution)
+        self.key_dim = key_dim
+        self.scale = key_dim ** -0.5
+        self.val_dim = int(attn_ratio * key_dim)
+        self.val_attn_dim = self.val_dim * num_heads
+        # Registration order follows the official state_dict.
+        self.stride_conv = _conv_bn(dim, dim, 3, stride=stride, groups=dim) if stride else None
+        self.q = _conv_bn(dim, key_dim * num_heads)
+        self.k = _conv_bn(dim, key_dim * num_heads)
+        self.v = _conv_bn(dim, self.val_attn_dim)
+        self.v_local = _conv_bn(self.val_attn_dim, self.val_attn_dim, 3, groups=self.val_attn_dim)
+        self.talking_head1 = nn.Conv2d(num_heads, num_heads, 1)
+        self.talking_head2 = nn.Conv2d(num_heads, num_heads, 1)
+        self.proj = nn.Sequential(nn.GELU(), nn.Conv2d(self.val_attn_dim, dim, 1), SafeBatchNorm2d(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        if self.stride_conv is not None:
+            x = self.stride_conv(x)
+        h, w = x.shape[-2:]
+        N = h * w
+        # Channels of each projection are grouped per head: (B, heads * d, h, w) -> (B, heads, d, N).
+        q = self.q(x).reshape(B, self.num_heads, self.key_dim, N).transpose(-2, -1)  # (B, heads, N, kd)
+        k = self.k(x).reshape(B, self.num_heads, self.key_dim, N)  # (B, heads, kd, N)
+        v = self.v(x)
+        v_local = self.v_local(v)
+        v = v.reshape(B, self.num_heads, self.val_dim, N).transpose(-2, -1)  # (B, heads, N, vd)
+
+        # Explicit softmax attention: the talking heads (1x1 convs over the head axis) act on the logits
+        # and on the probabilities, so scaled_dot_product_attention cannot be used here.
+        attn = (q @ k) * self.scale + self.attention_bias((h, w), (h, w), q.dtype)
+        attn = self.talking_head1(attn).softmax(dim=-1)
+        attn = self.talking_head2(attn)
+        out = (attn @ v).transpose(-2, -1).reshape(B, self.val_attn_dim, h, w) + v_local
+        if self.stride_conv is not None:
+            # Same as the reference nn.Upsample(scale_factor=2, bilinear) when H, W are even; an explicit
+            # size also restores odd H, W exactly.
+            out = F.interpolate(out, size=(H, W), mode="bilinear", align_corners=False)
+        return self.proj(out)
+
+
+class LGQuery(nn.Module):
+    """Local-global query of the downsampling attention: ``proj(dw3x3 s2 (x) + x[::2, ::2])``.
+
+    Args:
+        in_dim: input channels.
+        out_dim: query channels (``heads * key_dim``).
+
+    Maps ``(B, in_dim, H, W)`` to ``(B, out_dim, ceil(H / 2), ceil(W / 2))``.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        # `local` is a one-conv Sequential (key `local.0`) and has no BN, as in the reference.
+        self.local = nn.Sequential(nn.Conv2d(in_dim, in_dim, 3, stride=2, padding=1, groups=in_dim))
+        self.proj = _conv_bn(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x[..., ::2, ::2] is the reference AvgPool2d(kernel 1, stride 2): same values, ceil(H / 2) rows.
+        return self.proj(self.local(x) + x[:, :, ::2, ::2])
+
+
+class Attention4DDownsample(OffsetBiasAttention):
+    """Stride-2 attention: ``ceil(H/2) x ceil(W/2)`` local-global queries attend to all ``H x W`` keys.
+
+    Args:
+        dim: input channels.
+        out_dim: output channels.
+        key_dim: query/key dim per head.
+        num_heads: heads.
+        attn_ratio: value dim per head = ``attn_ratio * key_dim``.
+        resolution: side of the key grid the biases were trained on (14). The bias of query ``(i, j)``
+            and key ``(y, x)`` is indexed by ``(|2i - y|, |2j - x|)``: queries sit on every other key.
+
+    Maps ``(B, dim, H, W)`` to ``(B, out_dim, ceil(H / 2), ceil(W / 2))``.
+    """
+
+    def __init__(self, dim: int, out_dim: int, key_dim: int = 16, num_heads: int = 8, attn_ratio: int = 4,
+                 resolution: int = _DOWN_ATTN_RESOLUTION) -> None:
+        super().__init__(num_heads, resolution, query_stride=2)
+        self.key_dim = key_dim
+        self.scale = key_dim ** -0.5
+        self.val_dim = int(attn_ratio * key_dim)
+        self.val_attn_dim = self.val_dim * num_heads
+        self.q = LGQuery(dim, key_dim * num_heads)
+        self.k = _conv_bn(dim, key_dim * num_heads)
+        self.v = _conv_bn(dim, self.val_attn_dim)
+        self.v_local = _conv_bn(self.val_attn_dim, self.val_attn_dim, 3, stride=2, groups=self.val_attn_dim)
+        self.proj = nn.Sequential(nn.GELU(), nn.Conv2d(self.val_attn_dim, out_dim, 1), SafeBatchNorm2d(out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        q = self.q(x)
+        hq, wq = q.shape[-2:]
+        q = q.reshape(B, self.num_heads, self.key_dim, hq * wq).transpose(-2, -1)  # (B, heads, Nq, kd)
+        k = self.k(x).reshape(B, self.num_heads, self.key_dim, H * W).transpose(-2, -1)  # (B, heads, N, kd)
+        v = self.v(x)
+        v_local = self.v_local(v)  # (B, heads * vd, hq, wq)
+        v = v.reshape(B, self.num_heads, self.val_dim, H * W).transpose(-2, -1)  # (B, heads, N, vd)
+        bias = self.attention_bias((hq, wq), (H, W), q.dtype)  # (heads, Nq, N)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)  # (B, heads, Nq, vd)
+        out = out.transpose(-2, -1).reshape(B, self.val_attn_dim, hq, wq) + v_local
+        return self.proj(out)
+
+
+class AttnDownsample(nn.Module):
+    """Stage 2->3 downsampling: ``BN(conv3x3 s2 (x)) + Attention4DDownsample(x)``.
+
+    Args:
+        in_chans: input channels.
+        out_chans: output channels.
+
+    Maps ``(B, in_chans, H, W)`` to ``(B, out_chans, ceil(H / 2), ceil(W / 2))``.
+    """
+
+    def __init__(self, in_chans: int, out_chans: int) -> None:
+        super().__init__()
+        self.attn = Attention4DDownsample(in_chans, out_chans)  # registered first, as in the reference
+        self.conv = nn.Conv2d(in_chans, out_chans, 3, stride=2, padding=1)
+        self.bn = SafeBatchNorm2d(out_chans)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x)) + self.attn(x)
+
+
+class ConvMlpMid(nn.Module):
+    """Inverted-residual MLP: ``1x1 -> BN -> GELU -> dw3x3 -> BN -> GELU -> 1x1 -> BN`` on ``(B, C, H, W)``.
+
+    Args:
+        in_features: input (and output) channels.
+        hidden_features: hidden channels.
+        drop: dropout before the last conv and at the end.
+
+    Returns ``(B, in_features, H, W)``.
+    """
+
+    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0) -> None:
+        super().__init__()
+        # Registration order (fc1, fc2, mid, mid_norm, norm1, norm2) follows the official state_dict.
+        self.fc1 = nn.Conv2d(in_features, hidden_features, 1)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv2d(hidden_features, in_features, 1)
+        self.drop = nn.Dropout(drop)
+        for conv in (self.fc1, self.fc2):  # reference init (the mid conv keeps the torch default)
+            nn.init.trunc_normal_(conv.weight, std=0.02)
+            nn.init.zeros_(conv.bias)
+        self.mid = nn.Conv2d(hidden_features, hidden_features, 3, padding=1, groups=hidden_features)
+        self.mid_norm = SafeBatchNorm2d(hidden_features)
+        self.norm1 = SafeBatchNorm2d(hidden_features)
+        self.norm2 = SafeBatchNorm2d(in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm1(self.fc1(x)))
+        x = self.drop(self.act(self.mid_norm(self.mid(x))))
+        return self.drop(self.norm2(self.fc2(x)))
+
+
+class FFN(nn.Module):
+    """Conv FFN block ``x + ls2 * ConvMlpMid(x)`` with a ``(dim, 1, 1)`` layer scale.
+
+    Args:
+        dim: channels.
+        mlp_ratio: hidden width relative to ``dim``.
+        drop: dropout in the MLP.
+        drop_path: stochastic-depth rate.
+        layer_scale_init_value: initial layer-scale value.
+
+    Takes and returns ``(B, dim, H, W)``.
+    """
+
+    def __init__(self, dim: int, mlp_ratio: float = 4.0, drop: float = 0.0, drop_path: float = 0.0,
+                 layer_scale_init_value: float = _LAYER_SCALE_INIT) -> None:
+        super().__init__()
+        self.mlp = ConvMlpMid(dim, int(dim * mlp_ratio), drop=drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.layer_scale_2 = nn.Parameter(torch.full((dim, 1, 1), layer_scale_init_value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop_path(self.layer_scale_2 * self.mlp(x))
+
+
+class AttnFFN(nn.Module):
+    """Attention + FFN block: ``x + ls1 * Attention4D(x)``, then ``x + ls2 * ConvMlpMid(x)``.
+
+    Args:
+        dim: channels.
+        mlp_ratio: hidden width of the MLP relative to ``dim``.
+        drop: dropout in the MLP.
+        drop_path: stochastic-depth rate of both branches.
+        layer_scale_init_value: initial layer-scale value (shape ``(dim, 1, 1)``).
+        stride: attention stride (2 in stage 2, ``None`` in stage 3), see :class:`Attention4D`.
+
+    Takes and returns ``(B, dim, H, W)``.
+    """
+
+    def __init__(self, dim: int, mlp_ratio: float = 4.0, drop: float = 0.0, drop_path: float = 0.0,
+                 layer_scale_init_value: float = _LAYER_SCALE_INIT, stride: int | None = None) -> None:
+        super().__init__()
+        self.token_mixer = Attention4D(dim, stride=stride)
+        self.mlp = ConvMlpMid(dim, int(dim * mlp_ratio), drop=drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.layer_scale_1 = nn.Parameter(torch.full((dim, 1, 1), layer_scale_init_value))
+        self.layer_scale_2 = nn.Parameter(torch.full((dim, 1, 1), layer_scale_init_value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.layer_scale_1 * self.token_mixer(x))
+        x = x + self.drop_path(self.layer_scale_2 * self.mlp(x))
+        return x
+
+
+def _stage(dim: int, index: int, cfg: dict[str, Any], drop_path_rate: float) -> nn.Sequential:
+    """Blocks of stage ``index``: FFN blocks; in stages 2 and 3 the last ``vit_num`` are AttnFFN."""
+    depths, vit_num = cfg["depths"], cfg["vit_num"]
+    blocks: list[nn.Module] = []
+    first = sum(depths[:index])
+    for j in range(depths[index]):
+        dpr = drop_path_rate * (first + j) / (sum(depths) - 1)  # reference rule: linear in the global index
+        ratio = cfg["mlp_ratios"][index][j]
+        if index >= 2 and j >= depths[index] - vit_num:
+            blocks.append(AttnFFN(dim, ratio, drop_path=dpr, stride=2 if index == 2 else None))
+        else:
+            blocks.append(FFN(dim, ratio, drop_path=dpr))
+    return nn.Sequential(*blocks)
+
+
+_TIMM_STEM = {"conv1.conv": "0", "conv1.bn": "1", "conv2.conv": "3", "conv2.bn": "4"}
+# timm wraps each conv+BN pair as `.conv` / `.bn` submodules where the reference uses Sequential indices.
+_TIMM_BLOCK_RULES = (
+    (r"^mlp\.fc1\.conv\.", "mlp.fc1."), (r"^mlp\.fc1\.bn\.", "mlp.norm1."),
+    (r"^mlp\.mid\.conv\.", "mlp.mid."), (r"^mlp\.mid\.bn\.", "mlp.mid_norm."),
+    (r"^mlp\.fc2\.conv\.", "mlp.fc2."), (r"^mlp\.fc2\.bn\.", "mlp.norm2."),
+    (r"^token_mixer\.(q|k|v|v_local|stride_conv)\.conv\.", r"token_mixer.\1.0."),
+    (r"^token_mixer\.(q|k|v|v_local|stride_conv)\.bn\.", r"token_mixer.\1.1."),
+    (r"^token_mixer\.proj\.conv\.", "token_mixer.proj.1."), (r"^token_mixer\.proj\.bn\.", "token_mixer.proj.2."),
+    (r"^ls([12])\.gamma$", r"layer_scale_\1"),
+)
+_TIMM_DOWN_ATTN_RULES = (
+    (r"^q\.local\.", "q.local.0."), (r"^q\.proj\.conv\.", "q.proj.0."), (r"^q\.proj\.bn\.", "q.proj.1."),
+    (r"^(k|v|v_local)\.conv\.", r"\1.0."), (r"^(k|v|v_local)\.bn\.", r"\1.1."),
+    (r"^proj\.conv\.", "proj.1."), (r"^proj\.bn\.", "proj.2."),
+)
+
+
+def _apply_rules(name: str, rules: Sequence[tuple[str, str]]) -> str:
+    for pattern, repl in rules:
+        new = re.sub(pattern, repl, name)
+        if new != name:
+            return new
+    return name
+
+
+def timm_to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a timm-format EfficientFormerV2 state_dict to official names and shapes.
+
+    ``stem.conv{1,2}.{conv,bn}`` -> ``patch_embed.{0,1,3,4}``; ``stages.i.downsample.conv.{conv,bn}`` ->
+    ``network.{2i-1}.{proj,norm}`` (``network.5.{conv,bn}`` for the attention downsampling, whose
+    ``attn.*`` keys go to ``network.5.attn.*``); ``stages.i.blocks.j`` -> ``network.{2i}.j``; the
+    ``.conv`` / ``.bn`` wrappers become the reference Sequential indices / names; layer scales
+    ``ls{1,2}.gamma`` ``(C,)`` -> ``layer_scale_{1,2}`` ``(C, 1, 1)``; ``head_dist`` -> ``dist_head``.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        new = key
+        if m := re.match(r"stem\.(conv[12]\.(?:conv|bn))\.(.*)", key):
+            new = f"patch_embed.{_TIMM_STEM[m[1]]}.{m[2]}"
+        elif m := re.match(r"stages\.(\d+)\.downsample\.conv\.(conv|bn)\.(.*)", key):
+            i = int(m[1])
+            name = ({"conv": "conv", "bn": "bn"} if i == 3 else {"conv": "proj", "bn": "norm"})[m[2]]
+            new = f"network.{2 * i - 1}.{name}.{m[3]}"
+        elif m := re.match(r"stages\.(\d+)\.downsample\.attn\.(.*)", key):
+            new = f"network.{2 * int(m[1]) - 1}.attn.{_apply_rules(m[2], _TIMM_DOWN_ATTN_RULES)}"
+        elif m := re.match(r"stages\.(\d+)\.blocks\.(\d+)\.(.*)", key):
+            rest = _apply_rules(m[3], _TIMM_BLOCK_RULES)
+            if rest.startswith("layer_scale_") and value.ndim == 1:
+                value = value.reshape(-1, 1, 1)
+            new = f"network.{2 * int(m[1])}.{m[2]}.{rest}"
+        elif key.startswith("head_dist."):
+            new = "dist_head." + key[len("head_dist."):]
+        out[new] = value
+    return out
+
+
+@register
+class EfficientFormerV2(Backbone):
+    """EfficientFormerV2-S0 / S1 / S2 / L as an ImageNet classifier or a 4-stage YOLOv5 backbone.
+
+    Args:
+        variant: ``"s0"``, ``"s1"``, ``"s2"`` or ``"l"``.
+        out_indices: stages returned in detection mode (0..3 = strides 4, 8, 16, 32).
+        pretrained: path of an official (or timm) checkpoint to load strictly (nothing is downloaded).
+        num_classes: ``0`` (default) for the detection backbone, ``1000`` for the ImageNet classifier
+            (with ``head`` and ``dist_head``; their logits are averaged).
+        in_chans: input channels.
+        drop_path_rate: stochastic depth, increased linearly over all blocks (reference rule; the official
+            training values are in the config table as ``ref_drop_path``).
+
+    Detection mode returns ``[(B, C_i, ceil(H / s_i), ceil(W / s_i)) for i in out_indices]`` with the
+    ``embed_dims`` of the variant as channels; the stride-32 map passes through the final BatchNorm
+    ``norm``. Any H, W work. Classification mode returns logits ``(B, num_classes)``.
+    """
+
+    family = "efficientformerv2"
+    variants = EFFICIENTFORMERV2_CFGS
+    input_multiple = 1
+    classifier_prefixes = ("head.", "dist_head.")
+
+    def __init__(self, variant: str = "s0", out_indices: Sequence[int] = (1, 2, 3), pretrained: str | None = None,
+                 *, num_classes: int = 0, in_chans: int = 3, drop_path_rate: float = 0.0) -> None:
+        super().__init__(variant, out_indices, num_classes, in_chans)
+        dims = self.cfg["embed_dims"]
+        # Stem first: YOLOv5 takes the input channel count from the first parameter.
+        self.patch_embed = conv_bn_stem(in_chans, dims[0], nn.GELU)
+
+        # network = [stage0, down1, stage1, down2, stage2, down3 (attention), stage3] as in the reference.
+        # A detection model stops after the last requested stage so that no parameter goes unused.
+        num_stages = 4 if self.num_classes else self.out_indices[-1] + 1
+        network: list[nn.Module] = []
+        for i in range(num_stages):
+            if i > 0:
+                network.append(AttnDownsample(dims[2], dims[3]) if i == 3 else ConvBnDownsample(dims[i - 1], dims[i]))
+            network.append(_stage(dims[i], i, self.cfg, drop_path_rate))
+        self.network = nn.ModuleList(network)
+        if num_stages == 4:
+            self.norm = SafeBatchNorm2d(dims[3])
+        if self.num_classes:
+            self.head = nn.Linear(dims[3], self.num_classes)
+            self.dist_head = nn.Linear(dims[3], self.num_classes)
+        else:
+            # Checkpoint keys this detection model has no use for (dropped when loading pretrained weights).
+            unused = tuple(f"network.{j}." for j in range(len(network), 7)) + (("norm.",) if num_stages < 4 else ())
+            self.classifier_prefixes = type(self).classifier_prefixes + unused
+
+        self.stage_channels = tuple(dims)
+        for m in self.modules():  # reference init of the Linear layers
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        if pretrained:
+            self.load_pretrained(pretrained)
+
+    @classmethod
+    def variant_channels(cls, variant: str) -> tuple[int, ...]:
+        """Output channels of the four stages of ``variant`` (e.g. ``(32, 48, 96, 176)`` for S0)."""
+        return tuple(cls.variants[cls.resolve_variant(variant)]["embed_dims"])
+
+    def forward_stages(self, x: torch.Tensor, last_stage: int) -> list[torch.Tensor]:
+        """Run stages ``0..last_stage`` on ``(B, in_chans, H, W)``; return their ``(B, C_i, H_i, W_i)`` outputs.
+
+        The stage-3 output passes through the final BatchNorm ``norm``.
+        """
+        x = self.patch_embed(x)
+        outs: list[torch.Tensor] = []
+        for i in range(last_stage + 1):
+            if i > 0:
+                x = self.network[2 * i - 1](x)
+            x = self.network[2 * i](x)
+            if i == 3:
+                x = self.norm(x)
+            outs.append(x)
+        return outs
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """Global mean + ``head`` and ``dist_head`` (averaged): ``(B, C_3, h, w)`` -> logits ``(B, num_classes)``."""
+        x = x.flatten(2).mean(-1)
+        return (self.head(x) + self.dist_head(x)) / 2
+
+    def convert_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Map an official or timm-format checkpoint to this model's (official) key names and shapes.
+
+        timm keys (``stem.*`` / ``stages.*``) are converted by :func:`timm_to_official`; official
+        ``attention_bias_idxs`` buffers are checked and dropped.
+        """
+        if any(k.startswith(("stem.", "stages.")) for k in state_dict):
+            state_dict = timm_to_official(state_dict)
+        return drop_bias_idxs(self, state_dict)
