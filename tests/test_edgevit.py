@@ -179,9 +179,9 @@ def test_s_variant_and_out_indices_subset():
     with torch.no_grad():
         outs = model(torch.rand(1, 3, 64, 64))
     assert [tuple(o.shape) for o in outs] == [(1, 96, 8, 8), (1, 240, 4, 4), (1, 384, 2, 2)]
-    # Stopping early: only stages 0..1 are computed, and they equal the full run's.
+    # Stopping early: only stages 0..1 are built and computed, and they equal the full run's.
     early = EdgeViT("s", out_indices=(0, 1))
-    early.load_state_dict(model.state_dict())
+    early.load_state_dict({k: v for k, v in model.state_dict().items() if k.startswith(("patch_embed1.", "patch_embed2.", "blocks1.", "blocks2."))})
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         a = early.eval()(x)
@@ -417,3 +417,26 @@ def test_final_norm_applied_to_stride32_output():
     with torch.no_grad():
         outs = model(torch.rand(1, 3, 64, 64))
         torch.testing.assert_close(outs[-1], model.norm(captured["pre"]))
+
+
+def test_batch1_training_at_32x32_for_yolov5_flops_probe():
+    # YOLOv5's model_info profiles a deep copy in training mode at stride x stride (32x32): the final
+    # BatchNorm then sees a 1x1 map of one image and must not raise.
+    model = EdgeViT("xxs").train()
+    outs = model(torch.rand(1, 3, 32, 32))
+    assert [tuple(o.shape) for o in outs] == [(1, 72, 4, 4), (1, 144, 2, 2), (1, 288, 1, 1)]
+
+
+def test_detection_mode_builds_only_the_stages_it_returns(tmp_path):
+    model = EdgeViT("xxs", out_indices=(0, 1, 2))
+    names = {n.split(".")[0] for n, _ in model.named_parameters()}
+    assert "blocks4" not in names and "patch_embed4" not in names and "norm" not in names
+    outs = model(torch.rand(2, 3, 64, 64))
+    sum(o.sum() for o in outs).backward()
+    assert all(p.grad is not None for p in model.parameters()), "every built parameter is used"
+    # A full ImageNet checkpoint still loads: the unbuilt stage's keys are skipped.
+    full = EdgeViT("xxs", num_classes=1000)
+    path = tmp_path / "full.pth"
+    torch.save(full.state_dict(), path)
+    loaded = EdgeViT("xxs", out_indices=(0, 1, 2), pretrained=str(path))
+    torch.testing.assert_close(loaded.blocks3[0].SelfAttn.attn.qkv.weight, full.blocks3[0].SelfAttn.attn.qkv.weight)

@@ -54,6 +54,9 @@ class Backbone(nn.Module):
         self.out_indices = self._check_out_indices(out_indices)
         # Set by the subclass once the stages are known.
         self.stage_channels: tuple[int, ...] = ()
+        # Checkpoint key prefixes of parts a detection backbone does not build (stages after the last
+        # returned one); their weights are skipped when an ImageNet checkpoint is loaded.
+        self.unbuilt_prefixes: tuple[str, ...] = ()
         # YOLOv5 feeds RGB in [0, 1]; ImageNet weights expect mean/std-normalised input.
         # Non-persistent so state_dicts stay identical to the official ones.
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if in_chans == 3 else ((0.0,) * in_chans, (1.0,) * in_chans)

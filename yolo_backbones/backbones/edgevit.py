@@ -40,7 +40,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..layers import ConvMlp, DropPath, LayerNorm2d, Mlp
+from ..layers import ConvMlp, DropPath, LayerNorm2d, Mlp, SafeBatchNorm2d
 from ..registry import register
 from .base import Backbone
 
@@ -100,13 +100,13 @@ class LocalAgg(nn.Module):
     def __init__(self, dim: int, mlp_ratio: float = 4.0, drop: float = 0.0, drop_path: float = 0.0) -> None:
         super().__init__()
         self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.norm1 = nn.BatchNorm2d(dim)
+        self.norm1 = SafeBatchNorm2d(dim)
         self.conv1 = nn.Conv2d(dim, dim, 1)
         self.conv2 = nn.Conv2d(dim, dim, 1)
         # Named `attn` in the reference: the depth-wise 5x5 conv acts as the local "attention".
         self.attn = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = nn.BatchNorm2d(dim)
+        self.norm2 = SafeBatchNorm2d(dim)
         self.mlp = ConvMlp(dim, int(dim * mlp_ratio), drop=drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -268,23 +268,27 @@ class EdgeViT(Backbone):
         super().__init__(variant, out_indices, num_classes, in_chans)
         cfg = self.cfg
         dims, depths = cfg["embed_dims"], cfg["depths"]
+        # Detection mode builds the stages up to the last returned one only: later stages would feed
+        # nothing, and parameters without gradients break DDP without find_unused_parameters.
+        num_stages = 4 if num_classes else self.out_indices[-1] + 1
         # Stem first: YOLOv5 takes the input channel count from the first parameter.
-        self.patch_embed1 = PatchEmbed(in_chans, dims[0], patch_size=4)
-        self.patch_embed2 = PatchEmbed(dims[0], dims[1], patch_size=2)
-        self.patch_embed3 = PatchEmbed(dims[1], dims[2], patch_size=2)
-        self.patch_embed4 = PatchEmbed(dims[2], dims[3], patch_size=2)
+        in_dims = (in_chans,) + tuple(dims[:3])
+        for s in range(num_stages):
+            setattr(self, f"patch_embed{s + 1}", PatchEmbed(in_dims[s], dims[s], patch_size=4 if s == 0 else 2))
 
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()  # stochastic-depth decay rule
-        start = 0
-        for s in range(4):
+        for s in range(num_stages):
+            start = sum(depths[:s])
             blocks = nn.ModuleList([
                 LGLBlock(dims[s], dims[s] // cfg["head_dim"], mlp_ratio=cfg["mlp_ratios"][s],
                          sr_ratio=cfg["sr_ratios"][s], qkv_bias=cfg["qkv_bias"], drop_path=dpr[start + j])
                 for j in range(depths[s])])
             setattr(self, f"blocks{s + 1}", blocks)
-            start += depths[s]
-        self.norm = nn.BatchNorm2d(dims[3])
+        if num_stages == 4:
+            self.norm = SafeBatchNorm2d(dims[3])  # also takes the 1x1 map of a batch-1 32x32 FLOPs probe
         self.head = nn.Linear(dims[3], num_classes) if num_classes > 0 else nn.Identity()
+        self.unbuilt_prefixes = tuple(f"{part}{s + 1}." for s in range(num_stages, 4)
+                                      for part in ("patch_embed", "blocks")) + (("norm.",) if num_stages < 4 else ())
 
         self.stage_channels = tuple(dims)
         self.apply(self._init_weights)

@@ -59,6 +59,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..layers import SafeBatchNorm2d
 from ..registry import register
 from .base import Backbone
 
@@ -130,7 +131,7 @@ def _conv_bn(inp: int, oup: int, kernel_size: int, stride: int = 1, groups: int 
     """
     layers: list[nn.Module] = [
         nn.Conv2d(inp, oup, kernel_size, stride, kernel_size // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(oup),
+        SafeBatchNorm2d(oup),
     ]
     if shuffle_groups > 1:
         layers.append(ChannelShuffle(shuffle_groups))
@@ -324,11 +325,11 @@ class LiteBlock(nn.Module):
         # output, so YOLOv5 making it in-place cannot touch the shortcut input.
         self.conv = nn.Sequential(
             nn.Conv2d(inp, hidden, 3, stride, 1, groups=inp, bias=False),
-            nn.BatchNorm2d(hidden),
+            SafeBatchNorm2d(hidden),
             nn.ReLU6(),
             ChannelShuffle(inp) if group_num > 1 else nn.Identity(),
             nn.Conv2d(hidden, oup, 1, groups=group_num, bias=False),
-            nn.BatchNorm2d(oup),
+            SafeBatchNorm2d(oup),
         )
         self.use_shortcut = stride == 1 and inp == oup
 
@@ -464,7 +465,7 @@ class MergeClassifier(nn.Module):
         self.conv = nn.Sequential(
             ChannelShuffle(group_num) if group_num > 1 else nn.Identity(),
             nn.Conv2d(inp, hidden, 1, groups=group_num, bias=False),
-            nn.BatchNorm2d(hidden),
+            SafeBatchNorm2d(hidden),
         )
         # h-swish is applied functionally in forward (keys `fc.0`, `fc.1` as in the reference).
         self.fc = nn.Sequential(nn.Linear(hidden + token_dim, num_features), nn.BatchNorm1d(num_features))
@@ -545,7 +546,7 @@ class MobileFormer(Backbone):
         # Stem before tokens: the first registered parameter must be the stem conv weight.
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, cfg["stem"], 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(cfg["stem"]),
+            SafeBatchNorm2d(cfg["stem"]),
             nn.ReLU6(),  # on a fresh BN output: safe if YOLOv5 makes it in-place
         )
         self.tokens = nn.Embedding(num_tokens, token_dim)  # the M learned global tokens (M, d)

@@ -1,0 +1,723 @@
+"""Make YOLOv5 usable offline and on torch >= 2.6, without loosening checkpoint security.
+
+The host is the PyPI package ``yolov5==7.0.14`` (modules ``yolov5.*``) or a clone of
+ultralytics/yolov5 (top-level ``utils.*``, ``models.*``, ``train`` ...). :func:`apply_compat`
+replaces a few host functions, only those that exist, and is idempotent:
+
+* checkpoints: ``torch.load`` in the host (and a clone's ``torch_load``) keep
+  ``weights_only=True``; the allowlist grows by the classes a YOLOv5 checkpoint legitimately
+  contains (:func:`allow_classes` adds more). Anything else is refused with a clear error, unless
+  ``YOLO_BACKBONES_TRUST_CHECKPOINTS=1`` is set;
+* nothing is downloaded: fonts, weights (GitHub or the Hugging Face Hub), datasets, files given as
+  URLs, the ``yolov5n.pt`` AMP reference; ``pip install`` never runs and no online check connects;
+* bare YAML names are also looked up in this project's ``models/`` and ``data/`` folders, and a
+  relative ``path:`` in our own dataset YAMLs is relative to the YAML file;
+* ``train`` with ``--cfg`` and no ``--weights`` trains from scratch instead of loading ``yolov5s.pt``.
+"""
+from __future__ import annotations
+
+import glob
+import functools
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import logging
+import os
+import pickle
+import re
+import sys
+import types
+import urllib.parse
+import warnings
+from copy import deepcopy
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["apply_compat", "allow_classes", "UntrustedCheckpointError", "TRUST_ENV"]
+
+TRUST_ENV = "YOLO_BACKBONES_TRUST_CHECKPOINTS"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_DIRS = (PROJECT_ROOT / "models", PROJECT_ROOT / "data")
+_MARK = "_yolo_backbones_compat"  # set on every replacement function
+_LOG = logging.getLogger("yolov5")  # the pip host's logger; used where no host module is at hand
+_said: set[str] = set()  # one-time messages already logged
+
+
+def _silence_pkg_resources_warning() -> None:
+    # Why: every `import yolov5` prints "pkg_resources is deprecated as an API" (utils/general.py and
+    # utils/loggers import pkg_resources; setuptools<81 still ships it). Only that warning is ignored.
+    warnings.filterwarnings("ignore", message=r"pkg_resources is deprecated as an API", category=UserWarning)
+
+
+_silence_pkg_resources_warning()  # at import too: the warning fires on YOLOv5's first import
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoint loading: weights_only=True plus an allowlist of YOLOv5 checkpoint contents
+# ----------------------------------------------------------------------------------------------
+
+class UntrustedCheckpointError(pickle.UnpicklingError):
+    """A checkpoint references a global outside the YOLOv5 allowlist; nothing in it was executed."""
+
+
+# Modules whose nn.Module classes a checkpoint may reference; a missing one is imported on demand
+# (pickle would import it too), e.g. models.common for an upstream checkpoint loaded under pip.
+_MODEL_MODULES = re.compile(r"^(yolov5\.)?models\.(common|yolo|experimental)$|^yolo_backbones(\.\w+)*$")
+# Module classes never allowlisted: unpickling may call an allowed class with file-chosen arguments,
+# and DetectMultiBackend's constructor opens files, imports backends and can reach Triton servers.
+_NEVER_ALLOWED = frozenset({"DetectMultiBackend"})
+_allowed: set[Any] = set()  # everything given to torch.serialization.add_safe_globals so far
+
+
+def allow_classes(*classes: type | Callable[..., Any]) -> None:
+    """Allow extra globals in checkpoints loaded by YOLOv5 (``torch.load(weights_only=True)``).
+
+    Use it for a class a checkpoint legitimately contains and the automatic allowlist misses, e.g.
+    an ``nn.Module`` defined outside ``torch.nn``, the host's ``models`` and ``yolo_backbones``.
+    Only allow classes whose construction and ``__setstate__`` have no side effects: unpickling
+    may call them with arguments chosen by the file.
+    """
+    new = [c for c in classes if c not in _allowed]
+    if new:
+        torch.serialization.add_safe_globals(new)
+        _allowed.update(new)
+
+
+@functools.lru_cache(maxsize=1)
+def _numpy_globals() -> tuple[Any, ...]:
+    # Found by saving a real 1-epoch training checkpoint: numpy scalars (np.interp learning rates in
+    # optimizer.param_groups, best_fitness) and a (1,)-array best_fitness (fitness() output).
+    # dtype classes are needed because the unpickler only BUILDs instances of allowed types.
+    core = np._core if hasattr(np, "_core") else np.core
+    dtype_classes = {v for v in vars(getattr(np, "dtypes", types.SimpleNamespace())).values()
+                     if isinstance(v, type) and issubclass(v, np.dtype)}
+    dtype_classes |= {type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDGSUVOMm"}
+    aliases = [(core.multiarray.scalar, f"numpy.{p}.multiarray.scalar") for p in ("core", "_core")]
+    aliases += [(core.multiarray._reconstruct, f"numpy.{p}.multiarray._reconstruct") for p in ("core", "_core")]
+    return (np.dtype, np.ndarray, *dtype_classes, *aliases)  # aliases: numpy 1.x pickles say numpy.core
+
+
+def _refresh_allowlist() -> None:
+    """Allow every nn.Module subclass of torch.nn, the host's models.* and yolo_backbones.* loaded now."""
+    found: list[Any] = []
+    for name, module in list(sys.modules.items()):
+        torch_nn = name == "torch.nn" or name.startswith("torch.nn.")
+        if module is None or not (torch_nn or _MODEL_MODULES.match(name)):
+            continue
+        for obj in list(vars(module).values()):
+            if (isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__name__ not in _NEVER_ALLOWED
+                    and (not torch_nn or obj.__module__.startswith("torch.nn"))):
+                found.append(obj)
+    allow_classes(*found, *_numpy_globals())
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _global_named_in(error: BaseException) -> str | None:
+    match = re.search(r"GLOBAL ([\w.]+)", str(error))
+    return match.group(1) if match else None
+
+
+def _safe_torch_load(f: Any, map_location: Any = None, *args: Any, **kwargs: Any) -> Any:
+    """``torch.load`` for YOLOv5 checkpoints: ``weights_only=True`` with the YOLOv5 allowlist.
+
+    An explicit ``weights_only`` from the caller is respected. With ``YOLO_BACKBONES_TRUST_CHECKPOINTS=1``
+    the file is loaded with ``weights_only=False`` (warned). Otherwise a global outside the allowlist
+    raises :class:`UntrustedCheckpointError` naming it; the file's code never runs.
+    """
+    if kwargs.get("weights_only") is not None:
+        return torch.load(f, map_location, *args, **kwargs)
+    kwargs.pop("weights_only", None)
+    if _env_true(TRUST_ENV):
+        warnings.warn(f"{TRUST_ENV}=1: loading {f} with torch.load(weights_only=False); this runs any code "
+                      "the file contains. Only do this for files you trust.", UserWarning, stacklevel=2)
+        return torch.load(f, map_location, *args, weights_only=False, **kwargs)
+    imported: set[str] = set()
+    while True:
+        _refresh_allowlist()
+        try:
+            return torch.load(f, map_location, *args, weights_only=True, **kwargs)
+        except pickle.UnpicklingError as e:
+            name = _global_named_in(e)
+            module = name.rpartition(".")[0] if name else ""
+            if (module and module not in sys.modules and module not in imported and _MODEL_MODULES.match(module)
+                    and _try_import(module)):
+                imported.add(module)
+                if hasattr(f, "seek"):
+                    f.seek(0)
+                continue
+            what = f"the global `{name}`" if name else "a global"
+            raise UntrustedCheckpointError(
+                f"Refusing to load {f}: it references {what}, which is not among the classes a YOLOv5 "
+                "checkpoint may contain (torch.nn / YOLOv5 / yolo_backbones modules, numpy scalars and arrays). "
+                "It was read with torch.load(weights_only=True), so nothing in the file was executed. "
+                f"If you trust this file: allow the class with yolo_backbones.compat.allow_classes(...), or set "
+                f"{TRUST_ENV}=1 to load it with weights_only=False (this runs any code the file contains). "
+                f"torch said: {_torch_reason(e)}") from e
+
+
+def _torch_reason(error: BaseException) -> str:
+    text = str(error)
+    match = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
+    return (match.group(1) if match else text.strip().splitlines()[0])[:300]
+
+
+def _try_import(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+        return True
+    except ImportError:
+        return False
+
+
+class _OnnxWithLegacyExport(types.ModuleType):
+    """``torch.onnx`` as seen by the host's export.py: ``export`` defaults to the TorchScript exporter.
+
+    Why: since torch 2.9 ``torch.onnx.export`` defaults to ``dynamo=True``, which needs the
+    ``onnxscript`` package and handles ``dynamic_axes`` differently; YOLOv5's export.py was written
+    for the TorchScript-based exporter (``dynamo=False``). An explicit ``dynamo=`` is respected.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("torch.onnx", torch.onnx.__doc__)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch.onnx, name)
+
+    @staticmethod
+    def export(*args: Any, **kwargs: Any) -> Any:
+        if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+            kwargs.setdefault("dynamo", False)
+        return torch.onnx.export(*args, **kwargs)
+
+
+class _TorchForHost(types.ModuleType):
+    """Stands in for the name ``torch`` inside the host modules that load checkpoints or export ONNX.
+
+    Everything is the real torch except ``load`` (the safe loader) and ``onnx`` (legacy export).
+    Why: pip's yolov5 calls ``torch.load(f, map_location=...)`` inside function bodies (attempt_load,
+    train, strip_optimizer, hubconf); replacing the module-global name ``torch`` there reroutes
+    those calls without changing ``torch.load`` for the rest of the process.
+    """
+
+    load = staticmethod(_safe_torch_load)
+    onnx = _OnnxWithLegacyExport()
+
+    def __init__(self) -> None:
+        super().__init__("torch", torch.__doc__)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch, name)
+
+
+_TORCH = _TorchForHost()
+_TORCH_USERS = ("models.experimental", "train", "utils.general", "hubconf", "segment.train", "export")
+
+
+# ----------------------------------------------------------------------------------------------
+# Replacing host functions
+# ----------------------------------------------------------------------------------------------
+
+_HOST_TOPS = frozenset({"yolov5", "models", "utils", "train", "val", "detect", "export", "hubconf", "benchmarks",
+                        "segment", "classify", "yolo_backbones"})
+
+
+def _is_yolov5_file(module: types.ModuleType) -> bool:
+    """True if ``module`` is a file of a YOLOv5 tree (pip package or clone), not a namesake."""
+    file = getattr(module, "__file__", None)
+    if not file:
+        return False
+    here = Path(file).resolve().parent
+    return any((d / "models" / "yolo.py").is_file() and (d / "utils" / "general.py").is_file()
+               for d in (here, here.parent))
+
+
+def _host_modules() -> Iterator[types.ModuleType]:
+    """Loaded modules that may hold host functions imported by name (``from utils.general import x``)."""
+    for name, module in list(sys.modules.items()):
+        if module is not None and (name.partition(".")[0] in _HOST_TOPS
+                                   or (name == "__main__" and _is_yolov5_file(module))):
+            yield module
+
+
+def _replace(module: types.ModuleType | None, name: str, make: Callable[[Callable], Callable]) -> None:
+    """Set ``module.<name> = make(original)`` once; re-point host modules that imported the original by name."""
+    current = module.__dict__.get(name) if module is not None else None
+    if not callable(current):
+        return
+    if getattr(current, _MARK, False):
+        original, new = current.__wrapped__, current
+    else:
+        original, new = current, make(current)
+        new.__wrapped__ = original
+        setattr(new, _MARK, True)
+        setattr(module, name, new)
+    _repoint(original, new, name)
+
+
+def _repoint(original: Any, new: Any, name: str) -> None:
+    for module in _host_modules():
+        if module.__dict__.get(name) is original:
+            setattr(module, name, new)
+
+
+def _say_once(key: str, message: str, logger: logging.Logger = _LOG) -> None:
+    if key not in _said:
+        _said.add(key)
+        logger.info(message)
+
+
+# --- utils.general ------------------------------------------------------------------------------
+
+def _patch_general(g: types.ModuleType) -> None:
+    if not (hasattr(g, "check_file") and hasattr(g, "check_dataset")):
+        return  # a namesake `utils.general`, not YOLOv5's
+    log = getattr(g, "LOGGER", _LOG)
+    prefix = g.__name__[: -len("utils.general")]  # "yolov5." (pip) or "" (clone)
+
+    def check_online() -> bool:
+        """Always ``False``: yolo_backbones runs YOLOv5 offline.
+
+        Why: the original opens a socket to 1.1.1.1:443 (5 s timeout, twice); some sandboxes accept
+        that connection without being online, which would make check_amp fetch a URL image.
+        """
+        return False
+
+    def check_git_status(*args: Any, **kwargs: Any) -> None:
+        """No-op. Why: the original runs `git fetch` against github.com to say whether YOLOv5 is outdated."""
+
+    def check_requirements(requirements: Any = None, exclude: tuple = (), install: bool = True, cmds: str = "",
+                           **kwargs: Any) -> bool:
+        """Report unmet requirements as a warning and return ``False``; never ``pip install``.
+
+        Why: the original (pip: ultralytics' checker) installs missing packages with pip. Without
+        ``requirements`` the host's own requirements are checked: a clone's requirements.txt, or
+        the installed distribution's metadata for the pip package (the pip default points at a
+        requirements.txt that does not exist).
+        """
+        missing = [r for r in _requirement_strings(requirements, g.ROOT, exclude) if not _satisfied(r)]
+        if missing:
+            log.warning(f"requirements: not installed or too old: {', '.join(missing)}. Nothing is installed "
+                        f"automatically (yolo_backbones runs offline); install them yourself, e.g. "
+                        f"pip install {' '.join(repr(m) for m in missing)}")
+        return not missing
+
+    def check_font(font: str | Path = getattr(g, "FONT", "Arial.ttf"), progress: bool = False) -> None:
+        """Never download a font. Why: the original downloads Arial.ttf from ultralytics.com."""
+        font = Path(font)
+        if not font.exists() and not (g.CONFIG_DIR / font.name).exists():
+            _say_once(f"font:{font.name}", f"{font.name} not found locally; not downloading it, plots use "
+                                          "PIL's built-in font", log)
+
+    _replace(g, "check_online", lambda orig: check_online)
+    _replace(g, "check_git_status", lambda orig: check_git_status)
+    _replace(g, "check_requirements", lambda orig: check_requirements)
+    _replace(g, "check_font", lambda orig: check_font)
+    _replace(g, "check_file", lambda orig: _make_check_file(orig, g))
+    _replace(g, "check_dataset", lambda orig: _make_check_dataset(orig, g))
+    _replace(g, "check_amp", lambda orig: _make_check_amp(g, prefix, log))
+
+
+def _requirement_strings(requirements: Any, root: Path, exclude: tuple) -> list[str]:
+    if requirements is None:  # the host's own requirements
+        requirements = root / "requirements.txt"
+        if not requirements.is_file():
+            try:
+                requirements = importlib.metadata.requires(root.name) or []
+            except importlib.metadata.PackageNotFoundError:
+                requirements = []
+    if isinstance(requirements, Path):
+        lines = requirements.read_text().splitlines() if requirements.is_file() else []
+        requirements = [x.split("#")[0].strip() for x in lines if x.strip() and not x.strip().startswith(("#", "-"))]
+    if isinstance(requirements, str):
+        requirements = [requirements]
+    names = [r for r in requirements if r]
+    return [r for r in names if isinstance(r, (list, tuple)) or _req_name(r) not in exclude]
+
+
+def _req_name(requirement: str) -> str:
+    return re.split(r"[\[<>=!~;@ ]", requirement.strip(), maxsplit=1)[0]
+
+
+def _satisfied(requirement: str | tuple | list) -> bool:
+    """Installed and in range; a tuple/list nested in the requirements means any one of its items."""
+    if isinstance(requirement, (list, tuple)):
+        return any(_satisfied(r) for r in requirement)
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        req = Requirement(requirement)
+    except InvalidRequirement:
+        return True  # e.g. a git URL: not checkable offline, not our business to fail on
+    if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+        return True
+    try:
+        version = importlib.metadata.version(req.name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return req.specifier.contains(version, prereleases=True)
+
+
+def _make_check_file(original: Callable, g: types.ModuleType) -> Callable:
+    def check_file(file: Any, suffix: Any = "") -> str:
+        """Find a file by path or bare name; never download.
+
+        Why: a bare name was only searched in the host's data/, models/, utils/ folders, so this
+        project's YAMLs were not found; it is now also searched in <project>/models and
+        <project>/data. A URL was downloaded into the working directory; now it is refused.
+        """
+        text = str(file)
+        if not text or os.path.isfile(text) or text.startswith("clearml://"):
+            return original(file, suffix)
+        g.check_suffix(file, suffix)
+        if text.startswith(("http:/", "https:/")):
+            local = Path(urllib.parse.unquote(text).split("?")[0]).name
+            if os.path.isfile(local):
+                return local
+            raise FileNotFoundError(f"{text}: yolo_backbones does not download files (it runs YOLOv5 offline). "
+                                    "Download it yourself and pass the local path.")
+        dirs = [g.ROOT / d for d in ("data", "models", "utils")] + [d for d in PROJECT_DIRS if d.is_dir()]
+        found = {os.path.realpath(p): p for d in dirs for p in glob.glob(str(d / "**" / text), recursive=True)}
+        where = ", ".join(str(d) for d in dirs)
+        assert found, f"File not found: {text} (not a path from {os.getcwd()}, and no file of that name in {where})"
+        assert len(found) == 1, f"Multiple files match '{text}', specify exact path: {sorted(found.values())}"
+        return next(iter(found.values()))
+
+    return check_file
+
+
+def _make_check_dataset(original: Callable, g: types.ModuleType) -> Callable:
+    def check_dataset(data: Any, autodownload: bool = True) -> dict:
+        """Load and check a dataset YAML (or dict); never download the dataset.
+
+        Why: (1) val.run(data='coco8.yaml') passed bare names to yaml_load; they are now resolved
+        with check_file. (2) The host resolves a relative ``path:`` against its own root
+        (site-packages/yolov5 for pip); for this project's YAMLs it is relative to the YAML file,
+        so they work from any working directory. (3) A missing dataset was downloaded from the
+        YAML's ``download:`` URL or script; now it is an error.
+        """
+        if isinstance(data, (str, Path)) and Path(data).suffix in (".yaml", ".yml"):
+            data = g.check_file(data, (".yaml", ".yml"))
+            if _in_project(data):
+                text, data = str(data), g.yaml_load(data)
+                if isinstance(data, dict) and not Path(str(data.get("path") or "")).is_absolute():
+                    data["path"] = str((Path(text).resolve().parent / str(data.get("path") or "")).resolve())
+        try:
+            return original(data, autodownload=False)
+        except Exception as e:
+            if "Dataset not found" not in str(e):
+                raise
+            raise FileNotFoundError(f"Dataset not found (the missing paths are listed above). yolo_backbones never "
+                                    "downloads datasets, so the YAML's download: entry was not run; put the images "
+                                    "there yourself, or try the embedded coco8.yaml.") from e
+
+    return check_dataset
+
+
+def _in_project(path: Any) -> bool:
+    return Path(os.path.realpath(str(path))).is_relative_to(PROJECT_ROOT)
+
+
+def _make_check_amp(g: types.ModuleType, prefix: str, log: logging.Logger) -> Callable:
+    def check_amp(model: nn.Module) -> bool:
+        """Decide whether to train with AMP, without downloading anything.
+
+        Why: when the model's own FP32-vs-AMP comparison failed, the original downloaded
+        yolov5n.pt to compare again. Now only the model's own check runs (CUDA only; CPU/MPS never
+        use AMP) and a failure disables AMP with a message.
+        """
+        device = next(model.parameters()).device
+        if device.type in ("cpu", "mps"):
+            return False
+        image = g.ROOT / "data" / "images" / "bus.jpg"
+        image = image if image.exists() else np.ones((640, 640, 3), dtype=np.uint8)
+        try:
+            wrapped = importlib.import_module(prefix + "models.common").AutoShape(deepcopy(model), verbose=False)
+            fp32 = wrapped(image).xywhn[0]
+            wrapped.amp = True
+            amp = wrapped(image).xywhn[0]
+            ok, why = fp32.shape == amp.shape and bool(torch.allclose(fp32, amp, atol=0.1)), "results differ"
+        except Exception as e:  # the model cannot run the check (e.g. a backbone's input-size limits)
+            ok, why = False, f"{type(e).__name__}: {e}"
+        if ok:
+            log.info("AMP: checks passed ✅")
+        else:
+            log.warning(f"AMP: the model's FP32 vs AMP self-check failed ({why}); training without AMP. "
+                        "(The yolov5n.pt reference check is skipped: nothing is downloaded.)")
+        return ok
+
+    return check_amp
+
+
+# --- utils.plots ----------------------------------------------------------------------------------
+
+def _patch_plots(plots: types.ModuleType, g: types.ModuleType) -> None:
+    from PIL import ImageFont
+
+    log = getattr(g, "LOGGER", _LOG)
+
+    def check_pil_font(font: str | Path = getattr(g, "FONT", "Arial.ttf"), size: int = 10) -> Any:
+        """A local TrueType font, else PIL's built-in font; never download.
+
+        Why: the original downloads Arial.ttf when missing and, offline, fails the plotting threads
+        (train_batch*.jpg, val_batch*.jpg). The returned font also has ``getsize`` again: the host's
+        Annotator calls it and Pillow >= 10 removed it.
+        """
+        font = Path(font)
+        local = font if font.exists() else g.CONFIG_DIR / font.name
+        try:
+            result = ImageFont.truetype(str(local) if local.exists() else font.name, size)
+        except OSError:
+            _say_once(f"font:{font.name}", f"{font.name} not found locally; not downloading it, plots use "
+                                          "PIL's built-in font", log)
+            try:
+                result = ImageFont.load_default(size=size)
+            except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+                result = ImageFont.load_default()
+        if not hasattr(result, "getsize"):
+            result.getsize = lambda text: tuple(result.getbbox(text)[2:4])  # (width, height) from the origin
+        return result
+
+    _replace(plots, "check_pil_font", lambda orig: check_pil_font)
+
+
+# --- utils.downloads ------------------------------------------------------------------------------
+
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".torchscript", ".onnx", ".engine", ".mlmodel", ".pb", ".tflite", ".xml", ".bin",
+                    ".yaml", ".yml")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _looks_like_hub_id(name: Any) -> bool:
+    text = str(name).strip() if isinstance(name, (str, Path)) else ""
+    return (bool(_HUB_ID.match(text)) and not os.path.exists(text)
+            and not text.lower().endswith(_WEIGHT_SUFFIXES) and not text.endswith(("_model", "_saved_model")))
+
+
+def _patch_downloads(d: types.ModuleType, g: types.ModuleType | None) -> None:
+    log = getattr(g, "LOGGER", _LOG)
+
+    def attempt_download(file: Any, repo: str = "ultralytics/yolov5", release: str = "v7.0", hf_token: Any = None,
+                         **kwargs: Any) -> str:
+        """Return the local weights path; never download.
+
+        Why: for a missing file (e.g. the default yolov5s.pt) the original asked the GitHub API and
+        downloaded the release asset, or downloaded a URL; offline that fails late and unclearly.
+        """
+        hub = getattr(d, "attempt_download_from_hub", None)
+        if hub is not None:
+            file = hub(file, hf_token=hf_token) or file
+        path = Path(str(file).strip().replace("'", ""))
+        if path.exists():
+            return str(path)
+        raise FileNotFoundError(
+            f"Weights file {str(file)!r} is not present locally (looked in {os.getcwd()}); nothing is downloaded "
+            "(yolo_backbones runs YOLOv5 offline). Pass the path of a local .pt file, or --weights '' "
+            "(weights='') to train from scratch with --cfg <model.yaml>.")
+
+    def attempt_download_from_hub(repo_id: Any, hf_token: Any = None, revision: Any = None) -> str | None:
+        """A Hugging Face Hub model id -> local .pt path; ``None`` for local files and non-hub strings.
+
+        Why: the original sends every weights string to the Hub, local files included, and raises
+        OfflineModeIsEnabled for names like 'weights/best.pt'. Offline (HF_HUB_OFFLINE=1, the
+        default set by apply_compat) a hub id resolves only from the local Hugging Face cache.
+        """
+        if not _looks_like_hub_id(repo_id):
+            return None
+        from huggingface_hub import constants, snapshot_download
+
+        if not constants.HF_HUB_OFFLINE:
+            return original_hub(repo_id, hf_token=hf_token, revision=revision)
+        try:
+            folder = snapshot_download(repo_id, revision=revision, token=hf_token, local_files_only=True)
+        except Exception:  # LocalEntryNotFoundError and friends: not in the cache
+            folder = None
+        weights = sorted(Path(folder).glob("*.pt")) if folder else []
+        if not weights:
+            raise FileNotFoundError(f"{repo_id!r} is not a local file; as a Hugging Face Hub model id it is not in the "
+                                    "local Hugging Face cache either, and hub access is off (HF_HUB_OFFLINE=1). Pass the "
+                                    "path of a local .pt file, or set HF_HUB_OFFLINE=0 to allow the download.")
+        log.info(f"{repo_id}: using {weights[0]} from the local Hugging Face cache")
+        return str(weights[0])
+
+    def is_url(url: Any, check: bool = True) -> bool:
+        """Whether ``url`` looks like a URL; with ``check`` always ``False`` (existence is not checked online).
+
+        Why: the original opens the URL to check that it exists.
+        """
+        try:
+            parts = urllib.parse.urlparse(str(url))
+        except ValueError:
+            return False
+        return bool(parts.scheme and parts.netloc) and not check
+
+    original_hub = d.__dict__.get("attempt_download_from_hub")
+    if getattr(original_hub, _MARK, False):
+        original_hub = original_hub.__wrapped__
+    _replace(d, "attempt_download", lambda orig: attempt_download)
+    _replace(d, "attempt_download_from_hub", lambda orig: attempt_download_from_hub)
+    _replace(d, "is_url", lambda orig: is_url)
+
+
+# --- train ----------------------------------------------------------------------------------------
+
+class _DefaultWeights(str):
+    """A ``--weights`` value that came from train.py's default, not from the user."""
+
+
+def _weights_on_command_line(argv: list[str]) -> bool:
+    # argparse accepts unambiguous prefixes, so "--we", "--weight", "--weights=x" all count
+    return any(a.startswith("--we") and "--weights".startswith(a.split("=", 1)[0]) for a in argv[1:])
+
+
+def _patch_train(train: types.ModuleType) -> None:
+    """``--cfg`` without ``--weights`` trains from scratch instead of loading the default yolov5s.pt.
+
+    Why: train.py's ``--weights`` defaults to yolov5s.pt, so ``train --cfg model.yaml`` tried to
+    download it and copied its matching layers into the new model. parse_opt marks the default
+    value; main (reached by run, run_cli and the yolov5 CLI alike) replaces a marked value by ''
+    when a cfg is given, after run(**kwargs) had the chance to set weights explicitly.
+    """
+    if not (callable(train.__dict__.get("parse_opt")) and callable(train.__dict__.get("main"))):
+        return
+    log = getattr(train, "LOGGER", _LOG)
+
+    def make_parse_opt(original: Callable) -> Callable:
+        def parse_opt(known: bool = False) -> Any:
+            opt = original(known)
+            if isinstance(getattr(opt, "weights", None), str) and not _weights_on_command_line(sys.argv):
+                opt.weights = _DefaultWeights(opt.weights)
+            return opt
+
+        return parse_opt
+
+    def make_main(original: Callable) -> Callable:
+        def main(opt: Any, callbacks: Any = None) -> Any:
+            weights = getattr(opt, "weights", None)
+            if isinstance(weights, _DefaultWeights):
+                opt.weights = str(weights)
+                if getattr(opt, "cfg", "") and not getattr(opt, "resume", False):
+                    opt.weights = ""
+                    log.info(f"train: --cfg {opt.cfg} without --weights: training from scratch (weights=''), not from "
+                             f"the default {weights}; pass --weights <file.pt> to start from a checkpoint")
+            # Why a new Callbacks: pip's main() shares one default instance, so a second run in the
+            # same process would register every logger action twice.
+            if callbacks is None and "Callbacks" in train.__dict__:
+                callbacks = train.Callbacks()
+            return original(opt) if callbacks is None else original(opt, callbacks)
+
+        return main
+
+    _replace(train, "parse_opt", make_parse_opt)
+    _replace(train, "main", make_main)
+
+
+# ----------------------------------------------------------------------------------------------
+# Process-wide settings
+# ----------------------------------------------------------------------------------------------
+
+def _go_offline() -> None:
+    # Why: huggingface_hub and ultralytics read these (HF at import, into constants.HF_HUB_OFFLINE;
+    # ultralytics' is_online() at every call, and its ONLINE constant at import, which gates pip
+    # auto-installs and update checks). Defaults only: a value the user set is kept.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    hf = sys.modules.get("huggingface_hub.constants")
+    if hf is not None and _env_true("HF_HUB_OFFLINE"):
+        hf.HF_HUB_OFFLINE = True
+    if _env_true("YOLO_OFFLINE"):
+        for name in ("ultralytics.utils", "ultralytics.utils.checks", "ultralytics.utils.events",
+                     "ultralytics.hub.utils", "ultralytics.hub"):
+            module = sys.modules.get(name)
+            if module is not None and module.__dict__.get("ONLINE") is True:
+                module.ONLINE = False
+
+
+def _patch_ultralytics_font() -> None:
+    # Why: a clone's detect.py draws with ultralytics' Annotator, whose check_font asks
+    # ultralytics.com (3 s timeout) for a missing Arial.ttf on every new Annotator, i.e. every image.
+    plotting = sys.modules.get("ultralytics.utils.plotting")
+    if plotting is None:
+        return
+
+    def check_font(font: str = "Arial.ttf") -> Path | None:
+        """ultralytics' font lookup without the download: the config-dir copy or None (=> PIL's default)."""
+        file = Path(plotting.USER_CONFIG_DIR if hasattr(plotting, "USER_CONFIG_DIR")
+                    else sys.modules["ultralytics.utils"].USER_CONFIG_DIR) / Path(font).name
+        return file if file.exists() else (Path(font) if Path(font).exists() else None)
+
+    _replace(plotting, "check_font", lambda orig: check_font)
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------------------------
+
+_PIP_ENTRY_MODULES = ("yolov5.train", "yolov5.val", "yolov5.detect", "yolov5.export")
+
+
+def _layout_prefixes(host: types.ModuleType | None) -> list[str]:
+    """Module-name prefixes of the hosts to patch: "yolov5." (pip package) and/or "" (clone layout)."""
+    if host is not None:
+        if host.__name__ == "yolov5":
+            for name in ("yolov5.utils.general", "yolov5.models.experimental", *_PIP_ENTRY_MODULES):
+                importlib.import_module(name)
+            return ["yolov5."]
+        if host.__name__ in ("utils", "models"):
+            for name in ("utils.general", "utils.downloads", "utils.plots", "models.common", "models.experimental"):
+                _try_import(name)
+            return [""]
+        raise ValueError(f"apply_compat: {host.__name__!r} is not a YOLOv5 host package "
+                         "(expected yolov5, or a clone's utils or models)")
+    prefixes = []
+    if any(n == "yolov5" or n.startswith("yolov5.") for n in sys.modules):
+        prefixes.append("yolov5.")
+    if any(n in sys.modules for n in ("utils.general", "utils.downloads", "models.yolo", "models.experimental")):
+        prefixes.append("")
+    if not prefixes and importlib.util.find_spec("yolov5") is not None:
+        return _layout_prefixes(importlib.import_module("yolov5"))
+    return prefixes
+
+
+def apply_compat(host: types.ModuleType | None = None) -> None:
+    """Make a YOLOv5 work offline and load its checkpoints safely on torch >= 2.6. Idempotent.
+
+    Args:
+        host: the YOLOv5 to patch: the pip ``yolov5`` package (its train/val/detect/export modules
+            are imported and patched too), or a clone's top-level ``utils`` or ``models`` package.
+            ``None`` patches every YOLOv5 module already imported (pip and/or clone layout); if
+            none is, the pip package is imported and patched when installed. Modules imported
+            later are patched by the next call (yolo_backbones' import hook makes that call).
+    """
+    _silence_pkg_resources_warning()
+    _go_offline()
+    for prefix in _layout_prefixes(host):
+        general = sys.modules.get(prefix + "utils.general")
+        if general is not None:
+            _patch_general(general)
+            if prefix + "utils.plots" in sys.modules:
+                _patch_plots(sys.modules[prefix + "utils.plots"], general)
+        if prefix + "utils.downloads" in sys.modules:
+            _patch_downloads(sys.modules[prefix + "utils.downloads"], general)
+        for name in _TORCH_USERS:
+            module = sys.modules.get(prefix + name)
+            if module is not None and module.__dict__.get("torch") is torch and _is_yolov5_file(module):
+                module.torch = _TORCH
+        for name in ("train", "segment.train"):
+            module = sys.modules.get(prefix + name)
+            if module is not None and (prefix or _is_yolov5_file(module)):
+                _patch_train(module)
+        if not prefix and general is not None and hasattr(general, "check_dataset"):
+            _patch_ultralytics_font()
+    patches = sys.modules.get("ultralytics.utils.patches")
+    if patches is not None and callable(getattr(patches, "torch_load", None)):
+        # Why: a clone loads every checkpoint with ultralytics' torch_load, which defaults to weights_only=False
+        _repoint(patches.torch_load, _safe_torch_load, "torch_load")
+    _refresh_allowlist()
