@@ -14,6 +14,7 @@ import importlib.machinery
 import os
 import sys
 import types
+import warnings
 
 # Modules after whose import the plugin (re)installs itself; install() is idempotent and only
 # touches modules already imported, so each of these is a point where new work may appear.
@@ -65,4 +66,7 @@ def enable() -> None:
 
 
 if os.environ.get("YOLO_BACKBONES_NO_AUTOLOAD", "") not in ("1", "true", "yes"):
+    # YOLOv5 7.0.14 imports pkg_resources (kept working by setuptools<81), which warns on every run
+    # before the plugin could filter it; only that one warning is ignored.
+    warnings.filterwarnings("ignore", message=r"pkg_resources is deprecated as an API", category=UserWarning)
     enable()

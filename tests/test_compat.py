@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+import yolo_backbones.checkpoints as checkpoints
 import yolo_backbones.compat as compat
 
 compat.apply_compat()
@@ -132,24 +133,24 @@ def test_pickle_with_foreign_global_is_refused_and_not_executed(tmp_path, payloa
     path = tmp_path / "evil.pt"
     torch.save({"model": evil, "epoch": 0}, path)
 
-    with pytest.raises(compat.UntrustedCheckpointError) as info:
+    with pytest.raises(checkpoints.UntrustedCheckpointError) as info:
         attempt_load(str(path), device="cpu")
 
     message = str(info.value)
-    assert ("posix.system" if payload == "os.system" else "subprocess.check_call") in message
-    assert compat.TRUST_ENV in message and "nothing in the file was executed" in message
+    assert ("posix.system" if payload == "os.system" else ".check_call") in message  # (protocol 2 says commands.)
+    assert checkpoints.TRUST_ENV in message and "nothing in the file was executed" in message
     assert isinstance(info.value, pickle.UnpicklingError)
     assert not marker.exists()
 
 
 def test_trust_env_var_loads_with_weights_only_false(model, tmp_path, monkeypatch):
     path = save_training_checkpoint(model, tmp_path / "trusted.pt", 0.5, extra=Fraction(1, 3))
-    monkeypatch.delenv(compat.TRUST_ENV, raising=False)
-    with pytest.raises(compat.UntrustedCheckpointError, match="fractions.Fraction"):
+    monkeypatch.delenv(checkpoints.TRUST_ENV, raising=False)
+    with pytest.raises(checkpoints.UntrustedCheckpointError, match="fractions.Fraction"):
         attempt_load(str(path), device="cpu")
 
-    monkeypatch.setenv(compat.TRUST_ENV, "1")
-    with pytest.warns(UserWarning, match="weights_only=False"):
+    monkeypatch.setenv(checkpoints.TRUST_ENV, "1")
+    with pytest.warns(checkpoints.UnsafeCheckpointLoadWarning, match="weights_only=False"):
         loaded = attempt_load(str(path), device="cpu")
     assert type(loaded).__name__ == "DetectionModel"
 
@@ -164,10 +165,10 @@ class AllowedLater:
 def test_allow_classes_extends_the_allowlist(tmp_path):
     path = tmp_path / "extra.pt"
     torch.save({"thing": AllowedLater(7)}, path)
-    with pytest.raises(compat.UntrustedCheckpointError, match="AllowedLater"):
+    with pytest.raises(checkpoints.UntrustedCheckpointError, match="AllowedLater"):
         general.torch.load(path, map_location="cpu")
 
-    compat.allow_classes(AllowedLater)
+    checkpoints.allow_classes(AllowedLater)
     assert general.torch.load(path, map_location="cpu")["thing"].value == 7
 
 
@@ -260,9 +261,16 @@ def test_checks_do_not_touch_the_network_or_pip(no_network, monkeypatch):
 
 def test_export_uses_the_torchscript_onnx_exporter(monkeypatch):
     seen = {}
-    monkeypatch.setattr(torch.onnx, "export", lambda *args, **kwargs: seen.update(kwargs))
+
+    def fake_export(model, args, f, *, opset_version=None, dynamo=True):  # torch >= 2.9 signature, in short
+        seen.update(opset_version=opset_version, dynamo=dynamo)
+
+    monkeypatch.setattr(torch.onnx, "export", fake_export)
     yolov5.export.torch.onnx.export(None, None, "x.onnx", opset_version=12)
     assert seen == {"opset_version": 12, "dynamo": False}
+    yolov5.export.torch.onnx.export(None, None, "x.onnx", dynamo=True)  # an explicit choice is kept
+    assert seen["dynamo"] is True
+    assert torch.onnx.export is fake_export  # torch itself is not patched
 
 
 # --- YAML search ------------------------------------------------------------------------------------
@@ -321,6 +329,7 @@ def test_apply_compat_is_idempotent():
                 len(torch.serialization.get_safe_globals()), len(warnings.filters),
                 {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "YOLO_OFFLINE")})
 
+    compat.apply_compat()  # once in this test's own warnings context (pytest resets the filters per test)
     before = snapshot()
     compat.apply_compat()
     compat.apply_compat(sys.modules["yolov5"])
@@ -331,8 +340,9 @@ def test_only_the_pkg_resources_warning_is_silenced():
     script = """
         import warnings
         import yolo_backbones.compat
-        import yolov5.utils.general
         warnings.warn("some other warning", UserWarning)
+        warnings.warn("pkg_resources is deprecated as an API. (test)", UserWarning)
+        import yolov5.utils.general  # imports pkg_resources
     """
     env = {**os.environ, "YOLO_BACKBONES_NO_AUTOLOAD": "1"}
     result = subprocess.run([sys.executable, "-W", "default", "-c", textwrap.dedent(script)], env=env,
@@ -340,3 +350,4 @@ def test_only_the_pkg_resources_warning_is_silenced():
     assert result.returncode == 0, result.stderr
     assert "pkg_resources is deprecated" not in result.stderr
     assert "some other warning" in result.stderr
+    assert "import pkg_resources" in (Path(general.__file__).read_text())  # the warning had a source

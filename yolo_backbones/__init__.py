@@ -9,10 +9,11 @@ from __future__ import annotations
 import sys
 
 from . import backbones  # noqa: F401  (registers the families)
+from .checkpoints import load_checkpoint
 from .registry import backbone_names, create, list_backbones
 from .yolov5_patch import Select, patch_yolo_module
 
-__all__ = ["create", "list_backbones", "backbone_names", "install", "Select"]
+__all__ = ["create", "list_backbones", "backbone_names", "install", "load_checkpoint", "Select"]
 __version__ = "0.1.0"
 
 
@@ -22,10 +23,9 @@ def install() -> list[str]:
     Idempotent. Applies the compatibility fixes (offline, torch >= 2.6) and the ``parse_model``
     patch. Modules imported later are handled by the import hook that this also enables.
     """
-    import importlib.util
-
     import yolo_backbones_autoload
 
+    from .compat import apply_compat
     from .yolov5_patch import is_yolo_module
 
     yolo_backbones_autoload.enable()
@@ -33,10 +33,7 @@ def install() -> list[str]:
                if name.endswith("models.yolo") and module is not None and is_yolo_module(module)
                and patch_yolo_module(module)]
     if any(name == "yolov5" or name.startswith(("yolov5.", "utils.", "models.")) for name in sys.modules):
-        if importlib.util.find_spec("yolo_backbones.compat"):  # TEMP until compat lands
-            from .compat import apply_compat
-
-            apply_compat()
+        apply_compat()
     return patched
 
 

@@ -17,14 +17,12 @@ replaces a few host functions, only those that exist, and is idempotent:
 from __future__ import annotations
 
 import glob
-import functools
 import importlib
 import importlib.metadata
 import importlib.util
 import inspect
 import logging
 import os
-import pickle
 import re
 import sys
 import types
@@ -38,11 +36,11 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["apply_compat", "allow_classes", "UntrustedCheckpointError", "TRUST_ENV"]
+from .checkpoints import _env_true, _refresh_allowlist, _try_import, load_checkpoint
+from .resources import RESOURCE_DIRS, is_project_file
 
-TRUST_ENV = "YOLO_BACKBONES_TRUST_CHECKPOINTS"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PROJECT_DIRS = (PROJECT_ROOT / "models", PROJECT_ROOT / "data")
+__all__ = ["apply_compat"]
+
 _MARK = "_yolo_backbones_compat"  # set on every replacement function
 _LOG = logging.getLogger("yolov5")  # the pip host's logger; used where no host module is at hand
 _said: set[str] = set()  # one-time messages already logged
@@ -55,126 +53,6 @@ def _silence_pkg_resources_warning() -> None:
 
 
 _silence_pkg_resources_warning()  # at import too: the warning fires on YOLOv5's first import
-
-
-# ----------------------------------------------------------------------------------------------
-# Checkpoint loading: weights_only=True plus an allowlist of YOLOv5 checkpoint contents
-# ----------------------------------------------------------------------------------------------
-
-class UntrustedCheckpointError(pickle.UnpicklingError):
-    """A checkpoint references a global outside the YOLOv5 allowlist; nothing in it was executed."""
-
-
-# Modules whose nn.Module classes a checkpoint may reference; a missing one is imported on demand
-# (pickle would import it too), e.g. models.common for an upstream checkpoint loaded under pip.
-_MODEL_MODULES = re.compile(r"^(yolov5\.)?models\.(common|yolo|experimental)$|^yolo_backbones(\.\w+)*$")
-# Module classes never allowlisted: unpickling may call an allowed class with file-chosen arguments,
-# and DetectMultiBackend's constructor opens files, imports backends and can reach Triton servers.
-_NEVER_ALLOWED = frozenset({"DetectMultiBackend"})
-_allowed: set[Any] = set()  # everything given to torch.serialization.add_safe_globals so far
-
-
-def allow_classes(*classes: type | Callable[..., Any]) -> None:
-    """Allow extra globals in checkpoints loaded by YOLOv5 (``torch.load(weights_only=True)``).
-
-    Use it for a class a checkpoint legitimately contains and the automatic allowlist misses, e.g.
-    an ``nn.Module`` defined outside ``torch.nn``, the host's ``models`` and ``yolo_backbones``.
-    Only allow classes whose construction and ``__setstate__`` have no side effects: unpickling
-    may call them with arguments chosen by the file.
-    """
-    new = [c for c in classes if c not in _allowed]
-    if new:
-        torch.serialization.add_safe_globals(new)
-        _allowed.update(new)
-
-
-@functools.lru_cache(maxsize=1)
-def _numpy_globals() -> tuple[Any, ...]:
-    # Found by saving a real 1-epoch training checkpoint: numpy scalars (np.interp learning rates in
-    # optimizer.param_groups, best_fitness) and a (1,)-array best_fitness (fitness() output).
-    # dtype classes are needed because the unpickler only BUILDs instances of allowed types.
-    core = np._core if hasattr(np, "_core") else np.core
-    dtype_classes = {v for v in vars(getattr(np, "dtypes", types.SimpleNamespace())).values()
-                     if isinstance(v, type) and issubclass(v, np.dtype)}
-    dtype_classes |= {type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDGSUVOMm"}
-    aliases = [(core.multiarray.scalar, f"numpy.{p}.multiarray.scalar") for p in ("core", "_core")]
-    aliases += [(core.multiarray._reconstruct, f"numpy.{p}.multiarray._reconstruct") for p in ("core", "_core")]
-    return (np.dtype, np.ndarray, *dtype_classes, *aliases)  # aliases: numpy 1.x pickles say numpy.core
-
-
-def _refresh_allowlist() -> None:
-    """Allow every nn.Module subclass of torch.nn, the host's models.* and yolo_backbones.* loaded now."""
-    found: list[Any] = []
-    for name, module in list(sys.modules.items()):
-        torch_nn = name == "torch.nn" or name.startswith("torch.nn.")
-        if module is None or not (torch_nn or _MODEL_MODULES.match(name)):
-            continue
-        for obj in list(vars(module).values()):
-            if (isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__name__ not in _NEVER_ALLOWED
-                    and (not torch_nn or obj.__module__.startswith("torch.nn"))):
-                found.append(obj)
-    allow_classes(*found, *_numpy_globals())
-
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _global_named_in(error: BaseException) -> str | None:
-    match = re.search(r"GLOBAL ([\w.]+)", str(error))
-    return match.group(1) if match else None
-
-
-def _safe_torch_load(f: Any, map_location: Any = None, *args: Any, **kwargs: Any) -> Any:
-    """``torch.load`` for YOLOv5 checkpoints: ``weights_only=True`` with the YOLOv5 allowlist.
-
-    An explicit ``weights_only`` from the caller is respected. With ``YOLO_BACKBONES_TRUST_CHECKPOINTS=1``
-    the file is loaded with ``weights_only=False`` (warned). Otherwise a global outside the allowlist
-    raises :class:`UntrustedCheckpointError` naming it; the file's code never runs.
-    """
-    if kwargs.get("weights_only") is not None:
-        return torch.load(f, map_location, *args, **kwargs)
-    kwargs.pop("weights_only", None)
-    if _env_true(TRUST_ENV):
-        warnings.warn(f"{TRUST_ENV}=1: loading {f} with torch.load(weights_only=False); this runs any code "
-                      "the file contains. Only do this for files you trust.", UserWarning, stacklevel=2)
-        return torch.load(f, map_location, *args, weights_only=False, **kwargs)
-    imported: set[str] = set()
-    while True:
-        _refresh_allowlist()
-        try:
-            return torch.load(f, map_location, *args, weights_only=True, **kwargs)
-        except pickle.UnpicklingError as e:
-            name = _global_named_in(e)
-            module = name.rpartition(".")[0] if name else ""
-            if (module and module not in sys.modules and module not in imported and _MODEL_MODULES.match(module)
-                    and _try_import(module)):
-                imported.add(module)
-                if hasattr(f, "seek"):
-                    f.seek(0)
-                continue
-            what = f"the global `{name}`" if name else "a global"
-            raise UntrustedCheckpointError(
-                f"Refusing to load {f}: it references {what}, which is not among the classes a YOLOv5 "
-                "checkpoint may contain (torch.nn / YOLOv5 / yolo_backbones modules, numpy scalars and arrays). "
-                "It was read with torch.load(weights_only=True), so nothing in the file was executed. "
-                f"If you trust this file: allow the class with yolo_backbones.compat.allow_classes(...), or set "
-                f"{TRUST_ENV}=1 to load it with weights_only=False (this runs any code the file contains). "
-                f"torch said: {_torch_reason(e)}") from e
-
-
-def _torch_reason(error: BaseException) -> str:
-    text = str(error)
-    match = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
-    return (match.group(1) if match else text.strip().splitlines()[0])[:300]
-
-
-def _try_import(module: str) -> bool:
-    try:
-        importlib.import_module(module)
-        return True
-    except ImportError:
-        return False
 
 
 class _OnnxWithLegacyExport(types.ModuleType):
@@ -207,7 +85,7 @@ class _TorchForHost(types.ModuleType):
     those calls without changing ``torch.load`` for the rest of the process.
     """
 
-    load = staticmethod(_safe_torch_load)
+    load = staticmethod(load_checkpoint)
     onnx = _OnnxWithLegacyExport()
 
     def __init__(self) -> None:
@@ -302,11 +180,11 @@ def _patch_general(g: types.ModuleType) -> None:
         the installed distribution's metadata for the pip package (the pip default points at a
         requirements.txt that does not exist).
         """
-        missing = [r for r in _requirement_strings(requirements, g.ROOT, exclude) if not _satisfied(r)]
+        missing = [r if isinstance(r, str) else " or ".join(r)  # a nested tuple lists alternatives
+                   for r in _requirement_strings(requirements, g.ROOT, exclude) if not _satisfied(r)]
         if missing:
             log.warning(f"requirements: not installed or too old: {', '.join(missing)}. Nothing is installed "
-                        f"automatically (yolo_backbones runs offline); install them yourself, e.g. "
-                        f"pip install {' '.join(repr(m) for m in missing)}")
+                        "automatically (yolo_backbones runs YOLOv5 offline); install them yourself with pip.")
         return not missing
 
     def check_font(font: str | Path = getattr(g, "FONT", "Arial.ttf"), progress: bool = False) -> None:
@@ -383,7 +261,7 @@ def _make_check_file(original: Callable, g: types.ModuleType) -> Callable:
                 return local
             raise FileNotFoundError(f"{text}: yolo_backbones does not download files (it runs YOLOv5 offline). "
                                     "Download it yourself and pass the local path.")
-        dirs = [g.ROOT / d for d in ("data", "models", "utils")] + [d for d in PROJECT_DIRS if d.is_dir()]
+        dirs = [g.ROOT / d for d in ("data", "models", "utils")] + [d for d in RESOURCE_DIRS if d.is_dir()]
         found = {os.path.realpath(p): p for d in dirs for p in glob.glob(str(d / "**" / text), recursive=True)}
         where = ", ".join(str(d) for d in dirs)
         assert found, f"File not found: {text} (not a path from {os.getcwd()}, and no file of that name in {where})"
@@ -405,7 +283,7 @@ def _make_check_dataset(original: Callable, g: types.ModuleType) -> Callable:
         """
         if isinstance(data, (str, Path)) and Path(data).suffix in (".yaml", ".yml"):
             data = g.check_file(data, (".yaml", ".yml"))
-            if _in_project(data):
+            if is_project_file(data):
                 text, data = str(data), g.yaml_load(data)
                 if isinstance(data, dict) and not Path(str(data.get("path") or "")).is_absolute():
                     data["path"] = str((Path(text).resolve().parent / str(data.get("path") or "")).resolve())
@@ -414,15 +292,11 @@ def _make_check_dataset(original: Callable, g: types.ModuleType) -> Callable:
         except Exception as e:
             if "Dataset not found" not in str(e):
                 raise
-            raise FileNotFoundError(f"Dataset not found (the missing paths are listed above). yolo_backbones never "
+            raise FileNotFoundError("Dataset not found (the missing paths are listed above). yolo_backbones never "
                                     "downloads datasets, so the YAML's download: entry was not run; put the images "
                                     "there yourself, or try the embedded coco8.yaml.") from e
 
     return check_dataset
-
-
-def _in_project(path: Any) -> bool:
-    return Path(os.path.realpath(str(path))).is_relative_to(PROJECT_ROOT)
 
 
 def _make_check_amp(g: types.ModuleType, prefix: str, log: logging.Logger) -> Callable:
@@ -541,9 +415,9 @@ def _patch_downloads(d: types.ModuleType, g: types.ModuleType | None) -> None:
             folder = None
         weights = sorted(Path(folder).glob("*.pt")) if folder else []
         if not weights:
-            raise FileNotFoundError(f"{repo_id!r} is not a local file; as a Hugging Face Hub model id it is not in the "
-                                    "local Hugging Face cache either, and hub access is off (HF_HUB_OFFLINE=1). Pass the "
-                                    "path of a local .pt file, or set HF_HUB_OFFLINE=0 to allow the download.")
+            raise FileNotFoundError(f"{repo_id!r} is not a local file; as a Hugging Face Hub model id it is not in "
+                                    "the local Hugging Face cache either, and hub access is off (HF_HUB_OFFLINE=1). "
+                                    "Pass the path of a local .pt file, or set HF_HUB_OFFLINE=0 to allow the download.")
         log.info(f"{repo_id}: using {weights[0]} from the local Hugging Face cache")
         return str(weights[0])
 
@@ -648,10 +522,11 @@ def _patch_ultralytics_font() -> None:
         return
 
     def check_font(font: str = "Arial.ttf") -> Path | None:
-        """ultralytics' font lookup without the download: the config-dir copy or None (=> PIL's default)."""
-        file = Path(plotting.USER_CONFIG_DIR if hasattr(plotting, "USER_CONFIG_DIR")
-                    else sys.modules["ultralytics.utils"].USER_CONFIG_DIR) / Path(font).name
-        return file if file.exists() else (Path(font) if Path(font).exists() else None)
+        """ultralytics' font lookup without the download: a local copy, else None (Annotator then uses PIL's font)."""
+        for file in (Path(font), sys.modules["ultralytics.utils"].USER_CONFIG_DIR / Path(font).name):
+            if file.is_file():
+                return file
+        return None
 
     _replace(plotting, "check_font", lambda orig: check_font)
 
@@ -719,5 +594,5 @@ def apply_compat(host: types.ModuleType | None = None) -> None:
     patches = sys.modules.get("ultralytics.utils.patches")
     if patches is not None and callable(getattr(patches, "torch_load", None)):
         # Why: a clone loads every checkpoint with ultralytics' torch_load, which defaults to weights_only=False
-        _repoint(patches.torch_load, _safe_torch_load, "torch_load")
+        _repoint(patches.torch_load, load_checkpoint, "torch_load")
     _refresh_allowlist()

@@ -9,6 +9,13 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 _ROOT = _PACKAGE_DIR.parent if (_PACKAGE_DIR.parent / "models").is_dir() else _PACKAGE_DIR / "_resources"
 MODELS_DIR = _ROOT / "models"
 DATA_DIR = _ROOT / "data"
+RESOURCE_DIRS = (MODELS_DIR, DATA_DIR)
+
+
+def is_project_file(path: str | Path) -> bool:
+    """True if ``path`` lies inside this project's ``models/`` or ``data/`` folders."""
+    real = Path(path).resolve()
+    return any(real.is_relative_to(folder.resolve()) for folder in RESOURCE_DIRS)
 
 
 def find_resource(name: str | Path) -> Path | None:
@@ -20,7 +27,7 @@ def find_resource(name: str | Path) -> Path | None:
     path = Path(name)
     if not str(name) or path.exists() or path.name != str(name):
         return None
-    for folder in (MODELS_DIR, DATA_DIR):
+    for folder in RESOURCE_DIRS:
         candidate = folder / path.name
         if candidate.is_file():
             return candidate
