@@ -246,6 +246,90 @@ def conv_bn_stem(in_chans: int, out_chans: int, act_layer: type[nn.Module]) -> n
     )
 
 
+class ConvBnMlp(nn.Module):
+    """Channel MLP ``1x1 conv -> BN -> GELU [-> dw3x3 -> BN -> GELU] -> 1x1 conv -> BN`` on ``(B, C, H, W)``.
+
+    The MLP of the EfficientFormer Meta4D block (v1) and, with ``mid_conv=True``, the inverted-residual
+    MLP of the EfficientFormerV2 blocks (a depth-wise 3x3 conv on the hidden map).
+
+    Args:
+        in_features: input (and output) channels.
+        hidden_features: hidden channels.
+        drop: dropout on the hidden map (before the last conv) and at the end.
+        mid_conv: add the depth-wise 3x3 conv + BN + GELU on the hidden map (keys ``mid``, ``mid_norm``).
+
+    Returns ``(B, in_features, H, W)``.
+    """
+
+    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0, mid_conv: bool = False) -> None:
+        super().__init__()
+        # Registration order (fc1, fc2, [mid, mid_norm,] norm1, norm2) follows the official state_dict order.
+        self.fc1 = nn.Conv2d(in_features, hidden_features, 1)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv2d(hidden_features, in_features, 1)
+        self.drop = nn.Dropout(drop)
+        for conv in (self.fc1, self.fc2):  # reference init of the 1x1 convs (the mid conv keeps the torch default)
+            nn.init.trunc_normal_(conv.weight, std=0.02)
+            nn.init.zeros_(conv.bias)
+        if mid_conv:
+            self.mid = nn.Conv2d(hidden_features, hidden_features, 3, padding=1, groups=hidden_features)
+            self.mid_norm = SafeBatchNorm2d(hidden_features)
+        else:
+            self.mid = self.mid_norm = None
+        self.norm1 = SafeBatchNorm2d(hidden_features)
+        self.norm2 = SafeBatchNorm2d(in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm1(self.fc1(x)))
+        if self.mid is not None:
+            x = self.act(self.mid_norm(self.mid(x)))
+        x = self.drop(x)
+        return self.drop(self.norm2(self.fc2(x)))
+
+
+class LayerScaleBlock(nn.Module):
+    """Residual block pair with per-channel layer scales, the skeleton of the EfficientFormer v1 / v2 blocks.
+
+    ``x + drop_path(ls1 * token_mixer(norm1(x)))`` (only if there is a token mixer), then
+    ``x + drop_path(ls2 * mlp(norm2(x)))``; the norms are optional (identity when ``norm_layer`` is
+    ``None``). Subclasses build the branches and pass them in; the token mixer is built first (so the
+    random initialisation follows the reference order).
+
+    Args:
+        dim: channels.
+        token_mixer: first residual branch, or ``None`` for an MLP-only block (no ``layer_scale_1``).
+        mlp: second residual branch.
+        drop_path: stochastic-depth rate of both residual branches.
+        layer_scale_init_value: initial value of the layer scales.
+        scale_shape: trailing shape of the layer scales: ``()`` gives ``(dim,)`` (channels-last input),
+            ``(1, 1)`` gives ``(dim, 1, 1)`` (``(B, dim, H, W)`` input).
+        norm_layer: pre-norm class (``norm1`` / ``norm2``, called with ``dim``), or ``None``.
+
+    Registration order (``norm1``, ``token_mixer``, ``norm2``, ``mlp``, ``drop_path``, ``layer_scale_1``,
+    ``layer_scale_2``) follows the official state_dicts. Takes and returns a tensor of the input's shape.
+    """
+
+    def __init__(self, dim: int, token_mixer: nn.Module | None, mlp: nn.Module, drop_path: float,
+                 layer_scale_init_value: float, scale_shape: tuple[int, ...] = (),
+                 norm_layer: type[nn.Module] | None = None) -> None:
+        super().__init__()
+        self.norm1 = norm_layer(dim) if norm_layer is not None and token_mixer is not None else None
+        self.token_mixer = token_mixer
+        self.norm2 = norm_layer(dim) if norm_layer is not None else None
+        self.mlp = mlp
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        shape = (dim, *scale_shape)
+        self.layer_scale_1 = None if token_mixer is None else nn.Parameter(torch.full(shape, layer_scale_init_value))
+        self.layer_scale_2 = nn.Parameter(torch.full(shape, layer_scale_init_value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.token_mixer is not None:
+            y = x if self.norm1 is None else self.norm1(x)
+            x = x + self.drop_path(self.layer_scale_1 * self.token_mixer(y))
+        y = x if self.norm2 is None else self.norm2(x)
+        return x + self.drop_path(self.layer_scale_2 * self.mlp(y))
+
+
 class ConvBnDownsample(nn.Module):
     """Stride-2 downsampling between stages: ``conv3x3 s2 (bias) -> BN`` (keys ``proj.*``, ``norm.*``).
 

@@ -39,17 +39,17 @@ mapping; timm-format checkpoints (``stem.*``, ``stages.*``) are converted by
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..layers import ConvBnDownsample, DropPath, Mlp, OffsetBiasAttention, SafeBatchNorm2d, conv_bn_stem
+from ..layers import ConvBnDownsample, ConvBnMlp, LayerScaleBlock, Mlp, OffsetBiasAttention, conv_bn_stem
 from ..registry import register
 from .base import Backbone
 
-__all__ = ["EfficientFormer", "Attention", "Meta3D", "Meta4D", "Flat", "Pooling", "ConvBnMlp"]
+__all__ = ["EfficientFormer", "EfficientFormerBase", "Attention", "Meta3D", "Meta4D", "Flat", "Pooling", "ConvBnMlp"]
 
 # Variant table, exactly as the official `efficientformer_{l1,l3,l7}` constructors. ``vit_num`` is the
 # number of Meta3D (attention) blocks at the end of stage 3; the other blocks are Meta4D.
@@ -79,56 +79,17 @@ class Pooling(nn.Module):
         return self.pool(x) - x
 
 
-class ConvBnMlp(nn.Module):
-    """Channel MLP of Meta4D: ``1x1 conv -> BN -> GELU -> 1x1 conv -> BN`` on ``(B, C, H, W)``.
-
-    Args:
-        in_features: input (and output) channels.
-        hidden_features: hidden channels.
-        drop: dropout after the activation and at the end.
-
-    Returns ``(B, in_features, H, W)``.
-    """
-
-    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0) -> None:
-        super().__init__()
-        # Registration order (fc1, fc2, norm1, norm2) follows the official state_dict order.
-        self.fc1 = nn.Conv2d(in_features, hidden_features, 1)
-        self.act = nn.GELU()
-        self.fc2 = nn.Conv2d(hidden_features, in_features, 1)
-        self.drop = nn.Dropout(drop)
-        self.norm1 = SafeBatchNorm2d(hidden_features)
-        self.norm2 = SafeBatchNorm2d(in_features)
-        for conv in (self.fc1, self.fc2):  # reference init of the MLP convs
-            nn.init.trunc_normal_(conv.weight, std=0.02)
-            nn.init.zeros_(conv.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.drop(self.act(self.norm1(self.fc1(x))))
-        return self.drop(self.norm2(self.fc2(x)))
-
-
-class Meta4D(nn.Module):
+class Meta4D(LayerScaleBlock):
     """PoolFormer-style block on maps: ``x + ls1 * Pooling(x)``, then ``x + ls2 * ConvBnMlp(x)``.
 
-    Args:
-        dim: channels.
-        mlp_ratio: hidden width of the MLP relative to ``dim``.
-        drop: dropout in the MLP.
-        drop_path: stochastic-depth rate of both residual branches.
-        layer_scale_init_value: initial value of the per-channel layer scales ``(dim,)``.
-
-    Takes and returns ``(B, dim, H, W)``.
+    Arguments as :class:`Meta3D`; the layer scales have the reference shape ``(dim,)`` and are
+    broadcast over the map. Takes and returns ``(B, dim, H, W)``.
     """
 
     def __init__(self, dim: int, mlp_ratio: float = _MLP_RATIO, drop: float = 0.0, drop_path: float = 0.0,
                  layer_scale_init_value: float = _LAYER_SCALE_INIT) -> None:
-        super().__init__()
-        self.token_mixer = Pooling()
-        self.mlp = ConvBnMlp(dim, int(dim * mlp_ratio), drop=drop)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.layer_scale_1 = nn.Parameter(torch.full((dim,), layer_scale_init_value))
-        self.layer_scale_2 = nn.Parameter(torch.full((dim,), layer_scale_init_value))
+        super().__init__(dim, Pooling(), ConvBnMlp(dim, int(dim * mlp_ratio), drop=drop), drop_path,
+                         layer_scale_init_value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.layer_scale_1[:, None, None] * self.token_mixer(x))
@@ -183,7 +144,7 @@ class Attention(OffsetBiasAttention):
         return self.proj(x)
 
 
-class Meta3D(nn.Module):
+class Meta3D(LayerScaleBlock):
     """Pre-LayerNorm transformer block: ``x + ls1 * Attention(LN(x))``, then ``x + ls2 * Mlp(LN(x))``.
 
     Args:
@@ -193,41 +154,86 @@ class Meta3D(nn.Module):
         drop_path: stochastic-depth rate of both residual branches.
         layer_scale_init_value: initial value of the layer scales ``(dim,)``.
 
-    Takes and returns a channels-last token grid ``(B, H, W, dim)``.
+    Takes and returns a channels-last token grid ``(B, H, W, dim)`` (forward: :class:`LayerScaleBlock`).
     """
 
     def __init__(self, dim: int, mlp_ratio: float = _MLP_RATIO, drop: float = 0.0, drop_path: float = 0.0,
                  layer_scale_init_value: float = _LAYER_SCALE_INIT) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.token_mixer = Attention(dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.layer_scale_1 = nn.Parameter(torch.full((dim,), layer_scale_init_value))
-        self.layer_scale_2 = nn.Parameter(torch.full((dim,), layer_scale_init_value))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.layer_scale_1 * self.token_mixer(self.norm1(x)))
-        x = x + self.drop_path(self.layer_scale_2 * self.mlp(self.norm2(x)))
-        return x
+        super().__init__(dim, Attention(dim), Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop),
+                         drop_path, layer_scale_init_value, norm_layer=nn.LayerNorm)
 
 
-def _stage(dim: int, index: int, depths: Sequence[int], vit_num: int, drop_path_rate: float) -> nn.Sequential:
-    """Blocks of stage ``index``: Meta4D blocks; in stage 3 the last ``vit_num`` are Meta3D after a ``Flat``."""
-    blocks: list[nn.Module] = []
+def stage_blocks(cfg: dict[str, Any], index: int, attn_stages: Sequence[int], drop_path_rate: float
+                 ) -> Iterator[tuple[int, float, bool]]:
+    """``(j, drop_path, is_attn)`` for each block ``j`` of stage ``index`` (EfficientFormer v1 and v2).
+
+    The stochastic-depth rate rises linearly with the global block index (reference rule); in the
+    ``attn_stages`` the last ``cfg["vit_num"]`` blocks are attention blocks.
+    """
+    depths, vit_num = cfg["depths"], cfg["vit_num"]
     first = sum(depths[:index])
     for j in range(depths[index]):
-        # Reference stochastic-depth rule: linear in the global block index.
         dpr = drop_path_rate * (first + j) / (sum(depths) - 1)
-        is_attn = index == 3 and depths[index] - j <= vit_num
+        yield j, dpr, index in attn_stages and j >= depths[index] - vit_num
+
+
+def _stage(dim: int, index: int, cfg: dict[str, Any], drop_path_rate: float) -> nn.Sequential:
+    """Blocks of stage ``index``: Meta4D blocks; in stage 3 the last ``vit_num`` are Meta3D after a ``Flat``."""
+    blocks: list[nn.Module] = []
+    for _, dpr, is_attn in stage_blocks(cfg, index, (3,), drop_path_rate):
         if is_attn and not any(isinstance(b, Flat) for b in blocks):
             blocks.append(Flat())
         blocks.append(Meta3D(dim, drop_path=dpr) if is_attn else Meta4D(dim, drop_path=dpr))
     return nn.Sequential(*blocks)
 
 
+def apply_rules(name: str, rules: Sequence[tuple[str, str]]) -> str:
+    """``name`` rewritten by the first ``(pattern, replacement)`` rule that changes it (unchanged if none does)."""
+    for pattern, repl in rules:
+        new = re.sub(pattern, repl, name)
+        if new != name:
+            return new
+    return name
+
+
+def rename_timm_keys(state_dict: dict[str, torch.Tensor], stem: dict[str, str],
+                     downsample: Callable[[int, str], str | None], block_rules: Sequence[tuple[str, str]],
+                     layer_scale_shape: tuple[int, ...] = ()) -> dict[str, torch.Tensor]:
+    """Rename a timm-format EfficientFormer (v1 or v2) state_dict to the official layout.
+
+    The renaming common to both versions (the inverse of timm's ``checkpoint_filter_fn``):
+    ``stem.<name>.*`` -> ``patch_embed.<stem[name]>.*``; ``stages.i.downsample.<rest>`` ->
+    ``network.{2i-1}.<downsample(i, rest)>`` (a key for which ``downsample`` returns ``None`` is kept);
+    ``stages.i.blocks.j.<rest>`` -> ``network.{2i}.j.<rest renamed by block_rules>`` (see
+    :func:`apply_rules`), where a 1-D layer scale is reshaped to ``(C, *layer_scale_shape)``;
+    ``head_dist`` -> ``dist_head``. Other keys are kept.
+    """
+    stem_re = re.compile(r"stem\.(" + "|".join(map(re.escape, stem)) + r")\.(.*)")
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        new = key
+        if m := stem_re.match(key):
+            new = f"patch_embed.{stem[m[1]]}.{m[2]}"
+        elif (m := re.match(r"stages\.(\d+)\.downsample\.(.*)", key)) and (rest := downsample(int(m[1]), m[2])):
+            new = f"network.{2 * int(m[1]) - 1}.{rest}"
+        elif m := re.match(r"stages\.(\d+)\.blocks\.(\d+)\.(.*)", key):
+            rest = apply_rules(m[3], block_rules)
+            if layer_scale_shape and rest.startswith("layer_scale_") and value.ndim == 1:
+                value = value.reshape(-1, *layer_scale_shape)
+            new = f"network.{2 * int(m[1])}.{m[2]}.{rest}"
+        elif key.startswith("head_dist."):
+            new = "dist_head." + key[len("head_dist."):]
+        out[new] = value
+    return out
+
+
 _TIMM_STEM = {"conv1": "0", "norm1": "1", "conv2": "3", "norm2": "4"}
+TIMM_LAYER_SCALE_RULE = (r"^ls([12])\.gamma$", r"layer_scale_\1")
+
+
+def _timm_downsample(stage: int, rest: str) -> str | None:
+    m = re.match(r"(conv|norm)\.(.*)", rest)
+    return f"{'proj' if m[1] == 'conv' else 'norm'}.{m[2]}" if m else None
 
 
 def timm_to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -238,20 +244,7 @@ def timm_to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     ``stages.i.blocks.j`` -> ``network.{2i}.j`` (timm keeps the ``Flat`` index); ``ls{1,2}.gamma`` ->
     ``layer_scale_{1,2}``; ``head_dist`` -> ``dist_head``. Shapes are unchanged.
     """
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        new = key
-        if m := re.match(r"stem\.(conv1|norm1|conv2|norm2)\.(.*)", key):
-            new = f"patch_embed.{_TIMM_STEM[m[1]]}.{m[2]}"
-        elif m := re.match(r"stages\.(\d+)\.downsample\.(conv|norm)\.(.*)", key):
-            new = f"network.{2 * int(m[1]) - 1}.{'proj' if m[2] == 'conv' else 'norm'}.{m[3]}"
-        elif m := re.match(r"stages\.(\d+)\.blocks\.(\d+)\.(.*)", key):
-            rest = re.sub(r"^ls([12])\.gamma$", r"layer_scale_\1", m[3])
-            new = f"network.{2 * int(m[1])}.{m[2]}.{rest}"
-        elif key.startswith("head_dist."):
-            new = "dist_head." + key[len("head_dist."):]
-        out[new] = value
-    return out
+    return rename_timm_keys(state_dict, _TIMM_STEM, _timm_downsample, (TIMM_LAYER_SCALE_RULE,))
 
 
 def drop_bias_idxs(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint"
