@@ -6,7 +6,6 @@ import argparse
 import copy
 import re
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,47 +17,19 @@ from yolo_backbones.backbones.base import InputSizeError
 from yolo_backbones.backbones.edgevit import EdgeViT, GlobalSparseAttn
 from yolo_backbones.weights import CheckpointMismatchError
 
-KEYS_DIR = Path(__file__).parent / "data" / "keys"
+from helpers import key_shapes, model_shapes, n_params, random_state_dict, single_thread  # noqa: F401 (autouse fixture)
+
 CHANNELS = {"xxs": (36, 72, 144, 288), "xs": (48, 96, 240, 384), "s": (48, 96, 240, 384)}
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    # The test machine is shared: keep torch to one thread and restore the setting afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def official_shapes(variant: str) -> dict[str, tuple[int, ...]]:
-    """Parse ``official_edgevit_<variant>.txt`` (``key<TAB>(d0, d1, ...)`` per line) into ``{key: shape}``."""
-    shapes = {}
-    for line in (KEYS_DIR / f"official_edgevit_{variant}.txt").read_text().splitlines():
-        if not line.strip():
-            continue
-        key, shape = line.split("\t")
-        shapes[key] = tuple(int(d) for d in re.findall(r"\d+", shape))
-    assert shapes, f"no keys parsed for {variant}"
-    return shapes
+    """``{key: shape}`` of the official EdgeViT-<variant> checkpoint (``data/keys/official_edgevit_<variant>.txt``)."""
+    return key_shapes(f"official_edgevit_{variant}")
 
 
 def official_checkpoint(variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """A random state_dict with exactly the official key names and shapes."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for key, shape in official_shapes(variant).items():
-        if key.endswith("num_batches_tracked"):
-            sd[key] = torch.tensor(7, dtype=torch.long)
-        elif key.endswith("running_var"):
-            sd[key] = torch.rand(shape, generator=g) + 0.5
-        else:
-            sd[key] = torch.randn(shape, generator=g)
-    return sd
-
-
-def model_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return random_state_dict(official_shapes(variant), seed)
 
 
 # ----------------------------------------------------------------------------- official layout
@@ -66,7 +37,7 @@ def model_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
                                            ("edgevit_s", 13_108_168)])
 def test_param_count_matches_official(name, expected):
     model = yolo_backbones.create(name, num_classes=1000)
-    assert sum(p.numel() for p in model.parameters()) == expected
+    assert n_params(model) == expected
 
 
 @pytest.mark.parametrize("variant", ["xxs", "s"])

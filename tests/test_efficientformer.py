@@ -23,7 +23,8 @@ from yolo_backbones.backbones.efficientformer_v2 import EfficientFormerV2
 from yolo_backbones.layers import OffsetBiasAttention, SafeBatchNorm2d
 from yolo_backbones.weights import CheckpointMismatchError
 
-KEYS_DIR = Path(__file__).parent / "data" / "keys"
+from helpers import key_shapes, n_params, random_state_dict, single_thread  # noqa: F401 (autouse fixture)
+
 V1_CHANNELS = {"l1": (48, 96, 224, 448), "l3": (64, 128, 320, 512), "l7": (96, 192, 384, 768)}
 V2_CHANNELS = {"s0": (32, 48, 96, 176), "s1": (32, 48, 120, 224), "s2": (32, 64, 144, 288), "l": (40, 80, 192, 384)}
 # (registry name, official key list, timm key list)
@@ -31,27 +32,7 @@ LAYOUTS = {"v1": ("efficientformer_l1", "official_efficientformer_l1", "timm_eff
            "v2": ("efficientformerv2_s0", "official_efficientformerv2_s0", "timm_efficientformerv2_s0")}
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    # The test machine is shared: keep torch to one thread and restore the setting afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # --------------------------------------------------------------------------------- helpers
-def key_shapes(stem: str) -> dict[str, tuple[int, ...]]:
-    """Parse ``<stem>.txt`` (``key<TAB>(d0, d1, ...)`` per line) into ``{key: shape}``, in file order."""
-    shapes = {}
-    for line in (KEYS_DIR / f"{stem}.txt").read_text().splitlines():
-        if line.strip():
-            key, shape = line.split("\t")
-            shapes[key] = tuple(int(d) for d in re.findall(r"\d+", shape))
-    assert shapes, f"no keys parsed from {stem}.txt"
-    return shapes
-
-
 def reference_bias_idxs(q_res: int, k_res: int, stride: int) -> torch.Tensor:
     """The official ``attention_bias_idxs``, built like the reference: offsets numbered by first appearance."""
     offsets: dict[tuple[int, int], int] = {}
@@ -63,32 +44,28 @@ def reference_bias_idxs(q_res: int, k_res: int, stride: int) -> torch.Tensor:
     return torch.tensor(idxs).view(q_res * q_res, k_res * k_res)
 
 
+def _well_scaled(key: str, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
+    """Official values for ``attention_bias_idxs``; otherwise a random tensor scaled for the kind of key."""
+    if key.endswith("attention_bias_idxs"):
+        n_q, n_k = shape
+        k_res, q_res = math.isqrt(n_k), math.isqrt(n_q)
+        return reference_bias_idxs(q_res, k_res, 2 if q_res != k_res else 1)
+    if key.endswith("running_mean"):
+        return torch.randn(shape, generator=g) * 0.1
+    if "layer_scale" in key:
+        return torch.rand(shape, generator=g) * 0.3
+    if key.endswith("attention_biases"):
+        return torch.randn(shape, generator=g)
+    if len(shape) > 1:
+        return torch.randn(shape, generator=g) / math.prod(shape[1:]) ** 0.5
+    if key.endswith("weight"):
+        return 1 + 0.2 * torch.randn(shape, generator=g)
+    return 0.1 * torch.randn(shape, generator=g)
+
+
 def random_official_state_dict(stem: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random, well-scaled tensors for every official key; ``attention_bias_idxs`` get their true values."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for key, shape in key_shapes(stem).items():
-        if key.endswith("attention_bias_idxs"):
-            n_q, n_k = shape
-            k_res, q_res = math.isqrt(n_k), math.isqrt(n_q)
-            sd[key] = reference_bias_idxs(q_res, k_res, 2 if q_res != k_res else 1)
-        elif key.endswith("num_batches_tracked"):
-            sd[key] = torch.tensor(11, dtype=torch.long)
-        elif key.endswith("running_var"):
-            sd[key] = torch.rand(shape, generator=g) + 0.5
-        elif key.endswith("running_mean"):
-            sd[key] = torch.randn(shape, generator=g) * 0.1
-        elif "layer_scale" in key:
-            sd[key] = torch.rand(shape, generator=g) * 0.3
-        elif key.endswith("attention_biases"):
-            sd[key] = torch.randn(shape, generator=g)
-        elif len(shape) > 1:
-            sd[key] = torch.randn(shape, generator=g) / math.prod(shape[1:]) ** 0.5
-        elif key.endswith("weight"):
-            sd[key] = 1 + 0.2 * torch.randn(shape, generator=g)
-        else:
-            sd[key] = 0.1 * torch.randn(shape, generator=g)
-    return sd
+    return random_state_dict(key_shapes(stem), seed, num_batches_tracked=11, fill=_well_scaled)
 
 
 def save_official(path: Path, sd: dict[str, torch.Tensor]) -> str:
@@ -173,7 +150,7 @@ def bias_cache_sizes(model: nn.Module) -> int:
     ("efficientformerv2_s2", 12_710_112), ("efficientformerv2_l", 26_322_288)])
 def test_param_count_matches_official(name, expected):
     model = yolo_backbones.create(name, num_classes=1000)
-    assert sum(p.numel() for p in model.parameters()) == expected
+    assert n_params(model) == expected
 
 
 @pytest.mark.parametrize("layout", ["v1", "v2"])

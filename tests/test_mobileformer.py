@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import re
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,9 @@ import yolo_backbones
 from yolo_backbones.backbones.mobileformer import MobileFormer
 from yolo_backbones.weights import CheckpointMismatchError
 
-torch.set_num_threads(1)
+from helpers import key_shapes, model_shapes, n_params, random_state_dict
 
-KEYS_DIR = Path(__file__).parent / "data" / "keys"
+torch.set_num_threads(1)
 
 # Totals of the official classifiers (reference §6.1) and of stem + tokens + features (§6.2).
 PARAMS_CLS = {"508m": 13_976_976, "294m": 11_422_648, "214m": 9_425_920, "151m": 7_595_828,
@@ -28,32 +27,14 @@ CHANNELS = {"508m": (40, 72, 176, 240), "294m": (24, 48, 128, 192), "214m": (20,
             "151m": (16, 32, 88, 128), "96m": (16, 32, 88, 128), "52m": (12, 24, 64, 96), "26m": (12, 24, 64, 96)}
 
 
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def official_keys(variant: str) -> dict[str, tuple[int, ...]]:
-    """Parse ``key\\t(shape)`` lines of an official key list into ``{key: shape}``."""
-    keys = {}
-    for line in (KEYS_DIR / f"official_mobile_former_{variant}.txt").read_text().splitlines():
-        if not line.strip():
-            continue
-        key, shape = line.split("\t")
-        keys[key] = tuple(int(s) for s in re.findall(r"\d+", shape))
-    return keys
+    """``{key: shape}`` of the official Mobile-Former-<variant> checkpoint (``data/keys/official_mobile_former_*.txt``)."""
+    return key_shapes(f"official_mobile_former_{variant}")
 
 
 def make_official_checkpoint(variant: str, path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
     """Write an official-format ``.pth.tar`` (random tensors, DDP ``module.`` prefix); return the raw state_dict."""
-    gen = torch.Generator().manual_seed(seed)
-    sd = {}
-    for key, shape in official_keys(variant).items():
-        if key.endswith("num_batches_tracked"):
-            sd[key] = torch.tensor(7, dtype=torch.long)
-        elif key.endswith("running_var"):
-            sd[key] = torch.rand(shape, generator=gen) + 0.5
-        else:
-            sd[key] = torch.randn(shape, generator=gen) * 0.1
+    sd = random_state_dict(official_keys(variant), seed, std=0.1)
     torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}, "epoch": 1,
                 "args": argparse.Namespace(model=f"mobile_former_{variant}")}, path)
     return sd
@@ -81,7 +62,7 @@ def test_all_variants_registered() -> None:
 @pytest.mark.parametrize("variant", ["508m", "52m"])
 def test_state_dict_matches_official_keys(variant: str) -> None:
     expected = official_keys(variant)
-    got = {k: tuple(v.shape) for k, v in MobileFormer(variant, num_classes=1000).state_dict().items()}
+    got = model_shapes(MobileFormer(variant, num_classes=1000))
     assert set(got) == set(expected), sorted(set(got) ^ set(expected))[:10]
     assert got == expected
 

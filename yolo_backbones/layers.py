@@ -226,6 +226,15 @@ class OffsetBiasAttention(nn.Module):
         return tuple(idxs.shape) == tuple(ref.shape) and bool(torch.equal(idxs.detach().cpu().long(), ref))
 
 
+def conv3x3_s2_bn(in_chans: int, out_chans: int) -> tuple[nn.Conv2d, SafeBatchNorm2d]:
+    """The ``conv3x3 s2 (bias)`` and BN of an EfficientFormer stride-2 downsampling, as a pair.
+
+    Maps ``(B, in_chans, H, W)`` to ``(B, out_chans, ceil(H / 2), ceil(W / 2))`` when applied in order.
+    The caller registers them under its own (official) key names.
+    """
+    return nn.Conv2d(in_chans, out_chans, kernel_size=3, stride=2, padding=1), SafeBatchNorm2d(out_chans)
+
+
 def conv_bn_stem(in_chans: int, out_chans: int, act_layer: type[nn.Module]) -> nn.Sequential:
     """Stride-4 stem: ``[conv3x3 s2 -> BN -> act] x 2`` (the first conv has ``out_chans // 2`` channels).
 
@@ -236,14 +245,8 @@ def conv_bn_stem(in_chans: int, out_chans: int, act_layer: type[nn.Module]) -> n
     ``act_layer`` may be set in place by YOLOv5 (``nn.ReLU``): it only ever sees a BatchNorm output that
     nothing else reads, so that is safe.
     """
-    return nn.Sequential(
-        nn.Conv2d(in_chans, out_chans // 2, kernel_size=3, stride=2, padding=1),
-        SafeBatchNorm2d(out_chans // 2),
-        act_layer(),
-        nn.Conv2d(out_chans // 2, out_chans, kernel_size=3, stride=2, padding=1),
-        SafeBatchNorm2d(out_chans),
-        act_layer(),
-    )
+    return nn.Sequential(*conv3x3_s2_bn(in_chans, out_chans // 2), act_layer(),
+                         *conv3x3_s2_bn(out_chans // 2, out_chans), act_layer())
 
 
 class ConvBnMlp(nn.Module):
@@ -342,8 +345,7 @@ class ConvBnDownsample(nn.Module):
 
     def __init__(self, in_chans: int, out_chans: int) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(in_chans, out_chans, kernel_size=3, stride=2, padding=1)
-        self.norm = SafeBatchNorm2d(out_chans)
+        self.proj, self.norm = conv3x3_s2_bn(in_chans, out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(x))

@@ -276,8 +276,103 @@ def drop_bias_idxs(model: nn.Module, state_dict: dict[str, torch.Tensor], source
     return out
 
 
+class EfficientFormerBase(Backbone):
+    """What EfficientFormer v1 and v2 share: the ``patch_embed`` / ``network`` / ``norm`` / ``head`` /
+    ``dist_head`` layout, detection-mode truncation, weight init, stage loop and checkpoint conversion.
+
+    ``network`` is ``[stage0, down1, stage1, down2, stage2, down3, stage3]`` as in the reference. A
+    subclass sets ``stem_act`` (activation of :func:`~yolo_backbones.layers.conv_bn_stem`), ``norm_layer``
+    (final norm of the stride-32 output), ``timm_to_official`` (timm checkpoint renaming) and implements
+    :meth:`make_stage` (and :meth:`make_downsample` if it differs from ``conv3x3 s2 -> BN``) and
+    :meth:`forward_head`. Arguments are those of the subclasses.
+    """
+
+    input_multiple = 1
+    classifier_prefixes = ("head.", "dist_head.")
+    stem_act: ClassVar[type[nn.Module]]
+    norm_layer: ClassVar[type[nn.Module]]
+    timm_to_official: ClassVar[Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]]
+
+    def __init__(self, variant: str, out_indices: Sequence[int], pretrained: str | None, *, num_classes: int,
+                 in_chans: int, drop_path_rate: float) -> None:
+        super().__init__(variant, out_indices, num_classes, in_chans)
+        dims = self.cfg["embed_dims"]
+        # Stem first: YOLOv5 takes the input channel count from the first parameter.
+        self.patch_embed = conv_bn_stem(in_chans, dims[0], self.stem_act)
+
+        # A detection model stops after the last requested stage so that no parameter goes unused.
+        num_stages = 4 if self.num_classes else self.out_indices[-1] + 1
+        network: list[nn.Module] = []
+        for i in range(num_stages):
+            if i > 0:
+                network.append(self.make_downsample(i))
+            network.append(self.make_stage(i, drop_path_rate))
+        self.network = nn.ModuleList(network)
+        if num_stages == 4:
+            self.norm = self.norm_layer(dims[3])
+        if self.num_classes:
+            self.head = nn.Linear(dims[3], self.num_classes)
+            self.dist_head = nn.Linear(dims[3], self.num_classes)
+        else:
+            # Checkpoint keys this detection model has no use for (dropped when loading pretrained weights).
+            unused = tuple(f"network.{j}." for j in range(len(network), 7)) + (("norm.",) if num_stages < 4 else ())
+            self.classifier_prefixes = type(self).classifier_prefixes + unused
+
+        self.stage_channels = tuple(dims)
+        for m in self.modules():  # reference init of the Linear layers (convs / norms keep torch defaults)
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        if pretrained:
+            self.load_pretrained(pretrained)
+
+    def make_downsample(self, index: int) -> nn.Module:
+        """Downsampling layer in front of stage ``index`` (1..3): ``conv3x3 s2 -> BN``."""
+        dims = self.cfg["embed_dims"]
+        return ConvBnDownsample(dims[index - 1], dims[index])
+
+    def make_stage(self, index: int, drop_path_rate: float) -> nn.Sequential:
+        """Blocks of stage ``index`` (0..3)."""
+        raise NotImplementedError
+
+    @classmethod
+    def variant_channels(cls, variant: str) -> tuple[int, ...]:
+        """Output channels of the four stages of ``variant`` (the ``embed_dims`` of its config)."""
+        return tuple(cls.variants[cls.resolve_variant(variant)]["embed_dims"])
+
+    def stage3_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The stride-32 output: stage 3 after the final ``norm``, as a ``(B, C_3, H_3, W_3)`` map."""
+        return self.norm(x)
+
+    def forward_stages(self, x: torch.Tensor, last_stage: int) -> list[torch.Tensor]:
+        """Run stages ``0..last_stage`` on ``(B, in_chans, H, W)``; return their ``(B, C_i, H_i, W_i)`` outputs.
+
+        The stage-3 output passes through the final norm (:meth:`stage3_output`).
+        """
+        x = self.patch_embed(x)
+        outs: list[torch.Tensor] = []
+        for i in range(last_stage + 1):
+            if i > 0:
+                x = self.network[2 * i - 1](x)
+            x = self.network[2 * i](x)
+            if i == 3:
+                x = self.stage3_output(x)
+            outs.append(x)
+        return outs
+
+    def convert_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Map an official or timm-format checkpoint to this model's (official) key names and shapes.
+
+        timm keys (``stem.*`` / ``stages.*``) are renamed by ``timm_to_official``; the persistent
+        ``attention_bias_idxs`` buffers of both formats are checked and dropped (see :func:`drop_bias_idxs`).
+        """
+        if any(k.startswith(("stem.", "stages.")) for k in state_dict):
+            state_dict = type(self).timm_to_official(state_dict)
+        return drop_bias_idxs(self, state_dict)
+
+
 @register
-class EfficientFormer(Backbone):
+class EfficientFormer(EfficientFormerBase):
     """EfficientFormer-L1 / L3 / L7 as an ImageNet classifier or a 4-stage YOLOv5 backbone.
 
     Args:
@@ -297,76 +392,23 @@ class EfficientFormer(Backbone):
 
     family = "efficientformer"
     variants = EFFICIENTFORMER_CFGS
-    input_multiple = 1
-    classifier_prefixes = ("head.", "dist_head.")
+    stem_act = nn.ReLU
+    norm_layer = nn.LayerNorm
+    timm_to_official = staticmethod(timm_to_official)
 
     def __init__(self, variant: str = "l1", out_indices: Sequence[int] = (1, 2, 3), pretrained: str | None = None,
                  *, num_classes: int = 0, in_chans: int = 3, drop_path_rate: float = 0.0) -> None:
-        super().__init__(variant, out_indices, num_classes, in_chans)
-        dims, depths, vit_num = self.cfg["embed_dims"], self.cfg["depths"], self.cfg["vit_num"]
-        # Stem first: YOLOv5 takes the input channel count from the first parameter.
-        self.patch_embed = conv_bn_stem(in_chans, dims[0], nn.ReLU)
+        super().__init__(variant, out_indices, pretrained, num_classes=num_classes, in_chans=in_chans,
+                         drop_path_rate=drop_path_rate)
 
-        # network = [stage0, down1, stage1, down2, stage2, down3, stage3] as in the reference. A detection
-        # model stops after the last requested stage so that no parameter goes unused.
-        num_stages = 4 if self.num_classes else self.out_indices[-1] + 1
-        network: list[nn.Module] = []
-        for i in range(num_stages):
-            if i > 0:
-                network.append(ConvBnDownsample(dims[i - 1], dims[i]))
-            network.append(_stage(dims[i], i, depths, vit_num, drop_path_rate))
-        self.network = nn.ModuleList(network)
-        if num_stages == 4:
-            self.norm = nn.LayerNorm(dims[3])
-        if self.num_classes:
-            self.head = nn.Linear(dims[3], self.num_classes)
-            self.dist_head = nn.Linear(dims[3], self.num_classes)
-        else:
-            # Checkpoint keys this detection model has no use for (dropped when loading pretrained weights).
-            unused = tuple(f"network.{j}." for j in range(len(network), 7)) + (("norm.",) if num_stages < 4 else ())
-            self.classifier_prefixes = type(self).classifier_prefixes + unused
+    def make_stage(self, index: int, drop_path_rate: float) -> nn.Sequential:
+        return _stage(self.cfg["embed_dims"][index], index, self.cfg, drop_path_rate)
 
-        self.stage_channels = tuple(dims)
-        for m in self.modules():  # reference init of the Linear layers (convs / norms keep torch defaults)
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
-        if pretrained:
-            self.load_pretrained(pretrained)
-
-    @classmethod
-    def variant_channels(cls, variant: str) -> tuple[int, ...]:
-        """Output channels of the four stages of ``variant`` (e.g. ``(48, 96, 224, 448)`` for L1)."""
-        return tuple(cls.variants[cls.resolve_variant(variant)]["embed_dims"])
-
-    def forward_stages(self, x: torch.Tensor, last_stage: int) -> list[torch.Tensor]:
-        """Run stages ``0..last_stage`` on ``(B, in_chans, H, W)``; return their ``(B, C_i, H_i, W_i)`` outputs.
-
-        Stage 3 ends on a channels-last token grid; it passes through the final LayerNorm and is
-        returned as a ``(B, C_3, H_3, W_3)`` map.
-        """
-        x = self.patch_embed(x)
-        outs: list[torch.Tensor] = []
-        for i in range(last_stage + 1):
-            if i > 0:
-                x = self.network[2 * i - 1](x)
-            x = self.network[2 * i](x)
-            if i == 3:
-                x = self.norm(x).permute(0, 3, 1, 2).contiguous()
-            outs.append(x)
-        return outs
+    def stage3_output(self, x: torch.Tensor) -> torch.Tensor:
+        """Stage 3 ends on a channels-last token grid: final LayerNorm, then back to a ``(B, C_3, H_3, W_3)`` map."""
+        return self.norm(x).permute(0, 3, 1, 2).contiguous()
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         """Token mean + ``head`` and ``dist_head`` (averaged): ``(B, C_3, h, w)`` -> logits ``(B, num_classes)``."""
         x = x.mean(dim=(2, 3))
         return (self.head(x) + self.dist_head(x)) / 2
-
-    def convert_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Map an official or timm-format checkpoint to this model's (official) key names.
-
-        timm keys (``stem.*`` / ``stages.*``) are renamed by :func:`timm_to_official`; the persistent
-        ``attention_bias_idxs`` buffers of both formats are checked and dropped (see :func:`drop_bias_idxs`).
-        """
-        if any(k.startswith(("stem.", "stages.")) for k in state_dict):
-            state_dict = timm_to_official(state_dict)
-        return drop_bias_idxs(self, state_dict)

@@ -50,10 +50,9 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..layers import ConvBnDownsample, DropPath, OffsetBiasAttention, SafeBatchNorm2d, conv_bn_stem
+from ..layers import ConvBnMlp, LayerScaleBlock, OffsetBiasAttention, SafeBatchNorm2d, conv3x3_s2_bn
 from ..registry import register
-from .base import Backbone
-from .efficientformer import drop_bias_idxs
+from .efficientformer import TIMM_LAYER_SCALE_RULE, EfficientFormerBase, apply_rules, rename_timm_keys, stage_blocks
 
 __all__ = ["EfficientFormerV2", "Attention4D", "Attention4DDownsample", "AttnDownsample", "LGQuery",
            "ConvMlpMid", "FFN", "AttnFFN"]
@@ -213,25 +212,23 @@ class Attention4DDownsample(OffsetBiasAttention):
 class AttnDownsample(nn.Module):
     """Stage 2->3 downsampling: ``BN(conv3x3 s2 (x)) + Attention4DDownsample(x)``.
 
-    Args:
-        in_chans: input channels.
-        out_chans: output channels.
-
-    Maps ``(B, in_chans, H, W)`` to ``(B, out_chans, ceil(H / 2), ceil(W / 2))``.
+    The conv + BN of :class:`~yolo_backbones.layers.ConvBnDownsample` (same arguments and output shape)
+    under the official keys ``conv`` / ``bn``, plus the attention branch ``attn``.
     """
 
     def __init__(self, in_chans: int, out_chans: int) -> None:
         super().__init__()
         self.attn = Attention4DDownsample(in_chans, out_chans)  # registered first, as in the reference
-        self.conv = nn.Conv2d(in_chans, out_chans, 3, stride=2, padding=1)
-        self.bn = SafeBatchNorm2d(out_chans)
+        self.conv, self.bn = conv3x3_s2_bn(in_chans, out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.conv(x)) + self.attn(x)
 
 
-class ConvMlpMid(nn.Module):
+class ConvMlpMid(ConvBnMlp):
     """Inverted-residual MLP: ``1x1 -> BN -> GELU -> dw3x3 -> BN -> GELU -> 1x1 -> BN`` on ``(B, C, H, W)``.
+
+    :class:`~yolo_backbones.layers.ConvBnMlp` with its depth-wise ``mid`` conv.
 
     Args:
         in_features: input (and output) channels.
@@ -242,51 +239,22 @@ class ConvMlpMid(nn.Module):
     """
 
     def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0) -> None:
-        super().__init__()
-        # Registration order (fc1, fc2, mid, mid_norm, norm1, norm2) follows the official state_dict.
-        self.fc1 = nn.Conv2d(in_features, hidden_features, 1)
-        self.act = nn.GELU()
-        self.fc2 = nn.Conv2d(hidden_features, in_features, 1)
-        self.drop = nn.Dropout(drop)
-        for conv in (self.fc1, self.fc2):  # reference init (the mid conv keeps the torch default)
-            nn.init.trunc_normal_(conv.weight, std=0.02)
-            nn.init.zeros_(conv.bias)
-        self.mid = nn.Conv2d(hidden_features, hidden_features, 3, padding=1, groups=hidden_features)
-        self.mid_norm = SafeBatchNorm2d(hidden_features)
-        self.norm1 = SafeBatchNorm2d(hidden_features)
-        self.norm2 = SafeBatchNorm2d(in_features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.norm1(self.fc1(x)))
-        x = self.drop(self.act(self.mid_norm(self.mid(x))))
-        return self.drop(self.norm2(self.fc2(x)))
+        super().__init__(in_features, hidden_features, drop=drop, mid_conv=True)
 
 
-class FFN(nn.Module):
+class FFN(LayerScaleBlock):
     """Conv FFN block ``x + ls2 * ConvMlpMid(x)`` with a ``(dim, 1, 1)`` layer scale.
 
-    Args:
-        dim: channels.
-        mlp_ratio: hidden width relative to ``dim``.
-        drop: dropout in the MLP.
-        drop_path: stochastic-depth rate.
-        layer_scale_init_value: initial layer-scale value.
-
-    Takes and returns ``(B, dim, H, W)``.
+    Arguments as :class:`AttnFFN` (without ``stride``). Takes and returns ``(B, dim, H, W)``.
     """
 
     def __init__(self, dim: int, mlp_ratio: float = 4.0, drop: float = 0.0, drop_path: float = 0.0,
                  layer_scale_init_value: float = _LAYER_SCALE_INIT) -> None:
-        super().__init__()
-        self.mlp = ConvMlpMid(dim, int(dim * mlp_ratio), drop=drop)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.layer_scale_2 = nn.Parameter(torch.full((dim, 1, 1), layer_scale_init_value))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.drop_path(self.layer_scale_2 * self.mlp(x))
+        super().__init__(dim, None, ConvMlpMid(dim, int(dim * mlp_ratio), drop=drop), drop_path,
+                         layer_scale_init_value, scale_shape=(1, 1))
 
 
-class AttnFFN(nn.Module):
+class AttnFFN(LayerScaleBlock):
     """Attention + FFN block: ``x + ls1 * Attention4D(x)``, then ``x + ls2 * ConvMlpMid(x)``.
 
     Args:
@@ -297,33 +265,21 @@ class AttnFFN(nn.Module):
         layer_scale_init_value: initial layer-scale value (shape ``(dim, 1, 1)``).
         stride: attention stride (2 in stage 2, ``None`` in stage 3), see :class:`Attention4D`.
 
-    Takes and returns ``(B, dim, H, W)``.
+    Takes and returns ``(B, dim, H, W)`` (forward: :class:`~yolo_backbones.layers.LayerScaleBlock`).
     """
 
     def __init__(self, dim: int, mlp_ratio: float = 4.0, drop: float = 0.0, drop_path: float = 0.0,
                  layer_scale_init_value: float = _LAYER_SCALE_INIT, stride: int | None = None) -> None:
-        super().__init__()
-        self.token_mixer = Attention4D(dim, stride=stride)
-        self.mlp = ConvMlpMid(dim, int(dim * mlp_ratio), drop=drop)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.layer_scale_1 = nn.Parameter(torch.full((dim, 1, 1), layer_scale_init_value))
-        self.layer_scale_2 = nn.Parameter(torch.full((dim, 1, 1), layer_scale_init_value))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.layer_scale_1 * self.token_mixer(x))
-        x = x + self.drop_path(self.layer_scale_2 * self.mlp(x))
-        return x
+        super().__init__(dim, Attention4D(dim, stride=stride), ConvMlpMid(dim, int(dim * mlp_ratio), drop=drop),
+                         drop_path, layer_scale_init_value, scale_shape=(1, 1))
 
 
 def _stage(dim: int, index: int, cfg: dict[str, Any], drop_path_rate: float) -> nn.Sequential:
     """Blocks of stage ``index``: FFN blocks; in stages 2 and 3 the last ``vit_num`` are AttnFFN."""
-    depths, vit_num = cfg["depths"], cfg["vit_num"]
     blocks: list[nn.Module] = []
-    first = sum(depths[:index])
-    for j in range(depths[index]):
-        dpr = drop_path_rate * (first + j) / (sum(depths) - 1)  # reference rule: linear in the global index
+    for j, dpr, is_attn in stage_blocks(cfg, index, (2, 3), drop_path_rate):
         ratio = cfg["mlp_ratios"][index][j]
-        if index >= 2 and j >= depths[index] - vit_num:
+        if is_attn:
             blocks.append(AttnFFN(dim, ratio, drop_path=dpr, stride=2 if index == 2 else None))
         else:
             blocks.append(FFN(dim, ratio, drop_path=dpr))
@@ -339,7 +295,7 @@ _TIMM_BLOCK_RULES = (
     (r"^token_mixer\.(q|k|v|v_local|stride_conv)\.conv\.", r"token_mixer.\1.0."),
     (r"^token_mixer\.(q|k|v|v_local|stride_conv)\.bn\.", r"token_mixer.\1.1."),
     (r"^token_mixer\.proj\.conv\.", "token_mixer.proj.1."), (r"^token_mixer\.proj\.bn\.", "token_mixer.proj.2."),
-    (r"^ls([12])\.gamma$", r"layer_scale_\1"),
+    TIMM_LAYER_SCALE_RULE,
 )
 _TIMM_DOWN_ATTN_RULES = (
     (r"^q\.local\.", "q.local.0."), (r"^q\.proj\.conv\.", "q.proj.0."), (r"^q\.proj\.bn\.", "q.proj.1."),
@@ -348,12 +304,13 @@ _TIMM_DOWN_ATTN_RULES = (
 )
 
 
-def _apply_rules(name: str, rules: Sequence[tuple[str, str]]) -> str:
-    for pattern, repl in rules:
-        new = re.sub(pattern, repl, name)
-        if new != name:
-            return new
-    return name
+def _timm_downsample(stage: int, rest: str) -> str | None:
+    if m := re.match(r"conv\.(conv|bn)\.(.*)", rest):
+        name = ({"conv": "conv", "bn": "bn"} if stage == 3 else {"conv": "proj", "bn": "norm"})[m[1]]
+        return f"{name}.{m[2]}"
+    if m := re.match(r"attn\.(.*)", rest):
+        return f"attn.{apply_rules(m[1], _TIMM_DOWN_ATTN_RULES)}"
+    return None
 
 
 def timm_to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -365,30 +322,11 @@ def timm_to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     ``.conv`` / ``.bn`` wrappers become the reference Sequential indices / names; layer scales
     ``ls{1,2}.gamma`` ``(C,)`` -> ``layer_scale_{1,2}`` ``(C, 1, 1)``; ``head_dist`` -> ``dist_head``.
     """
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        new = key
-        if m := re.match(r"stem\.(conv[12]\.(?:conv|bn))\.(.*)", key):
-            new = f"patch_embed.{_TIMM_STEM[m[1]]}.{m[2]}"
-        elif m := re.match(r"stages\.(\d+)\.downsample\.conv\.(conv|bn)\.(.*)", key):
-            i = int(m[1])
-            name = ({"conv": "conv", "bn": "bn"} if i == 3 else {"conv": "proj", "bn": "norm"})[m[2]]
-            new = f"network.{2 * i - 1}.{name}.{m[3]}"
-        elif m := re.match(r"stages\.(\d+)\.downsample\.attn\.(.*)", key):
-            new = f"network.{2 * int(m[1]) - 1}.attn.{_apply_rules(m[2], _TIMM_DOWN_ATTN_RULES)}"
-        elif m := re.match(r"stages\.(\d+)\.blocks\.(\d+)\.(.*)", key):
-            rest = _apply_rules(m[3], _TIMM_BLOCK_RULES)
-            if rest.startswith("layer_scale_") and value.ndim == 1:
-                value = value.reshape(-1, 1, 1)
-            new = f"network.{2 * int(m[1])}.{m[2]}.{rest}"
-        elif key.startswith("head_dist."):
-            new = "dist_head." + key[len("head_dist."):]
-        out[new] = value
-    return out
+    return rename_timm_keys(state_dict, _TIMM_STEM, _timm_downsample, _TIMM_BLOCK_RULES, layer_scale_shape=(1, 1))
 
 
 @register
-class EfficientFormerV2(Backbone):
+class EfficientFormerV2(EfficientFormerBase):
     """EfficientFormerV2-S0 / S1 / S2 / L as an ImageNet classifier or a 4-stage YOLOv5 backbone.
 
     Args:
@@ -408,75 +346,24 @@ class EfficientFormerV2(Backbone):
 
     family = "efficientformerv2"
     variants = EFFICIENTFORMERV2_CFGS
-    input_multiple = 1
-    classifier_prefixes = ("head.", "dist_head.")
+    stem_act = nn.GELU
+    norm_layer = SafeBatchNorm2d
+    timm_to_official = staticmethod(timm_to_official)
 
     def __init__(self, variant: str = "s0", out_indices: Sequence[int] = (1, 2, 3), pretrained: str | None = None,
                  *, num_classes: int = 0, in_chans: int = 3, drop_path_rate: float = 0.0) -> None:
-        super().__init__(variant, out_indices, num_classes, in_chans)
+        super().__init__(variant, out_indices, pretrained, num_classes=num_classes, in_chans=in_chans,
+                         drop_path_rate=drop_path_rate)
+
+    def make_downsample(self, index: int) -> nn.Module:
+        """``conv3x3 s2 -> BN`` in front of stages 1 and 2; the attention downsampling in front of stage 3."""
         dims = self.cfg["embed_dims"]
-        # Stem first: YOLOv5 takes the input channel count from the first parameter.
-        self.patch_embed = conv_bn_stem(in_chans, dims[0], nn.GELU)
+        return AttnDownsample(dims[2], dims[3]) if index == 3 else super().make_downsample(index)
 
-        # network = [stage0, down1, stage1, down2, stage2, down3 (attention), stage3] as in the reference.
-        # A detection model stops after the last requested stage so that no parameter goes unused.
-        num_stages = 4 if self.num_classes else self.out_indices[-1] + 1
-        network: list[nn.Module] = []
-        for i in range(num_stages):
-            if i > 0:
-                network.append(AttnDownsample(dims[2], dims[3]) if i == 3 else ConvBnDownsample(dims[i - 1], dims[i]))
-            network.append(_stage(dims[i], i, self.cfg, drop_path_rate))
-        self.network = nn.ModuleList(network)
-        if num_stages == 4:
-            self.norm = SafeBatchNorm2d(dims[3])
-        if self.num_classes:
-            self.head = nn.Linear(dims[3], self.num_classes)
-            self.dist_head = nn.Linear(dims[3], self.num_classes)
-        else:
-            # Checkpoint keys this detection model has no use for (dropped when loading pretrained weights).
-            unused = tuple(f"network.{j}." for j in range(len(network), 7)) + (("norm.",) if num_stages < 4 else ())
-            self.classifier_prefixes = type(self).classifier_prefixes + unused
-
-        self.stage_channels = tuple(dims)
-        for m in self.modules():  # reference init of the Linear layers
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
-        if pretrained:
-            self.load_pretrained(pretrained)
-
-    @classmethod
-    def variant_channels(cls, variant: str) -> tuple[int, ...]:
-        """Output channels of the four stages of ``variant`` (e.g. ``(32, 48, 96, 176)`` for S0)."""
-        return tuple(cls.variants[cls.resolve_variant(variant)]["embed_dims"])
-
-    def forward_stages(self, x: torch.Tensor, last_stage: int) -> list[torch.Tensor]:
-        """Run stages ``0..last_stage`` on ``(B, in_chans, H, W)``; return their ``(B, C_i, H_i, W_i)`` outputs.
-
-        The stage-3 output passes through the final BatchNorm ``norm``.
-        """
-        x = self.patch_embed(x)
-        outs: list[torch.Tensor] = []
-        for i in range(last_stage + 1):
-            if i > 0:
-                x = self.network[2 * i - 1](x)
-            x = self.network[2 * i](x)
-            if i == 3:
-                x = self.norm(x)
-            outs.append(x)
-        return outs
+    def make_stage(self, index: int, drop_path_rate: float) -> nn.Sequential:
+        return _stage(self.cfg["embed_dims"][index], index, self.cfg, drop_path_rate)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         """Global mean + ``head`` and ``dist_head`` (averaged): ``(B, C_3, h, w)`` -> logits ``(B, num_classes)``."""
         x = x.flatten(2).mean(-1)
         return (self.head(x) + self.dist_head(x)) / 2
-
-    def convert_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Map an official or timm-format checkpoint to this model's (official) key names and shapes.
-
-        timm keys (``stem.*`` / ``stages.*``) are converted by :func:`timm_to_official`; official
-        ``attention_bias_idxs`` buffers are checked and dropped.
-        """
-        if any(k.startswith(("stem.", "stages.")) for k in state_dict):
-            state_dict = timm_to_official(state_dict)
-        return drop_bias_idxs(self, state_dict)
