@@ -67,6 +67,6 @@ setup(
         "onnxruntime>=1.16",
         "PyYAML",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "timm>=1.0"]},  # timm: reference for EfficientFormer parity tests
     entry_points={"console_scripts": ["yolo-backbones = yolo_backbones.cli:main"]},
 )
