@@ -53,7 +53,7 @@ def prepare_argv(script: str, argv: Sequence[str]) -> list[str]:
         if resolved is not None:
             _replace_value(argv, k, str(resolved))
     if script in ("train", "val") and _flag_value(argv, "--data")[0] < 0:
-        argv += ["--data", str(find_resource(DEFAULT_DATA))]
+        argv += ["--data", str(DATA_DIR / DEFAULT_DATA)]
     if script == "detect" and _flag_value(argv, "--source")[0] < 0:
         argv += ["--source", str(DATA_DIR / "coco8" / "images")]
     if script == "train" and _flag_value(argv, "--cfg")[1] and _flag_value(argv, "--weights")[0] < 0:
