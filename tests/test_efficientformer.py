@@ -231,6 +231,47 @@ def test_timm_checkpoint_loads_and_matches_official(tmp_path, layout):
         assert torch.equal(a(x), b(x))
 
 
+# The cheap variants only: L3 / L7 / V2-L (3-8 s each) repeat the blocks of L1 / V2-S2 at other depths
+# and widths (their layouts are checked by test_param_count_matches_official and
+# test_block_layout_matches_reference).
+@pytest.mark.parametrize("name", ["efficientformer_l1", "efficientformerv2_s0", "efficientformerv2_s1",
+                                  "efficientformerv2_s2"])
+def test_logits_match_timm_at_224(tmp_path, name):
+    """Random weights in a real timm model, saved as a timm state_dict, loaded strictly: same logits at 224."""
+    timm = pytest.importorskip("timm")
+    ref = timm.create_model(name, pretrained=False)  # no network access
+    own = ref.state_dict()
+
+    def fill(key, shape, g):
+        if not own[key].is_floating_point():  # timm v1's persistent attention_bias_idxs
+            return own[key]
+        if key.endswith(".gamma"):  # timm's layer scales: far from their 1e-5 init so every branch counts
+            return torch.rand(shape, generator=g) * 0.3
+        return _well_scaled(key, shape, g)
+
+    sd = random_state_dict({k: tuple(v.shape) for k, v in own.items()}, seed=5, num_batches_tracked=11, fill=fill)
+    ref.load_state_dict(sd, strict=True)
+    torch.save(sd, tmp_path / "timm.pth")
+    model = yolo_backbones.create(name, num_classes=1000, pretrained=str(tmp_path / "timm.pth")).eval()
+    ref.eval()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = ref(x)
+        # timm's eval output is the mean of head and head_dist, like the official code and ours.
+        pooled = ref.forward_head(ref.forward_features(x), pre_logits=True)
+        torch.testing.assert_close(expected, (ref.head(pooled) + ref.head_dist(pooled)) / 2, atol=1e-6, rtol=0)
+        got = model(x)
+        assert got.shape == (2, 1000) and expected.abs().max() > 1
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+        # The comparison is sensitive to the bias geometry: swapping dy and dx in one table is caught
+        # (the in-place edit also invalidates the cached eval-mode bias).
+        biases = next(p for n, p in model.named_parameters() if n.endswith("attention_biases"))
+        r = math.isqrt(biases.shape[1])
+        biases.copy_(biases.view(-1, r, r).transpose(1, 2).reshape(biases.shape))
+        assert (model(x) - expected).abs().max() > 1e-3
+
+
 def test_mismatched_checkpoints_raise(tmp_path):
     sd = random_official_state_dict("official_efficientformer_l1")
     # Another variant.
@@ -363,7 +404,7 @@ def test_bias_cache_is_refreshed_after_loading_casting_and_updates():
 # ----------------------------------------------------------------------------- detection mode
 @pytest.mark.parametrize("cls,variant,channels", [(EfficientFormer, "l1", V1_CHANNELS["l1"]),
                                                   (EfficientFormerV2, "s0", V2_CHANNELS["s0"])])
-@pytest.mark.parametrize("hw", [(256, 256), (320, 640), (32, 32), (96, 160), (33, 47)])
+@pytest.mark.parametrize("hw", [(256, 256), (320, 640), (320, 192), (32, 32), (96, 160), (33, 47)])
 def test_detection_shapes_training_batch1(cls, variant, channels, hw):
     # Training mode, batch 1: YOLOv5's stride probe (256) and FLOPs probe (32: 1x1 map at stride 32).
     model = cls(variant, out_indices=(0, 1, 2, 3)).train()
@@ -372,6 +413,45 @@ def test_detection_shapes_training_batch1(cls, variant, channels, hw):
     expected = [(1, c, math.ceil(h / s), math.ceil(w / s)) for c, s in zip(channels, (4, 8, 16, 32))]
     assert [tuple(o.shape) for o in outs] == expected
     assert all(torch.isfinite(o).all() for o in outs)
+
+
+@pytest.mark.parametrize("cls,variant,channels", [(EfficientFormer, "l1", V1_CHANNELS["l1"]),
+                                                  (EfficientFormerV2, "s0", V2_CHANNELS["s0"])])
+def test_any_size_eval_and_bias_cache_per_size(cls, variant, channels):
+    """Rect validation shapes (320x192, 640x480, 480x640) and 1280x1280 in eval; one cached bias per size
+    and dtype, served unchanged on a revisit, dropped by ``.to()``."""
+    torch.manual_seed(0)
+    model = cls(variant, out_indices=(1, 2, 3)).eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("attention_biases"):
+                p.normal_()  # a non-constant table, so the resize to each grid matters
+    layers = bias_layers(model).values()
+    g = torch.Generator().manual_seed(0)
+    sizes = [(320, 192), (640, 480), (480, 640)]
+    inputs = {hw: torch.rand(2 if hw == sizes[0] else 1, 3, *hw, generator=g) for hw in sizes}
+    with torch.no_grad():
+        outs = {hw: model(x) for hw, x in inputs.items()}
+        for (h, w), o in outs.items():
+            assert [tuple(t.shape)[1:] for t in o] == [(c, h // s, w // s) for c, s in zip(channels[1:], (8, 16, 32))]
+        assert all(len(m._bias_cache) == len(sizes) for m in layers)  # one entry per runtime grid
+        for a, b in zip(model(inputs[sizes[0]]), outs[sizes[0]]):  # cache hit
+            assert torch.equal(a, b)
+    for a, b in zip(model(inputs[sizes[0]]), outs[sizes[0]]):  # autograd on: freshly computed bias
+        torch.testing.assert_close(a.detach(), b, atol=1e-5, rtol=1e-5)
+
+    model.to(torch.float64)  # a dtype (or device) change drops the float32 entries
+    assert bias_cache_sizes(model) == 0
+    with torch.no_grad():
+        for a, b in zip(model(inputs[sizes[0]].double()), outs[sizes[0]]):
+            assert a.dtype == torch.float64
+            torch.testing.assert_close(a.float(), b, atol=1e-4, rtol=1e-4)
+        model.float()
+        assert bias_cache_sizes(model) == 0
+        # YOLOv5's largest common size (--img 1280), batch 1.
+        big = model(torch.rand(1, 3, 1280, 1280, generator=g))
+    assert [tuple(t.shape) for t in big] == [(1, c, 1280 // s, 1280 // s) for c, s in zip(channels[1:], (8, 16, 32))]
+    assert all(torch.isfinite(t).all() for t in big)
 
 
 def test_v1_stage3_output_is_the_normed_token_grid():

@@ -1,4 +1,7 @@
-"""Tests of the Mobile-Former backbone: parameter counts, official keys, checkpoints, detection mode."""
+"""Tests of the Mobile-Former backbone: parameter counts, official keys, checkpoints, detection mode, its model YAMLs.
+
+The checks run for every model YAML (training step, EMA, ONNX, ...) are in test_yaml_models.py.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,10 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 import yolo_backbones
 from yolo_backbones.backbones.mobileformer import MobileFormer
+from yolo_backbones.resources import MODELS_DIR
 from yolo_backbones.weights import CheckpointMismatchError
 
 from helpers import key_shapes, model_shapes, n_params, random_state_dict
@@ -25,6 +31,9 @@ PARAMS_DET = {"508m": 8_429_000, "294m": 6_580_368, "214m": 5_728_344, "151m": 4
 # Channels at strides 4 / 8 / 16 / 32 (reference §3.1).
 CHANNELS = {"508m": (40, 72, 176, 240), "294m": (24, 48, 128, 192), "214m": (20, 40, 112, 160),
             "151m": (16, 32, 88, 128), "96m": (16, 32, 88, 128), "52m": (12, 24, 64, 96), "26m": (12, 24, 64, 96)}
+# Mobile-Former model YAMLs: variant and the neck's P3/P4/P5 widths (the Detect inputs) after width_multiple.
+YAMLS = {"yolov5_mobileformer_52m.yaml": ("52m", (32, 64, 128)), "yolov5_mobileformer.yaml": ("294m", (64, 128, 256)),
+         "yolov5_mobileformer_508m.yaml": ("508m", (96, 192, 384))}
 
 
 def official_keys(variant: str) -> dict[str, tuple[int, ...]]:
@@ -38,6 +47,18 @@ def make_official_checkpoint(variant: str, path: Path, seed: int = 0) -> dict[st
     torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}, "epoch": 1,
                 "args": argparse.Namespace(model=f"mobile_former_{variant}")}, path)
     return sd
+
+
+def build_detector(cfg: dict) -> nn.Module:
+    """A YOLOv5 ``DetectionModel`` built from a model YAML dict (skips if the yolov5 package is missing)."""
+    yolo = pytest.importorskip("yolov5.models.yolo")
+    torch.manual_seed(0)
+    return yolo.Model(cfg)
+
+
+def load_yaml(name: str) -> dict:
+    """The dict of ``models/<name>``."""
+    return yaml.safe_load((MODELS_DIR / name).read_text())
 
 
 @pytest.mark.parametrize("variant", list(PARAMS_CLS))
@@ -156,12 +177,32 @@ def test_no_classifier_modules_in_detection_mode() -> None:
     assert not any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
 
 
-def test_batch1_training_at_256() -> None:
-    # YOLOv5's stride probe: training mode, batch 1, 256x256 zeros.
+@pytest.mark.parametrize("size,shapes", [(256, [(1, 24, 32, 32), (1, 64, 16, 16), (1, 96, 8, 8)]),
+                                         (32, [(1, 24, 4, 4), (1, 64, 2, 2), (1, 96, 1, 1)])])
+def test_batch1_training(size: int, shapes: list[tuple[int, ...]]) -> None:
+    # YOLOv5's probes, in training mode at batch 1: the stride probe (256x256 zeros) and model_info's
+    # FLOPs probe (32x32, a 1x1 map at stride 32 that a plain BatchNorm2d rejects).
     model = MobileFormer("52m", out_indices=(1, 2, 3)).train()
-    outs = model(torch.zeros(1, 3, 256, 256))
-    assert [tuple(o.shape) for o in outs] == [(1, 24, 32, 32), (1, 64, 16, 16), (1, 96, 8, 8)]
+    outs = model(torch.zeros(1, 3, size, size))
+    assert [tuple(o.shape) for o in outs] == shapes
     sum(o.sum() for o in outs).backward()
+
+
+def test_flop_counts() -> None:
+    # YOLOv5's model_info counts FLOPs (thop) at 32x32 and scales them by pixel count: the token path,
+    # whose cost does not depend on the image size, must not be scaled with it.
+    thop = pytest.importorskip("thop")
+    model = MobileFormer("52m").eval()
+
+    def thop_flops(size: int) -> float:
+        return thop.profile(copy.deepcopy(model), inputs=(torch.zeros(1, 3, size, size),), verbose=False)[0]
+
+    assert thop_flops(32) * 64 == pytest.approx(thop_flops(256), rel=0.05)
+    # torch's counter (scripts/benchmark.py) runs under no_grad.
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, 3, 64, 64))
+    assert counter.get_total_flops() > 0
 
 
 def test_inplace_activations_are_safe() -> None:
@@ -241,3 +282,37 @@ def test_onnx_export_matches(tmp_path: Path) -> None:
     for r, o in zip(ref, outs):
         assert r.shape == o.shape
         assert torch.allclose(r, torch.from_numpy(o), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(YAMLS))
+def test_yaml_detector_channels_and_rect_batch(name: str) -> None:
+    variant, neck = YAMLS[name]
+    p3, p4, p5 = CHANNELS[variant][1:]
+    model = build_detector(load_yaml(name)).eval()
+    layers = model.model
+    assert isinstance(layers[0], MobileFormer) and layers[0].variant == variant
+    assert layers[0].out_channels == [p3, p4, p5] and [m.index for m in layers[1:4]] == [0, 1, 2]
+    # SPPF takes P5; the P4 and P3 concats join the neck's maps with the backbone's; Detect takes the neck widths.
+    assert layers[4].cv1.conv.in_channels == p5
+    assert layers[8].cv1.conv.in_channels == neck[1] + p4
+    assert layers[12].cv1.conv.in_channels == neck[0] + p3
+    assert [c.in_channels for c in layers[-1].m] == list(neck)
+    # A non-square rect batch (multiples of 32, as YOLOv5's rect loader makes them) through the full detector.
+    selected = {}
+    for i in (1, 2, 3):
+        layers[i].register_forward_hook(lambda m, inp, out, i=i: selected.update({i: tuple(out.shape)}))
+    with torch.no_grad():
+        pred = model(torch.rand(2, 3, 96, 224))[0]
+    assert [selected[i] for i in (1, 2, 3)] == [(2, p3, 12, 28), (2, p4, 6, 14), (2, p5, 3, 7)]
+    assert pred.shape == (2, 3 * (12 * 28 + 6 * 14 + 3 * 7), 85)
+
+
+def test_official_checkpoint_in_a_yaml_row(tmp_path: Path) -> None:
+    # [-1, 1, MobileFormer, [52m, [1, 2, 3], path/to/mobile-former-52m.pth.tar]] loads the ImageNet weights.
+    path = tmp_path / "mobile-former-52m.pth.tar"
+    sd = make_official_checkpoint("52m", path)
+    cfg = load_yaml("yolov5_mobileformer_52m.yaml")
+    cfg["backbone"][0][3].append(str(path))
+    backbone = build_detector(cfg).model[0]
+    # Parameters only: YOLOv5's stride probe (one training-mode forward while building) moves the BN running stats.
+    assert all(torch.equal(p, sd[k]) for k, p in backbone.named_parameters())

@@ -177,3 +177,22 @@ def test_detector_learns_with_yolov5_loss() -> None:
     backbone_grads = [p.grad for p in model.model[0].parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in backbone_grads)
     assert losses[-1] < 0.5 * losses[0], f"loss did not fall: {losses[0]:.3f} -> {losses[-1]:.3f}"
+
+
+def test_pretrained_norm_statistics_survive_the_stride_probe(tmp_path: Path) -> None:
+    """Building a detector runs a training-mode probe; a YAML-loaded checkpoint's BN statistics must stay intact."""
+    torch.manual_seed(0)
+    source = yolo_backbones.create("edgevit_xxs", num_classes=1000)
+    for name, buffer in source.named_buffers():
+        if name.endswith("running_mean"):
+            buffer.uniform_(-1, 1)
+        elif name.endswith("running_var"):
+            buffer.uniform_(0.5, 2)
+    path = tmp_path / "edgevit_xxs.pth"
+    torch.save(source.state_dict(), path)
+    model = build(_cfg_with([[-1, 1, "EdgeViT", ["xxs", [1, 2, 3], str(path)]]]))
+    backbone = model.model[0]
+    assert "pretrained_norm_stats" not in backbone.__dict__, "the snapshot is dropped once used"
+    expected = source.state_dict()
+    for name, value in backbone.state_dict().items():
+        torch.testing.assert_close(value, expected[name], msg=name)

@@ -8,13 +8,17 @@ the PyPI package's script (``yolov5.train`` ...), or to a YOLOv5 clone's ``train
 * bare ``--cfg``/``--data`` names (``yolov5_edgevit.yaml``, ``coco8.yaml``) found in this project's
   ``models/``/``data/`` are turned into paths, so every host finds them;
 * defaults that would download are replaced by the embedded ones: ``--data coco8.yaml`` (train/val),
-  ``--source data/coco8/images`` (detect), and ``--weights ''`` when training a ``--cfg`` from scratch.
+  ``--source data/coco8/images`` (detect), and ``--weights ''`` when training a ``--cfg`` from scratch;
+* ``val --coco-json FILE`` (this plugin's flag, removed before YOLOv5 parses the rest) computes COCO mAP
+  with pycocotools against FILE (see :mod:`yolo_backbones.coco_val`).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import runpy
 import sys
+import types
 from pathlib import Path
 from typing import Sequence
 
@@ -63,11 +67,30 @@ def prepare_argv(script: str, argv: Sequence[str]) -> list[str]:
     return argv
 
 
-def _pop_yolov5_dir(argv: list[str]) -> Path | None:
-    k, value = _flag_value(argv, "--yolov5-dir")
+def _pop_flag(argv: list[str], flag: str) -> str | None:
+    """Remove ``flag`` and its value (a plugin flag YOLOv5's parser must not see) from ``argv``; return the value."""
+    k, value = _flag_value(argv, flag)
     if k >= 0:
         del argv[k: k + (1 if "=" in argv[k] else 2)]
-    value = value or os.environ.get("YOLOV5_DIR")
+    return value
+
+
+def _pop_coco_json(argv: list[str]) -> None:
+    """``val --coco-json FILE``: COCO mAP against FILE (implies ``--save-json``; overrides the YAML's ``coco_json:``)."""
+    value = _pop_flag(argv, "--coco-json")
+    if value is None:
+        return
+    if not Path(value).is_file():
+        raise SystemExit(f"--coco-json: no such file: {value}")
+    from .coco_val import set_coco_json
+
+    set_coco_json(value)
+    if _flag_value(argv, "--save-json")[0] < 0:
+        argv.append("--save-json")
+
+
+def _pop_yolov5_dir(argv: list[str]) -> Path | None:
+    value = _pop_flag(argv, "--yolov5-dir") or os.environ.get("YOLOV5_DIR")
     if not value:
         return None
     clone = Path(value).expanduser().resolve()
@@ -82,14 +105,18 @@ def run_yolov5_script(script: str, argv: Sequence[str]) -> int:
 
     argv = list(argv)
     clone = _pop_yolov5_dir(argv)
+    if script == "val":
+        _pop_coco_json(argv)
     argv = prepare_argv(script, argv)
     if clone is not None:
         sys.path.insert(0, str(clone))
         sys.argv = [str(clone / f"{script}.py"), *argv]
-        runpy.run_path(str(clone / f"{script}.py"), run_name="__main__")
+        if script == "val":  # imported as the module `val`, which the plugin patches (--save-json COCO mAP)
+            module = _import_file("val", clone / "val.py")
+            module.main(module.parse_opt())
+        else:
+            runpy.run_path(str(clone / f"{script}.py"), run_name="__main__")
         return 0
-    import importlib
-
     module = importlib.import_module(f"yolov5.{script}")
     sys.argv = [f"{script}.py", *argv]
     if script == "train":
@@ -97,6 +124,17 @@ def run_yolov5_script(script: str, argv: Sequence[str]) -> int:
     else:
         module.main()
     return 0
+
+
+def _import_file(name: str, file: Path) -> types.ModuleType:
+    """Import ``file`` as the module ``name``, then install the plugin into it."""
+    import yolo_backbones
+
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yolo_backbones.install()
+    return module
 
 
 def print_backbones() -> None:
@@ -116,6 +154,7 @@ def print_backbones() -> None:
 USAGE = f"""usage: yolo-backbones {{{','.join(SCRIPTS)},list}} [YOLOv5 flags ...] [--yolov5-dir CLONE]
 
   train|val|detect|export   YOLOv5's own script and flags, with the plugin installed
+                            (val: also --coco-json FILE, pycocotools mAP against that COCO annotation file)
   list                      the backbones, their variants, output strides and channels
 """
 

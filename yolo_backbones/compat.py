@@ -12,7 +12,10 @@ replaces a few host functions, only those that exist, and is idempotent:
   URLs, the ``yolov5n.pt`` AMP reference; ``pip install`` never runs and no online check connects;
 * bare YAML names are also looked up in this project's ``models/`` and ``data/`` folders, and a
   relative ``path:`` in our own dataset YAMLs is relative to the YAML file;
-* ``train`` with ``--cfg`` and no ``--weights`` trains from scratch instead of loading ``yolov5s.pt``.
+* ``train`` with ``--cfg`` and no ``--weights`` trains from scratch instead of loading ``yolov5s.pt``;
+* numpy >= 2.4: the host's mAP code finds ``np.trapz`` again;
+* ``val.run`` with ``save_json`` computes pycocotools mAP for any dataset that has a COCO annotation
+  file, not only COCO (:mod:`yolo_backbones.coco_val`).
 """
 from __future__ import annotations
 
@@ -96,6 +99,24 @@ class _TorchForHost(types.ModuleType):
 
 
 _TORCH = _TorchForHost()
+
+
+class _NumpyForHost(types.ModuleType):
+    """Stands in for the name ``np`` in pip yolov5's ``utils/metrics.py``: the real numpy plus ``trapz``.
+
+    Why: numpy 2.4 removed ``np.trapz`` (``trapezoid`` since 2.0) and ``compute_ap`` calls it, so val.py
+    crashed with AttributeError as soon as one detection was correct.
+    """
+
+    trapz = staticmethod(getattr(np, "trapezoid", None))
+
+    def __init__(self) -> None:
+        super().__init__("numpy", np.__doc__)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+
 _TORCH_USERS = ("models.experimental", "train", "utils.general", "hubconf", "segment.train", "export")
 
 
@@ -589,6 +610,14 @@ def apply_compat(host: types.ModuleType | None = None) -> None:
             module = sys.modules.get(prefix + name)
             if module is not None and (prefix or _is_yolov5_file(module)):
                 _patch_train(module)
+        metrics = sys.modules.get(prefix + "utils.metrics")
+        if metrics is not None and metrics.__dict__.get("np") is np and not hasattr(np, "trapz"):
+            metrics.np = _NumpyForHost()
+        val = sys.modules.get(prefix + "val")
+        if val is not None and (prefix or _is_yolov5_file(val)):
+            from .coco_val import patch_val
+
+            patch_val(val)  # val.py --save-json: pycocotools mAP for any dataset with a COCO annotation file
         if not prefix and general is not None and hasattr(general, "check_dataset"):
             _patch_ultralytics_font()
     patches = sys.modules.get("ultralytics.utils.patches")

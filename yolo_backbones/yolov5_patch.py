@@ -239,6 +239,25 @@ def make_forward_once(visualize_fn: Callable | None) -> Callable:
     return _forward_once
 
 
+def make_initialize_weights(original: Callable[[nn.Module], None]) -> Callable[[nn.Module], None]:
+    """Wrap YOLOv5's ``initialize_weights(model)`` (called right after the stride probe in ``DetectionModel``).
+
+    After the original runs, every backbone that loaded a pretrained checkpoint gets its BatchNorm
+    running statistics back from the snapshot taken at load time: the probe's training-mode forward
+    of a blank image would otherwise have shifted them. The snapshot is then dropped.
+    """
+
+    def initialize_weights(model: nn.Module) -> None:
+        original(model)
+        for m in model.modules():
+            stats = m.__dict__.pop("pretrained_norm_stats", None) if isinstance(m, Backbone) else None
+            if stats:
+                m.load_state_dict(stats, strict=False)
+
+    initialize_weights.__wrapped__ = original
+    return initialize_weights
+
+
 def is_yolo_module(module: types.ModuleType) -> bool:
     """True if ``module`` looks like a YOLOv5 ``models/yolo.py`` (PyPI package or clone)."""
     return all(hasattr(module, a) for a in ("parse_model", "BaseModel", "DetectionModel", "Detect", "Conv"))
@@ -256,6 +275,8 @@ def patch_yolo_module(module: types.ModuleType) -> bool:
     ns["Select"] = Select
     ns.update(backbone_classes())
     ns["parse_model"] = make_parse_model(ns)
+    if "initialize_weights" in ns:
+        ns["initialize_weights"] = make_initialize_weights(ns["initialize_weights"])
     # Kept for reference and tests: plugin checkpoints must also run under the stock forward.
     module.BaseModel._yolo_backbones_stock_forward_once = module.BaseModel._forward_once
     module.BaseModel._forward_once = make_forward_once(ns.get("feature_visualization"))

@@ -138,6 +138,11 @@ class Backbone(nn.Module):
         from ..weights import load_backbone_weights, read_state_dict
 
         load_backbone_weights(self, read_state_dict(path), source=str(path))
+        # YOLOv5 runs one training-mode forward (its stride probe) while building a detector, which
+        # would pull the pretrained BatchNorm statistics towards a blank image's; the YOLOv5 patch
+        # restores them from this snapshot right after the probe (see yolov5_patch).
+        self.pretrained_norm_stats = {k: v.clone() for k, v in self.state_dict().items()
+                                      if k.rpartition(".")[2] in ("running_mean", "running_var", "num_batches_tracked")}
         return self
 
     def extra_repr(self) -> str:

@@ -23,18 +23,29 @@ mapping; timm-format checkpoints (``stem.*``, ``stages.*``) are converted by
 :meth:`EfficientFormer.convert_state_dict`. Differences from the reference code:
 
 * **Any input size.** The reference attention bias is gathered for a fixed 7x7 grid (224x224 input).
-  Here the pretrained (heads, 7, 7) offset table is resized bicubically to the runtime token grid and
-  gathered per offset (see :class:`~yolo_backbones.layers.OffsetBiasAttention`); at the 7x7 grid the
-  bias is bit-identical to the reference one. The ``attention_bias_idxs`` buffer is derived instead of
-  stored: it is accepted (and checked) when a checkpoint contains it.
+  Here the pretrained bias, a (heads, 7, 7) table indexed by the token offset ``(|dy|, |dx|)``, is
+  resized with bicubic interpolation (``align_corners=True``: offset 0 and the largest offset keep their
+  trained values) to the runtime ``h x w`` token grid, separately per axis so non-square grids work,
+  and gathered with ``|dy| * w + |dx|`` (see :class:`~yolo_backbones.layers.OffsetBiasAttention`). At
+  the 7x7 grid there is no resize and the bias is bit-identical to the reference one. The result is
+  cached per grid size / device / dtype in inference only (eval mode, no autograd); the cache is
+  cleared by ``.to()`` / ``.half()``, ``train()`` / ``eval()`` and ``load_state_dict`` and is not
+  deep-copied or pickled. The ``attention_bias_idxs`` buffer is derived instead of stored: it is
+  accepted (and checked) when a checkpoint contains it.
 * ``Flat`` turns the map into a channels-last token grid ``(B, H, W, C)`` (same token order as the
   reference ``(B, N, C)`` sequence), so the stage-3 output can be turned back into a map.
 * The attention uses ``torch.nn.functional.scaled_dot_product_attention`` with the bias as float mask.
 * BatchNorms are :class:`~yolo_backbones.layers.SafeBatchNorm2d` (batch-1 1x1 maps work in training).
-* Detection mode (``num_classes=0``) has no ``head`` / ``dist_head``. The stage-3 output passes through
-  the final pretrained LayerNorm ``norm`` (it is the stage's output normalisation in the classifier too);
-  the official detection code instead adds new GroupNorms on every output and drops ``norm``. Stages
-  after the last requested one are not built, so every parameter is used.
+* Detection mode (``num_classes=0``) has no ``head`` / ``dist_head``; it returns the outputs of the
+  stages in ``out_indices`` (strides 4 / 8 / 16 / 32), the stage-3 token grid reshaped back to a
+  ``(B, C, H / 32, W / 32)`` map. Stages after the last requested one are not built, so every parameter
+  is used.
+* **Output norms: none are added.** The official v1 detection backbone (``detection/backbone.py``) puts
+  a new, randomly initialised ``GroupNorm(1, C)`` on each of its four outputs and drops the final
+  ``norm``. Here the stride-4/8/16 outputs are the raw stage outputs and the stride-32 output keeps the
+  final pretrained LayerNorm ``norm`` (the normalisation that output had in the classifier): YOLOv5's
+  neck starts with Conv + BatchNorm layers (SPPF, Conv, C3) that normalise what they are fed, so extra
+  output norms would only add untrained parameters.
 """
 from __future__ import annotations
 

@@ -26,20 +26,29 @@ converted by :meth:`EfficientFormerV2.convert_state_dict`. Differences from the 
 
 * **Any input size.** The reference bakes a 224x224 input into every attention: bias index buffers and
   reshapes to 7x7 / 14x14 grids. Here all reshapes use the runtime grid and the pretrained offset
-  tables -- (heads, 7, 7) for Attention4D, (heads, 14, 14) for the downsampling attention, whose
-  stride-2 queries see key offsets up to 13 on the 14x14 stride-16 grid -- are resized bicubically to
-  the runtime key grid (see :class:`~yolo_backbones.layers.OffsetBiasAttention`). At 224x224 the biases
-  are bit-identical to the reference ones. The stride-2 attention of stage 2 upsamples back to the exact
-  input size, so odd stride-16 maps work too (the reference needs them even); ``input_multiple`` is 1.
+  tables, indexed by the token offset ``(|dy|, |dx|)`` -- (heads, 7, 7) for Attention4D, (heads, 14, 14)
+  for the downsampling attention, whose stride-2 queries see key offsets up to 13 on the 14x14
+  stride-16 grid -- are resized with bicubic interpolation (``align_corners=True``: offset 0 and the
+  largest offset keep their trained values; each axis separately, so non-square grids work) to the
+  runtime key grid and gathered per offset (see :class:`~yolo_backbones.layers.OffsetBiasAttention`).
+  At 224x224 the biases are bit-identical to the reference ones. The result is cached per grid size /
+  device / dtype in inference only; ``.to()`` / ``.half()``, ``train()`` / ``eval()`` and
+  ``load_state_dict`` clear the cache and ``deepcopy`` / pickling do not copy it. The stride-2
+  attention of stage 2 upsamples back to the exact input size, so odd stride-16 maps work too (the
+  reference needs them even); ``input_multiple`` is 1.
 * The ``AvgPool2d(1, 2)`` subsampling of the downsampling queries is written as strided slicing (the
   same values), and the downsampling attention uses ``scaled_dot_product_attention``. Attention4D keeps
   an explicit softmax: its talking heads mix the heads between ``q @ k`` and the softmax and again
   after it, which a fused attention kernel cannot express.
 * BatchNorms are :class:`~yolo_backbones.layers.SafeBatchNorm2d` (batch-1 1x1 maps work in training,
   e.g. the stride-32 map of YOLOv5's 32x32 FLOPs probe).
-* Detection mode (``num_classes=0``) has no ``head`` / ``dist_head``; the stride-32 output passes
-  through the final pretrained BatchNorm ``norm`` (the official detection code returns raw stage
-  outputs). Stages after the last requested one are not built, so every parameter is used.
+* Detection mode (``num_classes=0``) has no ``head`` / ``dist_head``; it returns the outputs of the
+  stages in ``out_indices`` (strides 4 / 8 / 16 / 32). Stages after the last requested one are not
+  built, so every parameter is used.
+* **Output norms: none are added.** The official v2 detection backbone returns the raw stage outputs
+  (its output-norm code is commented out). Here the stride-4/8/16 outputs are raw too and the stride-32
+  output keeps the final pretrained BatchNorm ``norm`` (the normalisation it had in the classifier);
+  YOLOv5's neck starts with Conv + BatchNorm layers, so no new norm layers are needed.
 """
 from __future__ import annotations
 

@@ -41,6 +41,9 @@ conversion. Differences from the reference code, none of which changes the funct
 * the stem is registered before ``tokens``, so the first parameter of the model is the stem conv
   weight (YOLOv5 reads the input channel count from it); state_dict order does not matter for loading;
 * tokens are kept batch-first ``(B, M, d)`` (the reference uses ``(M, B, d)``);
+* the Linear and LayerNorm layers acting on the tokens are the subclasses :class:`TokenLinear` and
+  :class:`TokenLayerNorm`, so that YOLOv5's FLOP count (a 32x32 probe scaled by pixel count) does not
+  multiply their resolution-independent cost;
 * all three attentions use ``torch.nn.functional.scaled_dot_product_attention``: each is a plain
   softmax attention whose scale is ``head_dim ** -0.5``, the SDPA default;
 * activations applied to a tensor that is reused later (e.g. shortcuts) are functional, so
@@ -63,8 +66,8 @@ from ..layers import SafeBatchNorm2d
 from ..registry import register
 from .base import Backbone
 
-__all__ = ["MobileFormer", "ChannelShuffle", "HyperFunc", "dynamic_relu", "Local2Global", "GlobalBlock",
-           "Global2Local", "LiteBlock", "DnaBlock", "DnaBlock3", "MergeClassifier"]
+__all__ = ["MobileFormer", "TokenLinear", "TokenLayerNorm", "ChannelShuffle", "HyperFunc", "dynamic_relu",
+           "Local2Global", "GlobalBlock", "Global2Local", "LiteBlock", "DnaBlock", "DnaBlock3", "MergeClassifier"]
 
 # Block lists as in the official `mobile_former_*` constructors, one row per block:
 # (type, e1, c, n, s, e2) = (block class, first expansion, output channels, repeats, stride of the first
@@ -138,6 +141,22 @@ def _conv_bn(inp: int, oup: int, kernel_size: int, stride: int = 1, groups: int 
     return nn.Sequential(*layers)
 
 
+class TokenLinear(nn.Linear):
+    """``nn.Linear`` applied to the ``M`` global tokens ``(B, M, d_in) -> (B, M, d_out)``.
+
+    Its cost does not depend on the image size. It is a distinct type only so that FLOP counters
+    keyed on exact module types (thop, used by YOLOv5's ``model_info``) skip it: YOLOv5 profiles a
+    32x32 image and multiplies the count by the pixel ratio (400 for 640x640), which would report
+    these per-image operations 400 times over (the 294M backbone would show 21.6 instead of 3.9
+    GFLOPs). Skipped, they are simply left out (about 1 % of the backbone at 640x640).
+    Parameters, keys and numerics are those of ``nn.Linear``.
+    """
+
+
+class TokenLayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` over the global tokens ``(B, M, d)``; a distinct type for the reason given in :class:`TokenLinear`."""
+
+
 class ChannelShuffle(nn.Module):
     """ShuffleNet channel shuffle: view ``C`` as ``(groups, C / groups)``, transpose, flatten.
 
@@ -174,7 +193,7 @@ class HyperFunc(nn.Module):
         self.token_id = token_id
         hidden = token_dim // _HYPER_REDUCTION
         # The ReLU acts on a fresh Linear output, so YOLOv5 making it in-place is harmless.
-        self.hyper = nn.Sequential(nn.Linear(token_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim),
+        self.hyper = nn.Sequential(TokenLinear(token_dim, hidden), nn.ReLU(), TokenLinear(hidden, out_dim),
                                    nn.Hardsigmoid())
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -227,10 +246,10 @@ class Local2Global(nn.Module):
     def __init__(self, channels: int, token_dim: int, num_heads: int = _BRIDGE_HEADS) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.alpha = nn.Sequential(nn.Linear(token_dim, channels), nn.Hardsigmoid())
-        self.q = nn.Linear(token_dim, channels)
-        self.proj = nn.Linear(channels, token_dim)
-        self.layer_norm = nn.LayerNorm(token_dim)
+        self.alpha = nn.Sequential(TokenLinear(token_dim, channels), nn.Hardsigmoid())
+        self.q = TokenLinear(token_dim, channels)
+        self.proj = TokenLinear(channels, token_dim)
+        self.layer_norm = TokenLayerNorm(token_dim)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         q = _split_heads(self.q(tokens), self.num_heads)                   # (B, h, M, C/h)
@@ -258,12 +277,12 @@ class GlobalBlock(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         # Registration order (ffn, ffn_norm, q, channel_mlp, layer_norm) follows the reference state_dict.
-        self.ffn = nn.Sequential(nn.Linear(token_dim, token_dim * _FFN_RATIO), nn.GELU(),
-                                 nn.Linear(token_dim * _FFN_RATIO, token_dim))
-        self.ffn_norm = nn.LayerNorm(token_dim)
-        self.q = nn.Linear(token_dim, token_dim)
-        self.channel_mlp = nn.Linear(token_dim, token_dim)
-        self.layer_norm = nn.LayerNorm(token_dim)
+        self.ffn = nn.Sequential(TokenLinear(token_dim, token_dim * _FFN_RATIO), nn.GELU(),
+                                 TokenLinear(token_dim * _FFN_RATIO, token_dim))
+        self.ffn_norm = TokenLayerNorm(token_dim)
+        self.q = TokenLinear(token_dim, token_dim)
+        self.channel_mlp = TokenLinear(token_dim, token_dim)
+        self.layer_norm = TokenLayerNorm(token_dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         q = _split_heads(self.q(tokens), self.num_heads)     # (B, h, M, d/h)
@@ -291,8 +310,8 @@ class Global2Local(nn.Module):
     def __init__(self, channels: int, token_dim: int, num_heads: int = _BRIDGE_HEADS) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.k = nn.Linear(token_dim, channels)
-        self.proj = nn.Linear(token_dim, channels)
+        self.k = TokenLinear(token_dim, channels)
+        self.proj = TokenLinear(token_dim, channels)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         q = _map_heads(x, self.num_heads)                     # (B, h, HW, C/h)
@@ -599,7 +618,9 @@ class MobileFormer(Backbone):
             The stage maps ``[(B, C_i, ceil(H / s_i), ceil(W / s_i)) for i in 0..last_stage]`` and the
             global tokens ``(B, M, d)`` after the last block that was run.
         """
-        tokens = self.tokens.weight.unsqueeze(0).expand(x.shape[0], -1, -1)
+        # A copy per image (as the reference's `repeat`), not an `expand` view: a view of the parameter made
+        # under no_grad still reports requires_grad, which breaks torch.utils.flop_counter's module tracker.
+        tokens = self.tokens.weight[None].repeat(x.shape[0], 1, 1)
         x = self.stem(x)
         stages: list[torch.Tensor] = []
         for i, block in enumerate(self.features[:self.tap_blocks[last_stage] + 1]):
