@@ -76,7 +76,7 @@ def _pop_flag(argv: list[str], flag: str) -> str | None:
 
 
 def _pop_coco_json(argv: list[str]) -> None:
-    """``val --coco-json FILE``: COCO mAP against FILE (implies ``--save-json``; overrides the YAML's ``coco_json:``)."""
+    """``val --coco-json FILE``: COCO mAP against FILE; implies ``--save-json``, overrides the YAML's ``coco_json:``."""
     value = _pop_flag(argv, "--coco-json")
     if value is None:
         return

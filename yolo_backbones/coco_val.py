@@ -143,9 +143,8 @@ def _make_run(original: Callable, val: types.ModuleType) -> Callable:
     # what inspect (and so `yolov5 val --help`, a fire CLI) shows: YOLOv5's parameters plus coco_json
     params = list(signature.parameters.values())
     more = [p for p in params if p.kind is p.VAR_KEYWORD]
-    run.__signature__ = signature.replace(parameters=[
-        *(p for p in params if p not in more), inspect.Parameter("coco_json", inspect.Parameter.KEYWORD_ONLY, default=None),
-        *more])
+    coco_json = inspect.Parameter("coco_json", inspect.Parameter.KEYWORD_ONLY, default=None)
+    run.__signature__ = signature.replace(parameters=[*(p for p in params if p not in more), coco_json, *more])
     return run
 
 
@@ -170,8 +169,8 @@ def _evaluate_run(pred_json: Path, annotations_file: Path, data: dict, dataset: 
     log.info(f"\npycocotools mAP (yolo_backbones) of {len(results)} predictions on {len(image_ids)} images, "
              f"annotations {annotations_file}; {pred_json.name} rewritten with its category and image ids")
     if dropped or outside:
-        log.warning(f"WARNING ⚠️ {outside} images of the run are not in {annotations_file.name} (by file-name stem); "
-                    f"not evaluated ({dropped} predictions dropped)")
+        log.warning(f"WARNING ⚠️ {outside} images of the run are not in {annotations_file.name} (matched by "
+                    f"file-name stem): not evaluated, {dropped} predictions dropped")
     stats = evaluate(results, annotations, image_ids)
     log.info(format_stats(stats))
     return stats
