@@ -120,6 +120,10 @@ class OffsetBiasAttention(nn.Module):
     ``_load_from_state_dict``, so new weights or dtypes are never served from a stale entry. Caches are
     dropped when pickling/deep-copying (they hold only plain tensors without autograd history).
 
+    Tracing (``torch.jit.trace``, the ``dynamo=False`` ONNX exporter used by YOLOv5's export.py): the
+    grid sizes stay traced tensors (no ``int()``) and the resize is always recorded (an identity at the
+    native grid), so an ONNX graph exported with dynamic axes derives the bias from each input's grid.
+
     Checkpoints of the reference implementation (and timm's v1) also hold the persistent
     ``attention_bias_idxs`` buffer: it is accepted on loading, checked against the reference geometry
     and dropped (this module derives its indices, so its own state_dict has no such key).
@@ -143,10 +147,11 @@ class OffsetBiasAttention(nn.Module):
     def bias_index(self, q_hw: tuple[int, int], k_hw: tuple[int, int],
                    device: torch.device | str | None = None) -> torch.Tensor:
         """Flat offset index ``(Hq * Wq, Hk * Wk)`` into an ``(Hk, Wk)`` offset table, rows = queries, cols = keys."""
+        # The sizes may also be 0-d tensors (traced sizes, see :meth:`attention_bias`): only tensor ops use them.
         (qh, qw), (kh, kw), s = q_hw, k_hw, self.query_stride
         dy = (torch.arange(qh, device=device)[:, None] * s - torch.arange(kh, device=device)[None, :]).abs()
         dx = (torch.arange(qw, device=device)[:, None] * s - torch.arange(kw, device=device)[None, :]).abs()
-        return (dy[:, None, :, None] * kw + dx[None, :, None, :]).reshape(qh * qw, kh * kw)
+        return (dy[:, None, :, None] * kw + dx[None, :, None, :]).flatten(2).flatten(0, 1)  # (Nq, Nk)
 
     def native_grids(self) -> tuple[tuple[int, int], tuple[int, int]]:
         """Query and key grids ``((Hq, Wq), (Hk, Wk))`` of the resolution the table was trained on."""
@@ -159,9 +164,9 @@ class OffsetBiasAttention(nn.Module):
         return self.bias_index(*self.native_grids())
 
     def _compute_bias(self, q_hw: tuple[int, int], k_hw: tuple[int, int], dtype: torch.dtype,
-                      index: torch.Tensor) -> torch.Tensor:
+                      index: torch.Tensor, always_resize: bool = False) -> torch.Tensor:
         table = self.attention_biases.view(self.num_heads, self.resolution, self.resolution)
-        if tuple(k_hw) != (self.resolution, self.resolution):
+        if always_resize or tuple(k_hw) != (self.resolution, self.resolution):
             # float32: bicubic resizing is not implemented for fp16 on every device, and it is tiny.
             table = F.interpolate(table.unsqueeze(0).float(), size=tuple(k_hw), mode="bicubic",
                                   align_corners=True).squeeze(0)
@@ -169,9 +174,15 @@ class OffsetBiasAttention(nn.Module):
 
     def attention_bias(self, q_hw: tuple[int, int], k_hw: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
         """Bias ``(num_heads, Hq * Wq, Hk * Wk)`` in ``dtype`` for a query grid ``q_hw`` and key grid ``k_hw``."""
-        q_hw, k_hw = (int(q_hw[0]), int(q_hw[1])), (int(k_hw[0]), int(k_hw[1]))
         device = self.attention_biases.device
-        if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            # TorchScript tracing (torch.jit.trace, the dynamo=False ONNX exporter): the sizes are traced
+            # 0-d tensors. Keep them symbolic (no int(), no cache) and always record the resize (an
+            # identity at the native grid), so the graph derives the bias from the runtime grid and an
+            # export with dynamic axes is correct at every input size.
+            return self._compute_bias(q_hw, k_hw, dtype, self.bias_index(q_hw, k_hw, device), always_resize=True)
+        q_hw, k_hw = (int(q_hw[0]), int(q_hw[1])), (int(k_hw[0]), int(k_hw[1]))
+        if torch.jit.is_scripting() or torch.compiler.is_compiling():
             # Record the computation from the parameter in the graph (no Python-side caches).
             return self._compute_bias(q_hw, k_hw, dtype, self.bias_index(q_hw, k_hw, device))
         index_key = (q_hw, k_hw, device)
@@ -289,6 +300,13 @@ class ConvBnMlp(nn.Module):
         x = self.drop(x)
         return self.drop(self.norm2(self.fc2(x)))
 
+    def fuse_(self) -> None:
+        """Inference fold (see :mod:`yolo_backbones.fuse`): each ``conv -> BN`` pair becomes one conv, BN -> Identity."""
+        from .fuse import fuse_pair
+
+        for conv, norm in (("fc1", "norm1"), ("mid", "mid_norm"), ("fc2", "norm2")):
+            fuse_pair(self, conv, norm)
+
 
 class LayerScaleBlock(nn.Module):
     """Residual block pair with per-channel layer scales, the skeleton of the EfficientFormer v1 / v2 blocks.
@@ -310,7 +328,15 @@ class LayerScaleBlock(nn.Module):
 
     Registration order (``norm1``, ``token_mixer``, ``norm2``, ``mlp``, ``drop_path``, ``layer_scale_1``,
     ``layer_scale_2``) follows the official state_dicts. Takes and returns a tensor of the input's shape.
+
+    Fusing (:meth:`fuse_`, inference only): a subclass names in ``layer_scale_targets`` the last layer
+    (a conv / linear, relative path) of each branch, after which the branch does nothing but eval-mode
+    dropout or already folded BNs; its layer scale is then folded into that layer's output channels and
+    set to ``None`` (a ``None`` layer scale is skipped in ``forward``).
     """
+
+    # (token-mixer target, MLP target): dotted paths inside the block, or None where no exact fold exists.
+    layer_scale_targets: tuple[str | None, str | None] = (None, None)
 
     def __init__(self, dim: int, token_mixer: nn.Module | None, mlp: nn.Module, drop_path: float,
                  layer_scale_init_value: float, scale_shape: tuple[int, ...] = (),
@@ -328,9 +354,27 @@ class LayerScaleBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.token_mixer is not None:
             y = x if self.norm1 is None else self.norm1(x)
-            x = x + self.drop_path(self.layer_scale_1 * self.token_mixer(y))
+            x = x + self.drop_path(scaled(self.layer_scale_1, self.token_mixer(y)))
         y = x if self.norm2 is None else self.norm2(x)
-        return x + self.drop_path(self.layer_scale_2 * self.mlp(y))
+        return x + self.drop_path(scaled(self.layer_scale_2, self.mlp(y)))
+
+    def fuse_(self) -> None:
+        """Fold the layer scales into the last layer of their branch where ``layer_scale_targets`` names one."""
+        from .fuse import scale_output_channels
+
+        for name, target in zip(("layer_scale_1", "layer_scale_2"), self.layer_scale_targets):
+            branch = self.token_mixer if name == "layer_scale_1" else self.mlp
+            # Only once the branch's BNs are folded (children are fused first): a BN after the target would
+            # not commute with the scale.
+            if target is not None and getattr(self, name) is not None and not any(
+                    isinstance(m, nn.modules.batchnorm._BatchNorm) for m in branch.modules()):
+                scale_output_channels(self.get_submodule(target), getattr(self, name))
+                setattr(self, name, None)
+
+
+def scaled(scale: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """``scale * x``, or ``x`` when the layer scale was folded away (``None``) by fusing."""
+    return x if scale is None else scale * x
 
 
 class ConvBnDownsample(nn.Module):
@@ -349,3 +393,9 @@ class ConvBnDownsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(x))
+
+    def fuse_(self) -> None:
+        """Inference fold (see :mod:`yolo_backbones.fuse`): ``proj -> norm`` becomes one conv, norm -> Identity."""
+        from .fuse import fuse_pair
+
+        fuse_pair(self, "proj", "norm")

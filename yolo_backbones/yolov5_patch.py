@@ -258,6 +258,25 @@ def make_initialize_weights(original: Callable[[nn.Module], None]) -> Callable[[
     return initialize_weights
 
 
+def make_fuse(original: Callable[[nn.Module], nn.Module]) -> Callable[[nn.Module], nn.Module]:
+    """Wrap YOLOv5's ``BaseModel.fuse()`` (Conv/DWConv + BN folds, then the model info print).
+
+    Every :class:`Backbone` in the model is fused first (:meth:`Backbone.fuse`: its Conv+BN pairs and other
+    exact re-parameterisations), then the original runs, so the printed summary is that of the fully fused
+    model. Idempotent like the original: a second call changes nothing. As in YOLOv5, a fused model is for
+    inference (val / detect / export), not for training.
+    """
+
+    def fuse(self: nn.Module) -> nn.Module:
+        for m in self.model.modules():
+            if isinstance(m, Backbone):
+                m.fuse()
+        return original(self)
+
+    fuse.__wrapped__ = original
+    return fuse
+
+
 def is_yolo_module(module: types.ModuleType) -> bool:
     """True if ``module`` looks like a YOLOv5 ``models/yolo.py`` (PyPI package or clone)."""
     return all(hasattr(module, a) for a in ("parse_model", "BaseModel", "DetectionModel", "Detect", "Conv"))
@@ -267,7 +286,8 @@ def patch_yolo_module(module: types.ModuleType) -> bool:
     """Install the plugin into one YOLOv5 ``models/yolo.py`` module; return True if it was patched now.
 
     Injects ``Select`` and the backbone classes into its namespace (YAML names are looked up there),
-    replaces its ``parse_model`` and extends ``BaseModel._forward_once``. Calling it again is a no-op.
+    replaces its ``parse_model`` and extends ``BaseModel._forward_once`` and ``BaseModel.fuse`` (which then
+    also fuses the backbones). Calling it again is a no-op.
     """
     if getattr(module, _PATCHED_FLAG, False) or not is_yolo_module(module):
         return False
@@ -280,6 +300,7 @@ def patch_yolo_module(module: types.ModuleType) -> bool:
     # Kept for reference and tests: plugin checkpoints must also run under the stock forward.
     module.BaseModel._yolo_backbones_stock_forward_once = module.BaseModel._forward_once
     module.BaseModel._forward_once = make_forward_once(ns.get("feature_visualization"))
+    module.BaseModel.fuse = make_fuse(module.BaseModel.fuse)
     setattr(module, _PATCHED_FLAG, True)
     return True
 

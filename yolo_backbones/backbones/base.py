@@ -43,6 +43,8 @@ class Backbone(nn.Module):
     input_multiple: ClassVar[int] = 32
     # Prefixes of state_dict keys that belong to the classifier only.
     classifier_prefixes: ClassVar[tuple[str, ...]] = ("head.",)
+    # Set on an instance by fuse() when the input normalisation was folded into the stem conv.
+    input_norm_folded: bool = False
 
     def __init__(self, variant: str, out_indices: Sequence[int] = (1, 2, 3), num_classes: int = 0,
                  in_chans: int = 3) -> None:
@@ -124,9 +126,24 @@ class Backbone(nn.Module):
         self.check_input(x)
         if self.num_classes:
             return self.forward_head(self.forward_stages(x, len(self.stage_strides) - 1)[-1])
-        x = (x - self.input_mean) / self.input_std
+        if not self.input_norm_folded:
+            x = (x - self.input_mean) / self.input_std
         stages = self.forward_stages(x, self.out_indices[-1])
         return [stages[i] for i in self.out_indices]
+
+    # ------------------------------------------------------------------------------- fusing
+    def fuse(self) -> "Backbone":
+        """Fold BatchNorms and other exact re-parameterisations in place for inference; returns ``self``.
+
+        See :mod:`yolo_backbones.fuse`: ``Conv2d -> BN`` pairs in ``nn.Sequential`` containers plus the
+        patterns each block declares in its ``fuse_()`` method; the outputs stay equal to the unfused
+        eval-mode outputs (float rounding only), at any input size. BNs are folded with their running
+        statistics, so the fused backbone is for inference only (not for training). Idempotent.
+        YOLOv5's ``model.fuse()`` calls this through the YOLOv5 patch.
+        """
+        from ..fuse import fuse_backbone
+
+        return fuse_backbone(self)
 
     # ---------------------------------------------------------------------------- weights
     def convert_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -95,7 +95,14 @@ class LocalAgg(nn.Module):
         drop_path: stochastic-depth rate of the two residual branches.
 
     Input and output ``(B, dim, H, W)``.
+
+    Fusing (:meth:`fuse_`, inference only): the ``+ x`` of the position encoding goes into the centre tap
+    of ``pos_embed``, and each pre-BatchNorm into the 1x1 conv that reads it (``norm1`` -> ``conv1``,
+    ``norm2`` -> ``mlp.fc1``; exact because a 1x1 conv does not pad).
     """
+
+    # True once fusing put the position encoding's "+ x" into pos_embed (an instance attribute then).
+    pos_embed_has_identity: bool = False
 
     def __init__(self, dim: int, mlp_ratio: float = 4.0, drop: float = 0.0, drop_path: float = 0.0) -> None:
         super().__init__()
@@ -110,10 +117,28 @@ class LocalAgg(nn.Module):
         self.mlp = ConvMlp(dim, int(dim * mlp_ratio), drop=drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.pos_embed(x)
+        x = self.pos_embed(x) if self.pos_embed_has_identity else x + self.pos_embed(x)
         x = x + self.drop_path(self.conv2(self.attn(self.conv1(self.norm1(x)))))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x
+
+    def fuse_(self) -> None:
+        from ..fuse import fuse_bn_conv, is_foldable_bn
+
+        fuse_position_encoding(self)
+        for norm, owner, conv in (("norm1", self, "conv1"), ("norm2", self.mlp, "fc1")):
+            if is_foldable_bn(getattr(self, norm)):
+                setattr(owner, conv, fuse_bn_conv(getattr(self, norm), getattr(owner, conv)))
+                setattr(self, norm, nn.Identity())
+
+
+def fuse_position_encoding(block: nn.Module) -> None:
+    """Put the ``+ x`` of ``x + pos_embed(x)`` into the centre tap of ``block.pos_embed`` (once)."""
+    from ..fuse import absorb_identity
+
+    if not block.pos_embed_has_identity:
+        absorb_identity(block.pos_embed)
+        block.pos_embed_has_identity = True
 
 
 class GlobalSparseAttn(nn.Module):
@@ -190,8 +215,10 @@ class SelfAttn(nn.Module):
         attn_drop: dropout on the attention weights.
         drop_path: stochastic-depth rate of the two residual branches.
 
-    Input and output ``(B, dim, H, W)``.
+    Input and output ``(B, dim, H, W)``. Fusing puts the ``+ x`` of the position encoding into ``pos_embed``.
     """
+
+    pos_embed_has_identity: bool = False  # see LocalAgg
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, sr_ratio: int = 1,
                  qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0) -> None:
@@ -205,12 +232,15 @@ class SelfAttn(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.pos_embed(x)
+        x = self.pos_embed(x) if self.pos_embed_has_identity else x + self.pos_embed(x)
         # Channels-last token grid so LayerNorm / Linear act on the channel dim without reshapes.
         x = x.permute(0, 2, 3, 1)
         x = x + self.drop_path(self.attn(self.norm1(x)))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x.permute(0, 3, 1, 2)
+
+    def fuse_(self) -> None:
+        fuse_position_encoding(self)
 
 
 class LGLBlock(nn.Module):
@@ -326,6 +356,16 @@ class EdgeViT(Backbone):
                 x = self.norm(x)
             outs.append(x)
         return outs
+
+    def fuse_(self) -> None:
+        """Detection mode: fold the input normalisation ``(x - mean) / std`` into the stem conv (k4 s4, no padding)."""
+        from ..fuse import fold_affine_into_conv
+
+        if not self.num_classes and not self.input_norm_folded:
+            stem = self.patch_embed1
+            stem.proj = fold_affine_into_conv(stem.proj, 1.0 / self.input_std.double(),
+                                              -self.input_mean.double() / self.input_std.double())
+            self.input_norm_folded = True
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         """Global average pool + Linear: ``(B, C_4, h, w)`` -> logits ``(B, num_classes)``."""

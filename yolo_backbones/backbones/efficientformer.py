@@ -56,7 +56,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..layers import ConvBnDownsample, ConvBnMlp, LayerScaleBlock, Mlp, OffsetBiasAttention, conv_bn_stem
+from ..layers import ConvBnDownsample, ConvBnMlp, LayerScaleBlock, Mlp, OffsetBiasAttention, conv_bn_stem, scaled
 from ..registry import register
 from .base import Backbone
 
@@ -94,8 +94,11 @@ class Meta4D(LayerScaleBlock):
     """PoolFormer-style block on maps: ``x + ls1 * Pooling(x)``, then ``x + ls2 * ConvBnMlp(x)``.
 
     Arguments as :class:`Meta3D`; the layer scales have the reference shape ``(dim,)`` and are
-    broadcast over the map. Takes and returns ``(B, dim, H, W)``.
+    broadcast over the map. Takes and returns ``(B, dim, H, W)``. Fusing folds ``ls2`` into ``mlp.fc2``;
+    ``ls1`` stays (the pooling mixer has no weights to absorb it).
     """
+
+    layer_scale_targets = (None, "mlp.fc2")
 
     def __init__(self, dim: int, mlp_ratio: float = _MLP_RATIO, drop: float = 0.0, drop_path: float = 0.0,
                  layer_scale_init_value: float = _LAYER_SCALE_INIT) -> None:
@@ -103,8 +106,9 @@ class Meta4D(LayerScaleBlock):
                          layer_scale_init_value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.layer_scale_1[:, None, None] * self.token_mixer(x))
-        x = x + self.drop_path(self.layer_scale_2[:, None, None] * self.mlp(x))
+        ls1, ls2 = self.layer_scale_1, self.layer_scale_2  # None once folded by fusing
+        x = x + self.drop_path(scaled(None if ls1 is None else ls1[:, None, None], self.token_mixer(x)))
+        x = x + self.drop_path(scaled(None if ls2 is None else ls2[:, None, None], self.mlp(x)))
         return x
 
 
@@ -166,7 +170,10 @@ class Meta3D(LayerScaleBlock):
         layer_scale_init_value: initial value of the layer scales ``(dim,)``.
 
     Takes and returns a channels-last token grid ``(B, H, W, dim)`` (forward: :class:`LayerScaleBlock`).
+    Fusing folds the layer scales into ``token_mixer.proj`` and ``mlp.fc2``.
     """
+
+    layer_scale_targets = ("token_mixer.proj", "mlp.fc2")
 
     def __init__(self, dim: int, mlp_ratio: float = _MLP_RATIO, drop: float = 0.0, drop_path: float = 0.0,
                  layer_scale_init_value: float = _LAYER_SCALE_INIT) -> None:

@@ -233,6 +233,12 @@ class AttnDownsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.conv(x)) + self.attn(x)
 
+    def fuse_(self) -> None:
+        """Inference fold (see :mod:`yolo_backbones.fuse`): ``conv -> bn`` becomes one conv, bn -> Identity."""
+        from ..fuse import fuse_pair
+
+        fuse_pair(self, "conv", "bn")
+
 
 class ConvMlpMid(ConvBnMlp):
     """Inverted-residual MLP: ``1x1 -> BN -> GELU -> dw3x3 -> BN -> GELU -> 1x1 -> BN`` on ``(B, C, H, W)``.
@@ -255,7 +261,10 @@ class FFN(LayerScaleBlock):
     """Conv FFN block ``x + ls2 * ConvMlpMid(x)`` with a ``(dim, 1, 1)`` layer scale.
 
     Arguments as :class:`AttnFFN` (without ``stride``). Takes and returns ``(B, dim, H, W)``.
+    Fusing folds ``ls2`` into ``mlp.fc2`` (after ``mlp.norm2``).
     """
+
+    layer_scale_targets = (None, "mlp.fc2")
 
     def __init__(self, dim: int, mlp_ratio: float = 4.0, drop: float = 0.0, drop_path: float = 0.0,
                  layer_scale_init_value: float = _LAYER_SCALE_INIT) -> None:
@@ -275,7 +284,11 @@ class AttnFFN(LayerScaleBlock):
         stride: attention stride (2 in stage 2, ``None`` in stage 3), see :class:`Attention4D`.
 
     Takes and returns ``(B, dim, H, W)`` (forward: :class:`~yolo_backbones.layers.LayerScaleBlock`).
+    Fusing folds ``ls1`` into the attention's output conv ``token_mixer.proj.1`` (after its BN) and ``ls2``
+    into ``mlp.fc2``.
     """
+
+    layer_scale_targets = ("token_mixer.proj.1", "mlp.fc2")
 
     def __init__(self, dim: int, mlp_ratio: float = 4.0, drop: float = 0.0, drop_path: float = 0.0,
                  layer_scale_init_value: float = _LAYER_SCALE_INIT, stride: int | None = None) -> None:

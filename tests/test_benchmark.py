@@ -1,0 +1,104 @@
+"""scripts/benchmark.py at tiny settings: one small plugin YAML plus the YOLOv5n/s baselines, all outputs written.
+
+Runs the script's ``main()`` in-process (the numbers themselves are meaningless at these sizes; the final
+figures are taken on a quiet machine at the defaults).
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "yolov5_mobileformer_52m"
+MODELS = ["yolov5n", "yolov5s", MODEL]
+METRICS = ["params_m", "gflops", "eager_ms", "onnx_ms", "train_ips", "gflops_per_s"]
+HEADERS = ["model", "params (M)", "GFLOPs @128", "eager ms", "ONNX ms", "train img/s", "GFLOP/s", "target >= 70%"]
+
+
+def load_script():
+    """Import scripts/benchmark.py as a module (scripts/ is not a package)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("matplotlib")
+    spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory) -> Path:
+    """Run the benchmark once at tiny settings into a temporary directory."""
+    out = tmp_path_factory.mktemp("benchmark")
+    argv = ["--models", f"{MODEL}.yaml", "--img", "128", "--runs", "2", "--warmup", "1", "--train-img", "128",
+            "--train-batch", "2", "--train-steps", "1", "--threads", "1", "--out", str(out)]
+    assert load_script().main(argv) == 0
+    return out
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    """Cells of every Markdown table line (header included, separator excluded)."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in markdown.splitlines() if line.startswith("|")]
+    return [r for r in rows if not all(re.fullmatch(r":?-+:?", c) for c in r)]
+
+
+def test_markdown_has_columns_and_a_row_per_model(out) -> None:
+    rows = table_rows((out / "benchmark.md").read_text())
+    assert rows[0] == HEADERS
+    assert [r[0] for r in rows[1:]] == MODELS
+    assert all(len(r) == len(HEADERS) for r in rows)
+    assert not any("error" in c for r in rows for c in r), rows
+
+
+def test_ratios_to_yolov5s(out) -> None:
+    rows = {r[0]: r for r in table_rows((out / "benchmark.md").read_text())[1:]}
+    for value in rows["yolov5s"][1:7]:
+        assert value.endswith("(1.00x)"), value
+    for value in rows[MODEL][1:7]:
+        assert re.fullmatch(r"[0-9.]+ \([0-9.]+x\)", value), value
+    assert rows[MODEL][-1] in {"ok", "below target"}
+    assert "### Below target" in (out / "benchmark.md").read_text()
+
+
+def test_raw_numbers_are_positive(out) -> None:
+    data = json.loads((out / "benchmark.json").read_text())
+    results = {r["name"]: r for r in data["results"]}
+    assert list(results) == MODELS
+    for r in results.values():
+        assert r["errors"] == {}
+        assert all(r[k] > 0 for k in METRICS), r
+        assert r["gflops_per_s"] == pytest.approx(r["gflops"] / (r["eager_ms"] / 1000))
+    assert all(v == pytest.approx(1.0) for k, v in results["yolov5s"].items() if k.endswith("_vs_yolov5s"))
+    with open(out / "benchmark.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["name"] for r in rows] == MODELS
+    assert all(float(r[k]) > 0 for r in rows for k in METRICS)
+
+
+def test_png_is_written(out) -> None:
+    data = (out / "benchmark.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+def test_failure_is_recorded_not_raised(tmp_path, monkeypatch) -> None:
+    """A metric that raises (here ONNX export) lands as an error in its cell; the run and other metrics go on."""
+    script = load_script()
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("export exploded")
+
+    monkeypatch.setattr(script, "export_onnx", broken)
+    argv = ["--models", f"{MODEL}.yaml", "--img", "64", "--runs", "1", "--warmup", "0", "--no-train",
+            "--no-explain", "--threads", "1", "--out", str(tmp_path)]
+    assert script.main(argv) == 0
+    rows = {r[0]: r for r in table_rows((tmp_path / "benchmark.md").read_text())[1:]}
+    assert rows[MODEL][4] == "error: RuntimeError: export exploded"
+    assert rows[MODEL][5] == "-"  # --no-train
+    assert rows[MODEL][3].endswith("x)")
