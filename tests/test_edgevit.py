@@ -411,3 +411,12 @@ def test_detection_mode_builds_only_the_stages_it_returns(tmp_path):
     torch.save(full.state_dict(), path)
     loaded = EdgeViT("xxs", out_indices=(0, 1, 2), pretrained=str(path))
     torch.testing.assert_close(loaded.blocks3[0].SelfAttn.attn.qkv.weight, full.blocks3[0].SelfAttn.attn.qkv.weight)
+
+
+def test_truncated_checkpoint_file_gives_a_clear_error(tmp_path):
+    full = tmp_path / "full.pth"
+    torch.save(EdgeViT("xxs", num_classes=1000).state_dict(), full)
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(CheckpointMismatchError, match=r"cut\.pth cannot be read as a PyTorch checkpoint \(truncated"):
+        yolo_backbones.create("edgevit_xxs", num_classes=1000, pretrained=str(cut))

@@ -79,3 +79,29 @@ def test_pip_cli_finds_the_plugin_without_an_import(trained: Path, tmp_path: Pat
     proc = run([str(cli), "val", "--weights", str(trained), "--data", "coco8.yaml", "--img", str(IMG),
                 "--device", "cpu", "--project", str(tmp_path), "--name", "cli"], cwd=tmp_path)
     assert re.search(r"\ball\s+8\s+52\s", proc.stdout + proc.stderr), (proc.stdout + proc.stderr)[-3000:]
+
+
+def test_hub_style_loading_of_best_pt(trained: Path, tmp_path: Path) -> None:
+    """The PyPI package's torch.hub-style API (`yolov5.load`) wraps a plugin checkpoint in AutoShape and detects."""
+    code = ("import sys, yolov5; m = yolov5.load(sys.argv[1], device='cpu'); m.conf = 0.0;"
+            f"r = m(sys.argv[2], size={IMG}); print(type(m).__name__, len(r.xyxy), r.xyxy[0].shape[1])")
+    image = ROOT / "data" / "coco8" / "images" / "000000000009.jpg"
+    out = run([sys.executable, "-c", code, str(trained), str(image)], cwd=tmp_path).stdout.split()
+    assert out[-3:] == ["AutoShape", "1", "6"], out[-10:]
+
+
+def test_freeze_keeps_the_backbone_fixed(trained: Path, tmp_path: Path) -> None:
+    """`--freeze 1` freezes YAML layer 0, i.e. the whole backbone; the neck and head still train."""
+    run([sys.executable, str(ROOT / "train.py"), "--weights", str(trained), "--freeze", "1", "--epochs", "1",
+         "--img", str(IMG), "--batch-size", "4", "--workers", "0", "--device", "cpu", "--project", str(tmp_path),
+         "--name", "frozen"], cwd=tmp_path)
+    code = """
+import sys, torch, yolo_backbones
+before, after = (yolo_backbones.load_checkpoint(p, map_location='cpu')['model'].float() for p in sys.argv[1:3])
+b = dict(before.named_parameters()); a = dict(after.named_parameters())
+same = lambda prefix: all(torch.equal(a[k], b[k]) for k in a if k.startswith(prefix))
+print(same('model.0.'), all(same(f'model.{i}.') for i in range(1, len(after.model))))
+"""
+    out = run([sys.executable, "-c", code, str(trained), str(tmp_path / "frozen" / "weights" / "last.pt")],
+              cwd=tmp_path).stdout.split()
+    assert out[-2:] == ["True", "False"], "backbone unchanged, neck/head trained"

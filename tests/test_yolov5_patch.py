@@ -196,3 +196,11 @@ def test_pretrained_norm_statistics_survive_the_stride_probe(tmp_path: Path) -> 
     expected = source.state_dict()
     for name, value in backbone.state_dict().items():
         torch.testing.assert_close(value, expected[name], msg=name)
+
+
+def test_checkpoint_yaml_with_a_renamed_variant_gives_a_clear_error() -> None:
+    """Resuming rebuilds the model from the checkpoint's YAML; a variant name this version lacks must say so."""
+    cfg = load_cfg()
+    cfg["backbone"][0] = [-1, 1, "EdgeViT", ["xxs_v0", [1, 2, 3]]]
+    with pytest.raises(ModelConfigError, match=r"layer 0 .*unknown EdgeViT variant 'xxs_v0'; known variants: xxs, xs, s"):
+        build(cfg)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import pickle
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
@@ -32,8 +33,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path} (give the path of a local .pth/.pth.tar file; "
                                 "nothing is downloaded)")
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointMismatchError(f"{path} holds objects other than tensors and containers, so it was not loaded "
+                                      f"(nothing in it was executed): {str(e).splitlines()[0]}") from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointMismatchError(f"{path} cannot be read as a PyTorch checkpoint (truncated or not written by "
+                                      f"torch.save?): {str(e).splitlines()[0]}") from e
     return extract_state_dict(obj, source=str(path))
 
 
