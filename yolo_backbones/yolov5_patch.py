@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import math
 import types
 from typing import Any, Callable
 
@@ -164,6 +165,10 @@ def make_parse_model(ns: dict[str, Any]) -> Callable[[dict, list], tuple[nn.Sequ
                 if n_ != 1 or rows[i][1] != 1:
                     raise ModelConfigError(f"layer {i}: a backbone row must have n=1, got {rows[i][1]}")
                 module = _build_backbone(m, args, ch[f], i)
+                # YOLOv5's neck upsamples the deepest map by 2 and concatenates it with the next one, so
+                # the detector needs sides that are multiples of the largest output stride even when the
+                # backbone alone takes any size: reject other sizes up front with a clear message.
+                module.input_multiple = math.lcm(module.input_multiple, max(module.out_strides))
                 c2 = list(module.out_channels)
                 args = [module.variant, list(module.out_indices), *args[2:]]
             elif m is Select:
