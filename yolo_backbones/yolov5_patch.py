@@ -308,12 +308,3 @@ def patch_yolo_module(module: types.ModuleType) -> bool:
     module.BaseModel.fuse = make_fuse(module.BaseModel.fuse)
     setattr(module, _PATCHED_FLAG, True)
     return True
-
-
-def register_new_backbones() -> None:
-    """Inject backbone classes registered after patching into every patched YOLOv5 namespace."""
-    import sys
-
-    for module in list(sys.modules.values()):
-        if getattr(module, _PATCHED_FLAG, False):
-            module.__dict__.update(backbone_classes())
