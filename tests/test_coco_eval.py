@@ -22,7 +22,8 @@ import yolo_backbones  # noqa: F401  (installs the plugin into yolov5 below)
 import yolov5.utils.metrics
 import yolov5.val
 from conftest import IMG, run
-from yolo_backbones import cli, coco_val
+from yolo_backbones import cli
+from yolo_backbones.hosts.yolov5 import coco_val
 from yolo_backbones.coco_eval import (STAT_NAMES, category_map, evaluate, format_stats, image_id_map,
                                       load_annotations, to_coco_results)
 

@@ -1,4 +1,4 @@
-"""Tests of yolo_backbones.compat against the PyPI yolov5==7.0.14 host (offline, torch >= 2.6)."""
+"""Tests of yolo_backbones.hosts.yolov5.compat against the PyPI yolov5==7.0.14 host (offline, torch >= 2.6)."""
 from __future__ import annotations
 
 import os
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-import yolo_backbones.checkpoints as checkpoints
-import yolo_backbones.compat as compat
+import yolo_backbones.core.weights.safe_load as checkpoints
+import yolo_backbones.hosts.yolov5.compat as compat
 
 compat.apply_compat()
 
@@ -33,7 +33,7 @@ import yolov5.val  # noqa: E402
 from yolov5.models.experimental import attempt_load  # noqa: E402
 from yolov5.models.yolo import DetectionModel  # noqa: E402
 
-PROJECT = Path(compat.__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[1]
 PIP_YOLOV5N = Path(general.ROOT) / "models" / "yolov5n.yaml"
 
 
@@ -339,7 +339,7 @@ def test_apply_compat_is_idempotent():
 def test_only_the_pkg_resources_warning_is_silenced():
     script = """
         import warnings
-        import yolo_backbones.compat
+        import yolo_backbones.hosts.yolov5.compat
         warnings.warn("some other warning", UserWarning)
         warnings.warn("pkg_resources is deprecated as an API. (test)", UserWarning)
         import yolov5.utils.general  # imports pkg_resources

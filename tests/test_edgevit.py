@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import yolo_backbones
-from yolo_backbones.backbones.base import InputSizeError
-from yolo_backbones.backbones.edgevit import EdgeViT, GlobalSparseAttn
-from yolo_backbones.weights import CheckpointMismatchError
+from yolo_backbones.core.base import InputSizeError
+from yolo_backbones.core.edgevit import EdgeViT, GlobalSparseAttn
+from yolo_backbones.core.weights.state_dict import CheckpointMismatchError
 
 from helpers import key_shapes, model_shapes, n_params, random_state_dict, single_thread  # noqa: F401 (autouse fixture)
 

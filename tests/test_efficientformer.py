@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import yolo_backbones
-from yolo_backbones.backbones.base import InputSizeError
-from yolo_backbones.backbones.efficientformer import EfficientFormer
-from yolo_backbones.backbones.efficientformer_v2 import EfficientFormerV2
-from yolo_backbones.layers import OffsetBiasAttention, SafeBatchNorm2d
-from yolo_backbones.weights import CheckpointMismatchError
+from yolo_backbones.core.base import InputSizeError
+from yolo_backbones.core.efficientformer.v1 import EfficientFormer
+from yolo_backbones.core.efficientformer.v2 import EfficientFormerV2
+from yolo_backbones.core.layers import OffsetBiasAttention, SafeBatchNorm2d
+from yolo_backbones.core.weights.state_dict import CheckpointMismatchError
 
 from helpers import key_shapes, n_params, random_state_dict, single_thread  # noqa: F401 (autouse fixture)
 

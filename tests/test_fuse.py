@@ -14,11 +14,11 @@ import yaml
 from torch import nn
 
 from helpers import single_thread  # noqa: F401  (autouse: one torch thread per test)
-from yolo_backbones.backbones.edgevit import EdgeViT
-from yolo_backbones.backbones.efficientformer import EfficientFormer
-from yolo_backbones.backbones.efficientformer_v2 import EfficientFormerV2
-from yolo_backbones.backbones.mobileformer import MobileFormer
-from yolo_backbones.fuse import (absorb_identity, count_batchnorms, fold_affine_into_conv, fuse_bn_conv,
+from yolo_backbones.core.edgevit import EdgeViT
+from yolo_backbones.core.efficientformer.v1 import EfficientFormer
+from yolo_backbones.core.efficientformer.v2 import EfficientFormerV2
+from yolo_backbones.core.mobileformer import MobileFormer
+from yolo_backbones.core.fuse import (absorb_identity, count_batchnorms, fold_affine_into_conv, fuse_bn_conv,
                                  fuse_conv_bn)
 from yolo_backbones.resources import MODELS_DIR
 

@@ -15,9 +15,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import yolo_backbones
-from yolo_backbones.backbones.mobileformer import MobileFormer
+from yolo_backbones.core.mobileformer import MobileFormer
 from yolo_backbones.resources import MODELS_DIR
-from yolo_backbones.weights import CheckpointMismatchError
+from yolo_backbones.core.weights.state_dict import CheckpointMismatchError
 
 from helpers import key_shapes, model_shapes, n_params, random_state_dict
 

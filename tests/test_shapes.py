@@ -5,7 +5,7 @@ import pytest
 import torch
 import yaml
 
-from yolo_backbones.backbones.base import InputSizeError
+from yolo_backbones.core.base import InputSizeError
 from yolo_backbones.resources import MODELS_DIR
 
 yolo = pytest.importorskip("yolov5.models.yolo")

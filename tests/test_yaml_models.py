@@ -41,7 +41,7 @@ def test_yamls_exist() -> None:
 
 def test_backbone_row_and_strides(detector) -> None:
     backbone = detector.model[0]
-    assert isinstance(backbone, yolo_backbones.backbones.base.Backbone)
+    assert isinstance(backbone, yolo_backbones.core.base.Backbone)
     assert detector.stride.tolist() == [8.0, 16.0, 32.0]
     # The first parameter is the stem conv weight: YOLOv5's FLOP count reads the input channels from it.
     first = next(detector.parameters())

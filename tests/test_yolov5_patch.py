@@ -12,7 +12,8 @@ import yaml
 
 import yolo_backbones
 from yolo_backbones.resources import MODELS_DIR
-from yolo_backbones.yolov5_patch import ModelConfigError, Select, patch_yolo_module
+from yolo_backbones import ModelConfigError, Select
+from yolo_backbones.hosts.yolov5.model_patch import patch_yolo_module
 
 yolo = pytest.importorskip("yolov5.models.yolo")
 
@@ -32,7 +33,7 @@ def edgevit_model() -> torch.nn.Module:
 
 
 def test_plugin_is_installed_into_the_pip_namespace() -> None:
-    assert yolo.__dict__["EdgeViT"] is yolo_backbones.registry.backbone_classes()["EdgeViT"]
+    assert yolo.__dict__["EdgeViT"] is yolo_backbones.core.registry.backbone_classes()["EdgeViT"]
     assert yolo.__dict__["Select"] is Select
     assert patch_yolo_module(yolo) is False, "second patch must be a no-op"
     assert yolo_backbones.install() == []
@@ -91,7 +92,7 @@ def test_profile_reports_every_layer(edgevit_model, capsys, caplog) -> None:
     with torch.no_grad():
         edgevit_model(torch.rand(1, 3, 64, 64), profile=True)
     text = caplog.text + capsys.readouterr().out
-    assert "yolo_backbones.backbones.edgevit.EdgeViT" in text and "Total" in text
+    assert "yolo_backbones.core.edgevit.EdgeViT" in text and "Total" in text
 
 
 def _cfg_with(backbone_rows: list, head_rows: list | None = None) -> dict:

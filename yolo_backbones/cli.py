@@ -82,7 +82,7 @@ def _pop_coco_json(argv: list[str]) -> None:
         return
     if not Path(value).is_file():
         raise SystemExit(f"--coco-json: no such file: {value}")
-    from .coco_val import set_coco_json
+    from .hosts.yolov5.coco_val import set_coco_json
 
     set_coco_json(value)
     if _flag_value(argv, "--save-json")[0] < 0:
@@ -139,7 +139,7 @@ def _import_file(name: str, file: Path) -> types.ModuleType:
 
 def print_backbones() -> None:
     """Print the registered backbones: name, YAML module, variant, output strides and channels."""
-    from .registry import list_backbones
+    from .core.registry import list_backbones
 
     rows = [("name", "YAML module", "variant", "strides", "channels")]
     rows += [(r["name"], r["yaml_module"], r["variant"], "/".join(map(str, r["strides"])),

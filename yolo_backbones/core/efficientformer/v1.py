@@ -58,7 +58,7 @@ import torch.nn.functional as F
 
 from ..layers import ConvBnDownsample, ConvBnMlp, LayerScaleBlock, Mlp, OffsetBiasAttention, conv_bn_stem, scaled
 from ..registry import register
-from .base import Backbone
+from ..base import Backbone
 
 __all__ = ["EfficientFormer", "EfficientFormerBase", "Attention", "Meta3D", "Meta4D", "Flat", "Pooling", "ConvBnMlp"]
 
@@ -274,7 +274,7 @@ def drop_bias_idxs(model: nn.Module, state_dict: dict[str, torch.Tensor], source
     Keys of layers the model does not have are kept (they are reported as unexpected, or dropped
     with the classifier keys, by the loader).
     """
-    from ..weights import CheckpointMismatchError
+    from ..weights.state_dict import CheckpointMismatchError
 
     suffix = ".attention_bias_idxs"
     out = {}

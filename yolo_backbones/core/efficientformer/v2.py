@@ -61,7 +61,7 @@ import torch.nn.functional as F
 
 from ..layers import ConvBnMlp, LayerScaleBlock, OffsetBiasAttention, SafeBatchNorm2d, conv3x3_s2_bn
 from ..registry import register
-from .efficientformer import TIMM_LAYER_SCALE_RULE, EfficientFormerBase, apply_rules, rename_timm_keys, stage_blocks
+from .v1 import TIMM_LAYER_SCALE_RULE, EfficientFormerBase, apply_rules, rename_timm_keys, stage_blocks
 
 __all__ = ["EfficientFormerV2", "Attention4D", "Attention4DDownsample", "AttnDownsample", "LGQuery",
            "ConvMlpMid", "FFN", "AttnFFN"]

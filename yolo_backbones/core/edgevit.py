@@ -40,8 +40,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..layers import ConvMlp, DropPath, LayerNorm2d, Mlp, SafeBatchNorm2d
-from ..registry import register
+from .layers import ConvMlp, DropPath, LayerNorm2d, Mlp, SafeBatchNorm2d
+from .registry import register
 from .base import Backbone
 
 __all__ = ["EdgeViT", "PatchEmbed", "LocalAgg", "GlobalSparseAttn", "SelfAttn", "LGLBlock"]
@@ -123,7 +123,7 @@ class LocalAgg(nn.Module):
         return x
 
     def fuse_(self) -> None:
-        from ..fuse import fuse_bn_conv, is_foldable_bn
+        from .fuse import fuse_bn_conv, is_foldable_bn
 
         fuse_position_encoding(self)
         for norm, owner, conv in (("norm1", self, "conv1"), ("norm2", self.mlp, "fc1")):
@@ -134,7 +134,7 @@ class LocalAgg(nn.Module):
 
 def fuse_position_encoding(block: nn.Module) -> None:
     """Put the ``+ x`` of ``x + pos_embed(x)`` into the centre tap of ``block.pos_embed`` (once)."""
-    from ..fuse import absorb_identity
+    from .fuse import absorb_identity
 
     if not block.pos_embed_has_identity:
         absorb_identity(block.pos_embed)
@@ -359,7 +359,7 @@ class EdgeViT(Backbone):
 
     def fuse_(self) -> None:
         """Detection mode: fold the input normalisation ``(x - mean) / std`` into the stem conv (k4 s4, no padding)."""
-        from ..fuse import fold_affine_into_conv
+        from .fuse import fold_affine_into_conv
 
         if not self.num_classes and not self.input_norm_folded:
             stem = self.patch_embed1

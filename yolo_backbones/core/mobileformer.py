@@ -62,8 +62,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..layers import SafeBatchNorm2d
-from ..registry import register
+from .layers import SafeBatchNorm2d
+from .registry import register
 from .base import Backbone
 
 __all__ = ["MobileFormer", "TokenLinear", "TokenLayerNorm", "ChannelShuffle", "HyperFunc", "dynamic_relu",

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:  # annotations only: a runtime import would be circular (backbone modules import `register`)
-    from .backbones.base import Backbone
+    from .base import Backbone
 
 _FAMILIES: dict[str, type[Backbone]] = {}
 

@@ -2,7 +2,7 @@
 
 YOLOv5 runs pycocotools only when the val set's path ends with ``coco/val2017.txt``, and then only
 with ``../datasets/coco/annotations/instances_val2017.json`` relative to the working directory.
-:func:`patch_val` (applied by :func:`yolo_backbones.compat.apply_compat` to ``yolov5.val`` and to a
+:func:`patch_val` (applied by :func:`yolo_backbones.hosts.yolov5.compat.apply_compat` to ``yolov5.val`` and to a
 clone's ``val``) wraps the host's ``val.run``: with ``save_json`` and an annotation file, named by
 
 * ``run(..., coco_json=PATH)``, or ``--coco-json PATH`` of ``val.py``/``yolo-backbones val``
@@ -26,8 +26,8 @@ import types
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .coco_eval import evaluate, format_stats, image_id_map, load_annotations, to_coco_results
-from .compat import _replace
+from ...coco_eval import evaluate, format_stats, image_id_map, load_annotations, to_coco_results
+from ..common.patching import replace as _replace
 
 __all__ = ["patch_val", "set_coco_json"]
 

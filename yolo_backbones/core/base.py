@@ -141,7 +141,7 @@ class Backbone(nn.Module):
         statistics, so the fused backbone is for inference only (not for training). Idempotent.
         YOLOv5's ``model.fuse()`` calls this through the YOLOv5 patch.
         """
-        from ..fuse import fuse_backbone
+        from .fuse import fuse_backbone
 
         return fuse_backbone(self)
 
@@ -152,7 +152,7 @@ class Backbone(nn.Module):
 
     def load_pretrained(self, path: str) -> "Backbone":
         """Load an official ImageNet checkpoint file strictly (classifier keys are skipped in detection mode)."""
-        from ..weights import load_backbone_weights, read_state_dict
+        from .weights.state_dict import load_backbone_weights, read_state_dict
 
         load_backbone_weights(self, read_state_dict(path), source=str(path))
         # YOLOv5 runs one training-mode forward (its stride probe) while building a detector, which

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Mapping
 import torch
 
 if TYPE_CHECKING:
-    from .backbones.base import Backbone
+    from ..base import Backbone
 
 # Keys under which training scripts of the reference repositories store the weights.
 _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")

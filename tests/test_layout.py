@@ -1,0 +1,109 @@
+"""Package layout: the core never imports a host, modules import on their own, old pickled paths still load."""
+from __future__ import annotations
+
+import ast
+import io
+import pkgutil
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import yolo_backbones
+from yolo_backbones import Select, create, load_checkpoint
+
+MODULES = sorted(m.name for m in pkgutil.walk_packages(yolo_backbones.__path__, "yolo_backbones."))
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def _imports_of(path: Path, package: str) -> set[str]:
+    """Absolute names of the modules ``path`` (a module of ``package``) imports, at any nesting level."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            base = base[: len(base) - node.level + 1] if node.level else []
+            found.add(".".join(base + ([node.module] if node.module else [])))
+    return found
+
+
+def test_core_imports_nothing_outside_the_core():
+    core = Path(yolo_backbones.__file__).parent / "core"
+    offenders = {}
+    for path in core.rglob("*.py"):
+        rel = path.relative_to(core.parent.parent).with_suffix("")
+        package = ".".join(rel.parts[:-1] if path.name != "__init__.py" else rel.parts[:-1])
+        bad = {m for m in _imports_of(path, package)
+               if m.split(".")[0] in ("yolov5", "ultralytics", "models", "utils")
+               or (m.startswith("yolo_backbones") and not m.startswith("yolo_backbones.core"))}
+        if bad:
+            offenders[str(rel)] = sorted(bad)
+    assert not offenders
+
+
+def test_every_module_imports_first_in_a_fresh_interpreter():
+    """An import cycle shows up as an ImportError when the cycle is entered from the 'wrong' module."""
+    code = ("import importlib, sys, subprocess\n"
+            f"mods = {MODULES!r}\n"
+            "bad = []\n"
+            "for m in mods:\n"
+            "    r = subprocess.run([sys.executable, '-c', f'import {m}'], capture_output=True, text=True)\n"
+            "    if r.returncode: bad.append((m, r.stderr.strip().splitlines()[-1]))\n"
+            "print(bad)")
+    result = _run(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+# Where each class lived in yolo-backbones 0.1; checkpoints saved then name these modules.
+_OLD_PATHS = [
+    (r"yolo_backbones\.core\.layers\.\w+\n", "yolo_backbones.layers\n"),
+    (r"yolo_backbones\.core\.edgevit\n", "yolo_backbones.backbones.edgevit\n"),
+    (r"yolo_backbones\.core\.mobileformer\n", "yolo_backbones.backbones.mobileformer\n"),
+    (r"yolo_backbones\.core\.efficientformer\.v1\n", "yolo_backbones.backbones.efficientformer\n"),
+    (r"yolo_backbones\.core\.efficientformer\.v2\n", "yolo_backbones.backbones.efficientformer_v2\n"),
+    (r"yolo_backbones\.core\.select\n", "yolo_backbones.yolov5_patch\n"),
+]
+
+
+def _as_old_layout(buffer: bytes) -> bytes:
+    """Rewrite the class paths in a torch.save zip (protocol-2 GLOBAL opcodes are plain text lines)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(buffer)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("/data.pkl"):
+                text = data.decode("latin-1")
+                for pattern, old in _OLD_PATHS:
+                    text = re.sub(pattern, old, text)
+                assert "yolo_backbones.core" not in text
+                data = text.encode("latin-1")
+            dst.writestr(info, data)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("name", ["edgevit_xxs", "mobileformer_26m", "efficientformer_l1", "efficientformerv2_s0"])
+def test_checkpoint_with_pre_0_2_module_paths_loads(name, tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(create(name, num_classes=0, out_indices=(1, 2, 3)), Select(1)).eval()
+    buffer = io.BytesIO()
+    torch.save({"model": model, "epoch": 3}, buffer)
+    old = tmp_path / "old_layout.pt"
+    old.write_bytes(_as_old_layout(buffer.getvalue()))
+    assert b"yolo_backbones.backbones" in old.read_bytes() or b"yolo_backbones.layers" in old.read_bytes()
+
+    loaded = load_checkpoint(old, map_location="cpu")["model"].eval()
+    assert type(loaded[0]) is type(model[0]) and type(loaded[1]) is Select
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))

@@ -1,0 +1,1 @@
+"""Host-independent pieces of the adapters: YAML row checks, function patching, offline defaults."""

@@ -1,0 +1,71 @@
+"""Host-independent checks of backbone and selector rows in a model YAML, with errors that say the fix."""
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any, Iterable
+
+from torch import nn
+
+from ...core.base import Backbone
+from ...core.registry import backbone_classes
+
+
+class ModelConfigError(ValueError):
+    """A model YAML row that cannot be built; the message names the row and the fix."""
+
+
+def unknown_module_error(name: str, host_names: Iterable[str], row: int) -> ModelConfigError:
+    """The error for a YAML module name that neither the host nor the plugin knows, with close matches."""
+    plugin = sorted(backbone_classes()) + ["Select"]
+    close = difflib.get_close_matches(name, plugin + sorted(host_names), n=3)
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    return ModelConfigError(f"layer {row}: unknown module {name!r}.{hint} Backbones of yolo-backbones: "
+                            f"{', '.join(plugin)} (run `yolo-backbones list`).")
+
+
+def build_backbone(m: type[Backbone], args: list[Any], c1: Any, row: int) -> Backbone:
+    """Build the backbone of YAML row ``row`` as ``m(*args, in_chans=c1)`` and apply the detector's size rule.
+
+    The PAN neck upsamples the deepest map by 2 and concatenates it with the next one, so the detector
+    needs sides that are multiples of the largest output stride even when the backbone alone takes any
+    size; the backbone then rejects other sizes up front with a clear message.
+    """
+    if isinstance(c1, list):
+        raise ModelConfigError(f"layer {row}: {m.__name__} must take an image tensor, not a list output")
+    args = [None if a in ("None", "none", "") else a for a in args]
+    try:
+        module = m(*args, in_chans=c1)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        raise ModelConfigError(f"layer {row} ({m.__name__} {args}): {e}") from e
+    module.input_multiple = math.lcm(module.input_multiple, max(module.out_strides))
+    return module
+
+
+def check_select(index: Any, source: Any, f: Any, row: int, backbone: nn.Module | None) -> int:
+    """Validate a selector row picking ``index`` from layer ``f`` whose channel entry is ``source``; return the index."""
+    if not isinstance(f, int):
+        raise ModelConfigError(f"layer {row}: Select takes one 'from' layer, got {f}")
+    if not isinstance(source, list):
+        raise ModelConfigError(f"layer {row}: Select is fed layer {f}, which returns a single tensor; "
+                               "Select only picks from a backbone's list output")
+    if not isinstance(index, int) or isinstance(index, bool) or not -len(source) <= index < len(source):
+        if isinstance(backbone, Backbone):
+            maps = ", ".join(f"{k}: stride {s}, {c} ch" for k, (s, c) in
+                             enumerate(zip(backbone.out_strides, backbone.out_channels)))
+            what = f"({type(backbone).__name__}) returns {len(source)} maps ({maps})"
+        else:
+            what = f"returns {len(source)} maps (channels {source})"
+        raise ModelConfigError(f"layer {row}: Select index {index!r} is out of range; layer {f} {what}; "
+                               f"use an index 0..{len(source) - 1}")
+    return index
+
+
+def check_tensor_inputs(f: Any, ch: list[Any], name: str, row: int) -> None:
+    """A plain layer fed a backbone's list would crash at run time; say how to fix it at build time."""
+    for x in [f] if isinstance(f, int) else f:
+        if isinstance(ch[x], list):
+            j = x if x >= 0 else row + x
+            raise ModelConfigError(
+                f"layer {row} ({name}) is fed layer {j}, which returns a list of {len(ch[x])} feature maps "
+                f"(channels {ch[x]}); add a selector row such as [{j}, 1, Select, [0]] and feed that instead")

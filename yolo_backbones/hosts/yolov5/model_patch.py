@@ -1,0 +1,114 @@
+"""Installing the plugin into one YOLOv5 ``models/yolo.py``: names, ``parse_model``, forward, fuse, BN stats.
+
+YOLOv5's stock ``_forward_once`` already stores list outputs and hands them to the layers that refer
+to them, so a checkpoint built here also runs under an unpatched YOLOv5; the patched ``_forward_once``
+only adds what YOLOv5 gets wrong for list outputs (``--visualize``). :func:`patch_yolo_module` works
+on the PyPI package's ``yolov5.models.yolo`` or a clone's ``models.yolo`` and is idempotent.
+"""
+from __future__ import annotations
+
+import types
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ...core.base import Backbone
+from ...core.registry import backbone_classes
+from ...core.select import Select
+from .parse_model import make_parse_model
+
+_PATCHED_FLAG = "_yolo_backbones_patched"
+
+
+def make_forward_once(visualize_fn: Callable | None) -> Callable:
+    """Build a ``BaseModel._forward_once`` equal to YOLOv5's, except that ``visualize`` handles list outputs.
+
+    ``visualize_fn`` is the host's ``feature_visualization(x, module_type, stage, save_dir=...)``
+    (``None`` for hosts without it). Each map of a list output is saved as ``<type>_<k>``.
+    """
+
+    def _forward_once(self: nn.Module, x: torch.Tensor, profile: bool = False, visualize: Any = False) -> Any:
+        y, dt = [], []
+        for m in self.model:
+            if m.f != -1:
+                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            if profile:
+                self._profile_one_layer(m, x, dt)
+            x = m(x)
+            y.append(x if m.i in self.save else None)
+            if visualize and visualize_fn is not None:
+                if isinstance(x, (list, tuple)):
+                    for k, xk in enumerate(x):
+                        visualize_fn(xk, f"{m.type}_{k}", m.i, save_dir=visualize)
+                else:
+                    visualize_fn(x, m.type, m.i, save_dir=visualize)
+        return x
+
+    return _forward_once
+
+
+def make_initialize_weights(original: Callable[[nn.Module], None]) -> Callable[[nn.Module], None]:
+    """Wrap YOLOv5's ``initialize_weights(model)`` (called right after the stride probe in ``DetectionModel``).
+
+    After the original runs, every backbone that loaded a pretrained checkpoint gets its BatchNorm
+    running statistics back from the snapshot taken at load time: the probe's training-mode forward
+    of a blank image would otherwise have shifted them. The snapshot is then dropped.
+    """
+
+    def initialize_weights(model: nn.Module) -> None:
+        original(model)
+        for m in model.modules():
+            stats = m.__dict__.pop("pretrained_norm_stats", None) if isinstance(m, Backbone) else None
+            if stats:
+                m.load_state_dict(stats, strict=False)
+
+    initialize_weights.__wrapped__ = original
+    return initialize_weights
+
+
+def make_fuse(original: Callable[[nn.Module], nn.Module]) -> Callable[[nn.Module], nn.Module]:
+    """Wrap YOLOv5's ``BaseModel.fuse()`` (Conv/DWConv + BN folds, then the model info print).
+
+    Every :class:`Backbone` in the model is fused first (:meth:`Backbone.fuse`: its Conv+BN pairs and other
+    exact re-parameterisations), then the original runs, so the printed summary is that of the fully fused
+    model. Idempotent like the original: a second call changes nothing. As in YOLOv5, a fused model is for
+    inference (val / detect / export), not for training.
+    """
+
+    def fuse(self: nn.Module) -> nn.Module:
+        for m in self.model.modules():
+            if isinstance(m, Backbone):
+                m.fuse()
+        return original(self)
+
+    fuse.__wrapped__ = original
+    return fuse
+
+
+def is_yolo_module(module: types.ModuleType) -> bool:
+    """True if ``module`` looks like a YOLOv5 ``models/yolo.py`` (PyPI package or clone)."""
+    return all(hasattr(module, a) for a in ("parse_model", "BaseModel", "DetectionModel", "Detect", "Conv"))
+
+
+def patch_yolo_module(module: types.ModuleType) -> bool:
+    """Install the plugin into one YOLOv5 ``models/yolo.py`` module; return True if it was patched now.
+
+    Injects ``Select`` and the backbone classes into its namespace (YAML names are looked up there),
+    replaces its ``parse_model`` and extends ``BaseModel._forward_once`` and ``BaseModel.fuse`` (which then
+    also fuses the backbones). Calling it again is a no-op.
+    """
+    if getattr(module, _PATCHED_FLAG, False) or not is_yolo_module(module):
+        return False
+    ns = module.__dict__
+    ns["Select"] = Select
+    ns.update(backbone_classes())
+    ns["parse_model"] = make_parse_model(ns)
+    if "initialize_weights" in ns:
+        ns["initialize_weights"] = make_initialize_weights(ns["initialize_weights"])
+    # Kept for reference and tests: plugin checkpoints must also run under the stock forward.
+    module.BaseModel._yolo_backbones_stock_forward_once = module.BaseModel._forward_once
+    module.BaseModel._forward_once = make_forward_once(ns.get("feature_visualization"))
+    module.BaseModel.fuse = make_fuse(module.BaseModel.fuse)
+    setattr(module, _PATCHED_FLAG, True)
+    return True

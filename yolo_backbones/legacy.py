@@ -1,0 +1,34 @@
+"""Old module paths of pickled classes (checkpoints saved by yolo-backbones 0.1), mapped to today's modules.
+
+A YOLO checkpoint pickles the whole model, so it names each class by the module it lived in when it
+was saved. Importing :mod:`yolo_backbones` registers these names in ``sys.modules`` so such files
+keep loading after the package layout changed.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# old module path -> module that now defines (or re-exports) the same classes
+MODULE_ALIASES: dict[str, str] = {
+    "yolo_backbones.backbones": "yolo_backbones.core",
+    "yolo_backbones.backbones.base": "yolo_backbones.core.base",
+    "yolo_backbones.backbones.edgevit": "yolo_backbones.core.edgevit",
+    "yolo_backbones.backbones.mobileformer": "yolo_backbones.core.mobileformer",
+    "yolo_backbones.backbones.efficientformer": "yolo_backbones.core.efficientformer.v1",
+    "yolo_backbones.backbones.efficientformer_v2": "yolo_backbones.core.efficientformer.v2",
+    "yolo_backbones.layers": "yolo_backbones.core.layers",
+    "yolo_backbones.yolov5_patch": "yolo_backbones.core.select",
+}
+
+
+def install_aliases() -> None:
+    """Make every old module path importable as an alias of its new module, and loadable by the safe loader."""
+    import torch
+    from torch import nn
+
+    for old, new in MODULE_ALIASES.items():
+        module = sys.modules.setdefault(old, importlib.import_module(new))
+        classes = [(obj, f"{old}.{name}") for name, obj in vars(module).items()
+                   if isinstance(obj, type) and issubclass(obj, nn.Module)]
+        torch.serialization.add_safe_globals(classes)
