@@ -283,7 +283,7 @@ def _is_missing_remote_file(exc: BaseException) -> bool:
 def _http_download(url: str, dest: Path, sha256: Optional[str] = None) -> Path:
     """Plain-HTTP download of ``url`` to ``dest`` (used when huggingface_hub is not installed).
 
-    Writes ``dest.part`` and renames it when complete, so an interrupted download never leaves a
+    Writes ``dest.<pid>.part`` and renames it when complete, so an interrupted download never leaves a
     truncated file under the final name. The content is checked against ``sha256`` if given, else
     against the SHA-256 the Hugging Face hub sends for LFS files (``X-Linked-ETag``).
 
@@ -293,7 +293,7 @@ def _http_download(url: str, dest: Path, sha256: Optional[str] = None) -> Path:
         ValueError: when the content does not match the expected SHA-256.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    part = dest.with_name(f"{dest.name}.{os.getpid()}.part")  # per process: DDP ranks may race
     request = urllib.request.Request(url, headers={"User-Agent": "yolo-backbones"})
     digest = hashlib.sha256()
     try:
