@@ -414,9 +414,9 @@ def test_untrusted_pickle_is_refused_without_running_it(env):
             return (ran.append, ("ran",))
     f = env / "evil.pth"
     torch.save({"model": small_sd(), "x": Evil()}, f)
-    with pytest.raises(S.WeightsFileError, match="cannot be read as a PyTorch checkpoint"):
+    with pytest.raises(S.WeightsFileError, match=r"objects beyond tensors .*getattr.* nothing in it ran") as err:
         S.read_weights_file(f)
-    assert ran == []
+    assert ran == [] and "\n" not in str(err.value)
 
 
 # ---------------------------------------------------------------- catalogue and table
@@ -460,5 +460,5 @@ def test_sources_imports_nothing_else_from_the_package_at_top_level():
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, "relative import at module level"
             top.add(node.module.split(".")[0])
-    assert top <= {"__future__", "argparse", "hashlib", "os", "re", "urllib", "dataclasses", "pathlib", "typing",
+    assert top <= {"__future__", "argparse", "hashlib", "os", "pickle", "re", "urllib", "dataclasses", "pathlib", "typing",
                    "torch"}, top

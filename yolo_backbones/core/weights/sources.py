@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import pickle
 import re
 import urllib.error
 import urllib.request
@@ -346,7 +347,7 @@ def _is_name(weights: Any) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()  # torch colours some messages
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
@@ -503,6 +504,12 @@ def read_weights_file(path: PathLike, pickle_loader: Optional[PickleLoader] = No
             with torch.serialization.safe_globals([argparse.Namespace]):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - zip, pickle, EOF and allowlist errors all mean "unreadable"
+        refused = re.search(r"GLOBAL ([\w.]+)", str(e))  # torch's weights_only allowlist said no
+        if isinstance(e, pickle.UnpicklingError) and refused:
+            raise WeightsFileError(
+                f"{path} holds Python objects beyond tensors and containers (e.g. {refused.group(1)}), so it was "
+                f"not loaded and nothing in it ran: if you trust it, save its state dict once with "
+                f"torch.save(torch.load(path, weights_only=False)['model'], new_path) and pass new_path") from e
         raise WeightsFileError(f"{path} cannot be read as a PyTorch checkpoint ({_first_line(e)}): {redo}") from e
     return _unwrap(obj, path)
 
