@@ -56,7 +56,20 @@ def test_list_command_prints_every_backbone(capsys) -> None:
     for record in list_backbones():
         assert record["name"] in out
     row = next(line.split() for line in out.splitlines() if line.startswith("edgevit_xxs "))
-    assert row == ["edgevit_xxs", "EdgeViT", "xxs", "4/8/16/32", "36/72/144/288"]
+    assert row == ["edgevit_xxs", "EdgeViT", "xxs", "4/8/16/32", "36/72/144/288", "-"]
+    row = next(line.split(None, 5) for line in out.splitlines() if line.startswith("efficientformerv2_s0 "))
+    assert row[5] == "imagenet, official, timm"
+
+
+def test_weights_command_prints_the_table_and_resolves_a_local_file(capsys, tmp_path, monkeypatch) -> None:
+    assert cli.main(["weights"]) == 0
+    table = capsys.readouterr().out
+    assert "eformer_s0_450.pth" in table and "timm/efficientformerv2_s0.snap_dist_in1k" in table
+    monkeypatch.setenv("YOLO_BACKBONES_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("YOLO_BACKBONES_OFFLINE", "1")
+    (tmp_path / "eformer_s0_450.pth").write_bytes(b"x")
+    assert cli.main(["weights", "efficientformerv2_s0", "official"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "eformer_s0_450.pth")
 
 
 def test_unknown_command_exits_2(capsys) -> None:

@@ -91,7 +91,7 @@ def test_resolution_order_weights_dir_cache_hub_cache_download(env, monkeypatch)
     in_cache = write(env / "xdg" / "yolo_backbones" / name)
     in_hub = hf_cache_file(env / "hf")
 
-    assert S.resolve_weights(V2, "timm") == in_dir                       # 1. $YOLO_BACKBONES_WEIGHTS_DIR
+    assert S.resolve_weights(V2, "timm") == in_dir                       # 1. $YOLO_BACKBONES_WEIGHTS
     in_dir.unlink()
     assert S.resolve_weights(V2, "timm") == in_cache                     # 2. user cache
     in_cache.unlink()

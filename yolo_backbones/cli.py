@@ -138,24 +138,43 @@ def _import_file(name: str, file: Path) -> types.ModuleType:
 
 
 def print_backbones() -> None:
-    """Print the registered backbones: name, YAML module, variant, output strides and channels."""
+    """Print the registered backbones: name, YAML module, variant, output strides, channels and weights names."""
     from .core.registry import list_backbones
+    from .core.weights.sources import weights_names
 
-    rows = [("name", "YAML module", "variant", "strides", "channels")]
+    rows = [("name", "YAML module", "variant", "strides", "channels", "weights")]
     rows += [(r["name"], r["yaml_module"], r["variant"], "/".join(map(str, r["strides"])),
-              "/".join(map(str, r["channels"]))) for r in list_backbones()]
+              "/".join(map(str, r["channels"])), ", ".join(weights_names(r["name"])) or "-") for r in list_backbones()]
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
-    print("\nYAML row: [-1, 1, <YAML module>, [<variant>, [<stage indices 0-3>], <optional checkpoint path>]]"
-          "\nthen one [0, 1, Select, [k]] row per feature map used by the neck.")
+    print("\nYAML row: [-1, 1, <YAML module>, [<variant>, [<stage indices 0-3>], <optional weights name or file>]]"
+          "\nthen one [0, 1, Select, [k]] row per feature map used by the neck."
+          "\n`yolo-backbones weights` shows where each weights name comes from.")
 
 
-USAGE = f"""usage: yolo-backbones {{{','.join(SCRIPTS)},list}} [YOLOv5 flags ...] [--yolov5-dir CLONE]
+def print_weights(argv: Sequence[str] = ()) -> int:
+    """``weights``: print the table of pretrained weights; ``weights BACKBONE NAME``: fetch one, print its path."""
+    from .core.weights.sources import resolve_weights, weights_table_markdown
+
+    if not argv:
+        print(weights_table_markdown())
+        return 0
+    if len(argv) != 2:
+        print("usage: yolo-backbones weights [BACKBONE NAME]   e.g. yolo-backbones weights efficientformer_l1 imagenet",
+              file=sys.stderr)
+        return 2
+    print(resolve_weights(argv[0], argv[1]))
+    return 0
+
+
+USAGE = f"""usage: yolo-backbones {{{','.join(SCRIPTS)},list,weights}} [YOLOv5 flags ...] [--yolov5-dir CLONE]
 
   train|val|detect|export   YOLOv5's own script and flags, with the plugin installed
                             (val: also --coco-json FILE, pycocotools mAP against that COCO annotation file)
-  list                      the backbones, their variants, output strides and channels
+  list                      the backbones, their variants, output strides, channels and weights names
+  weights [BACKBONE NAME]   where each pretrained weights name comes from; with BACKBONE NAME, find or
+                            download that file (e.g. efficientformer_l1 imagenet) and print its path
 """
 
 
@@ -169,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "list":
         print_backbones()
         return 0
+    if command == "weights":
+        return print_weights(rest)
     if command in SCRIPTS:
         return run_yolov5_script(command, rest)
     print(f"yolo-backbones: unknown command {command!r}\n{USAGE}", file=sys.stderr)

@@ -9,6 +9,8 @@ A backbone is one ``nn.Module`` that serves two roles:
 """
 from __future__ import annotations
 
+import math
+import os
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -150,17 +152,23 @@ class Backbone(nn.Module):
         """Map an official checkpoint's keys to this model's keys (identity unless a subclass differs)."""
         return state_dict
 
-    def load_pretrained(self, path: str) -> "Backbone":
-        """Load an official ImageNet checkpoint file strictly (classifier keys are skipped in detection mode)."""
-        from .weights.state_dict import load_backbone_weights, read_state_dict
+    def load_pretrained(self, weights: str | os.PathLike) -> "Backbone":
+        """Load ImageNet weights strictly: a file path or a weights name such as ``"imagenet"``; returns ``self``.
 
-        load_backbone_weights(self, read_state_dict(path), source=str(path))
-        # YOLOv5 runs one training-mode forward (its stride probe) while building a detector, which
-        # would pull the pretrained BatchNorm statistics towards a blank image's; the YOLOv5 patch
-        # restores them from this snapshot right after the probe (see yolov5_patch).
-        self.pretrained_norm_stats = {k: v.clone() for k, v in self.state_dict().items()
-                                      if k.rpartition(".")[2] in ("running_mean", "running_var", "num_batches_tracked")}
+        Names are resolved by :mod:`yolo_backbones.core.weights.sources` (local folders, the Hugging Face
+        cache, then a download when allowed). In detection mode the classifier keys are skipped.
+        """
+        from .weights.sources import locate_weights, read_weights_file
+        from .weights.state_dict import load_backbone_weights
+
+        found = locate_weights(f"{self.family}_{self.variant}", weights)
+        load_backbone_weights(self, read_weights_file(found.path), source=str(found.path))
+        self.train(self.training)  # re-derive caches computed from the loaded parameters
         return self
+
+    def require_input_multiple(self, multiple: int) -> None:
+        """Also require input sides that are multiples of ``multiple`` (a host's neck may need more than the backbone)."""
+        self.input_multiple = math.lcm(self.input_multiple, int(multiple))
 
     def extra_repr(self) -> str:
         return f"variant={self.variant!r}, out_indices={list(self.out_indices)}, num_classes={self.num_classes}"

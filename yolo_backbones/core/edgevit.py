@@ -278,7 +278,7 @@ class EdgeViT(Backbone):
     Args:
         variant: ``"xxs"``, ``"xs"`` or ``"s"``.
         out_indices: stages returned in detection mode (0..3 = strides 4, 8, 16, 32).
-        pretrained: path of an official-format checkpoint to load strictly (nothing is downloaded).
+        pretrained: a weights file, or a weights name (see `yolo-backbones list`), loaded strictly.
         num_classes: ``0`` (default) for the detection backbone, ``1000`` for the ImageNet classifier.
         in_chans: input channels.
         drop_path_rate: stochastic depth, increased linearly from 0 over all blocks.

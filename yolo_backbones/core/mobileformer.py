@@ -526,8 +526,8 @@ class MobileFormer(Backbone):
     Args:
         variant: ``"508m"``, ``"294m"``, ``"214m"``, ``"151m"``, ``"96m"``, ``"52m"`` or ``"26m"``.
         out_indices: stages returned in detection mode (0..3 = strides 4, 8, 16, 32).
-        pretrained: path of an official checkpoint (``mobile-former-*.pth.tar``) to load strictly;
-            nothing is downloaded.
+        pretrained: a weights file (official ``mobile-former-*.pth.tar``) or a weights name such as
+            ``imagenet``, loaded strictly.
         num_classes: ``0`` (default) for the detection backbone, ``1000`` for the ImageNet classifier.
         in_chans: input channels.
 

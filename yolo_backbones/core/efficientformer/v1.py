@@ -396,7 +396,7 @@ class EfficientFormer(EfficientFormerBase):
     Args:
         variant: ``"l1"``, ``"l3"`` or ``"l7"``.
         out_indices: stages returned in detection mode (0..3 = strides 4, 8, 16, 32).
-        pretrained: path of an official (or timm) checkpoint to load strictly (nothing is downloaded).
+        pretrained: a weights file (official or timm keys) or a weights name such as ``imagenet``, loaded strictly.
         num_classes: ``0`` (default) for the detection backbone, ``1000`` for the ImageNet classifier
             (with ``head`` and ``dist_head``; their logits are averaged).
         in_chans: input channels.

@@ -354,7 +354,7 @@ class EfficientFormerV2(EfficientFormerBase):
     Args:
         variant: ``"s0"``, ``"s1"``, ``"s2"`` or ``"l"``.
         out_indices: stages returned in detection mode (0..3 = strides 4, 8, 16, 32).
-        pretrained: path of an official (or timm) checkpoint to load strictly (nothing is downloaded).
+        pretrained: a weights file (official or timm keys) or a weights name such as ``imagenet``, loaded strictly.
         num_classes: ``0`` (default) for the detection backbone, ``1000`` for the ImageNet classifier
             (with ``head`` and ``dist_head``; their logits are averaged).
         in_chans: input channels.

@@ -7,7 +7,7 @@ used as it is, or a weights **name** that the backbone offers (see :func:`weight
 
 A name is resolved in this order, stopping at the first file found:
 
-1. ``$YOLO_BACKBONES_WEIGHTS_DIR/<file name>``, when the variable is set;
+1. ``$YOLO_BACKBONES_WEIGHTS/<file name>``, when the variable is set;
 2. the user cache, ``$XDG_CACHE_HOME/yolo_backbones/<file name>`` (default
    ``~/.cache/yolo_backbones``);
 3. the Hugging Face hub cache (``$HF_HUB_CACHE``, default ``~/.cache/huggingface/hub``), read
@@ -52,7 +52,7 @@ __all__ = [
     "WEIGHTS_DIR_ENV", "OFFLINE_ENV", "ETAG_TIMEOUT", "HTTP_TIMEOUT",
 ]
 
-WEIGHTS_DIR_ENV = "YOLO_BACKBONES_WEIGHTS_DIR"
+WEIGHTS_DIR_ENV = "YOLO_BACKBONES_WEIGHTS"
 OFFLINE_ENV = "YOLO_BACKBONES_OFFLINE"
 # Seconds the hub may take to answer the metadata request of hf_hub_download (its read timeout is
 # huggingface_hub's own HF_HUB_DOWNLOAD_TIMEOUT, 10 s by default).

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import difflib
-import math
 from typing import Any, Iterable
 
 from torch import nn
 
 from ...core.base import Backbone
 from ...core.registry import backbone_classes
+from ...core.weights.sources import WeightsFileError
+from ...core.weights.state_dict import CheckpointMismatchError
 
 
 class ModelConfigError(ValueError):
@@ -36,9 +37,9 @@ def build_backbone(m: type[Backbone], args: list[Any], c1: Any, row: int) -> Bac
     args = [None if a in ("None", "none", "") else a for a in args]
     try:
         module = m(*args, in_chans=c1)
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    except (ValueError, TypeError, FileNotFoundError, CheckpointMismatchError, WeightsFileError) as e:
         raise ModelConfigError(f"layer {row} ({m.__name__} {args}): {e}") from e
-    module.input_multiple = math.lcm(module.input_multiple, max(module.out_strides))
+    module.require_input_multiple(max(module.out_strides))
     return module
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from ...core.base import Backbone
 from ...core.registry import backbone_classes
 from ...core.select import Select
-from .parse_model import make_parse_model
+from .parse_model import _NORM_SNAPSHOTS, make_parse_model
 
 _PATCHED_FLAG = "_yolo_backbones_patched"
 
@@ -51,15 +51,15 @@ def make_forward_once(visualize_fn: Callable | None) -> Callable:
 def make_initialize_weights(original: Callable[[nn.Module], None]) -> Callable[[nn.Module], None]:
     """Wrap YOLOv5's ``initialize_weights(model)`` (called right after the stride probe in ``DetectionModel``).
 
-    After the original runs, every backbone that loaded a pretrained checkpoint gets its BatchNorm
-    running statistics back from the snapshot taken at load time: the probe's training-mode forward
-    of a blank image would otherwise have shifted them. The snapshot is then dropped.
+    After the original runs, every backbone gets back the BatchNorm statistics it had when
+    ``parse_model`` built it (pretrained or not): the probe's training-mode forward of a blank image
+    would otherwise have shifted them. The snapshot is dropped once used.
     """
 
     def initialize_weights(model: nn.Module) -> None:
         original(model)
         for m in model.modules():
-            stats = m.__dict__.pop("pretrained_norm_stats", None) if isinstance(m, Backbone) else None
+            stats = _NORM_SNAPSHOTS.pop(m, None) if isinstance(m, Backbone) else None
             if stats:
                 m.load_state_dict(stats, strict=False)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+import weakref
 from typing import Any, Callable
 
 from torch import nn
@@ -61,6 +62,11 @@ def _resolve_argument(arg: Any, ns: dict[str, Any], yaml_locals: dict[str, Any])
     except (ValueError, SyntaxError):
         return arg  # e.g. 'nearest' for nn.Upsample: YOLOv5's eval left such strings unchanged too
 
+
+# BatchNorm statistics of each backbone as built, restored after YOLOv5's training-mode stride probe
+# (see model_patch.make_initialize_weights); weak keys, so a model that never reaches it leaks nothing.
+_NORM_SNAPSHOTS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_NORM_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 _ACTIVATION = re.compile(r"^nn\.(\w+)\((.*)\)$")
 
@@ -124,6 +130,8 @@ def make_parse_model(ns: dict[str, Any]) -> Callable[[dict, list], tuple[nn.Sequ
                 if n_ != 1 or rows[i][1] != 1:
                     raise ModelConfigError(f"layer {i}: a backbone row must have n=1, got {rows[i][1]}")
                 module = build_backbone(m, args, ch[f], i)
+                _NORM_SNAPSHOTS[module] = {k: v.clone() for k, v in module.state_dict().items()
+                                           if k.rpartition(".")[2] in _NORM_STATS}
                 c2 = list(module.out_channels)
                 args = [module.variant, list(module.out_indices), *args[2:]]
             elif m is Select:
