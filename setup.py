@@ -7,6 +7,7 @@ from setuptools.command.editable_wheel import editable_wheel
 
 HERE = Path(__file__).parent
 PTH = "yolo_backbones.pth"
+RESOURCE_FOLDERS = ("models", "data")  # shipped inside the package by a regular (non-editable) build
 
 
 class BuildPyWithPth(build_py):
@@ -20,9 +21,20 @@ class BuildPyWithPth(build_py):
     def run(self) -> None:
         super().run()
         self.copy_file(str(HERE / PTH), str(Path(self.build_lib) / PTH), preserve_mode=False)
+        for src, dst in _resource_files(Path(self.build_lib)):
+            self.mkpath(str(dst.parent))
+            self.copy_file(str(src), str(dst), preserve_mode=False)
 
     def get_outputs(self, include_bytecode: bool = True) -> list:
-        return super().get_outputs(include_bytecode) + [str(Path(self.build_lib) / PTH)]
+        resources = [str(dst) for _, dst in _resource_files(Path(self.build_lib))]
+        return super().get_outputs(include_bytecode) + [str(Path(self.build_lib) / PTH)] + resources
+
+
+def _resource_files(build_lib: Path) -> list[tuple[Path, Path]]:
+    """``models/`` and ``data/`` of the checkout -> ``yolo_backbones/_resources/`` in the wheel (see resources.py)."""
+    return [(f, build_lib / "yolo_backbones" / "_resources" / f.relative_to(HERE))
+            for folder in RESOURCE_FOLDERS for f in sorted((HERE / folder).rglob("*"))
+            if f.is_file() and "__pycache__" not in f.parts]
 
 
 class EditableWheelWithPth(editable_wheel):
@@ -49,8 +61,8 @@ class EditableWheelWithPth(editable_wheel):
 
 setup(
     name="yolo-backbones",
-    version="0.1.0",
-    description="EdgeViT, Mobile-Former and EfficientFormer (v1/v2) backbones for Ultralytics YOLOv5",
+    version="0.2.0",
+    description="EdgeViT, Mobile-Former and EfficientFormer (v1/v2) backbones for Ultralytics YOLOv5, YOLOv8 and YOLO11",
     long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
@@ -58,13 +70,16 @@ setup(
     py_modules=["yolo_backbones_autoload"],
     cmdclass={"build_py": BuildPyWithPth, "editable_wheel": EditableWheelWithPth},
     install_requires=[
-        "torch>=2.1",
+        "torch>=2.6",  # the checkpoint loader relies on torch.load(weights_only=...) semantics and safe globals of 2.6
         "torchvision",
         "yolov5==7.0.14",
+        "ultralytics>=8.4",  # the YOLO11 / YOLO26 host (YOLO26 heads appeared in 8.4)
         "setuptools<81",  # yolov5 7.0.14 imports pkg_resources
         "pycocotools>=2.0.6",
         "onnx>=1.14",
         "onnxruntime>=1.16",
+        "safetensors>=0.4",  # pretrained weights as served by the Hugging Face Hub
+        "huggingface_hub>=0.20",
         "PyYAML",
     ],
     extras_require={"test": ["pytest>=7", "timm>=1.0"]},  # timm: reference for EfficientFormer parity tests
