@@ -99,6 +99,18 @@ def _pop_yolov5_dir(argv: list[str]) -> Path | None:
     return clone
 
 
+def run_script(script: str, argv: Sequence[str]) -> int:
+    """Run ``script`` (train/val/detect/export) on the host the model names (or ``--host``); return an exit code."""
+    from .host_choice import choose_host
+
+    argv = list(argv)
+    if choose_host(argv, _flag_value) == "ultralytics":
+        from .ultralytics_cli import run_ultralytics
+
+        return run_ultralytics(script, argv)
+    return run_yolov5_script(script, argv)
+
+
 def run_yolov5_script(script: str, argv: Sequence[str]) -> int:
     """Run YOLOv5's ``script`` (train/val/detect/export) with ``argv``, the plugin installed; return an exit code."""
     import yolo_backbones  # noqa: F401  (installs the plugin and its import hook)
@@ -170,7 +182,10 @@ def print_weights(argv: Sequence[str] = ()) -> int:
 
 USAGE = f"""usage: yolo-backbones {{{','.join(SCRIPTS)},list,weights}} [YOLOv5 flags ...] [--yolov5-dir CLONE]
 
-  train|val|detect|export   YOLOv5's own script and flags, with the plugin installed
+  train|val|detect|export   YOLOv5's own script and flags, with the plugin installed; for a YOLOv8/YOLO11/
+                            YOLO26 model (YAML with scales:, or an ultralytics checkpoint) the common flags
+                            are translated for ultralytics and key=value settings pass through
+                            (--host yolov5|ultralytics overrides the choice)
                             (val: also --coco-json FILE, pycocotools mAP against that COCO annotation file)
   list                      the backbones, their variants, output strides, channels and weights names
   weights [BACKBONE NAME]   where each pretrained weights name comes from; with BACKBONE NAME, find or
@@ -191,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "weights":
         return print_weights(rest)
     if command in SCRIPTS:
-        return run_yolov5_script(command, rest)
+        return run_script(command, rest)
     print(f"yolo-backbones: unknown command {command!r}\n{USAGE}", file=sys.stderr)
     return 2
 
