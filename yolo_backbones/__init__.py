@@ -6,6 +6,8 @@ host that is (or later gets) imported: YOLOv5 (the PyPI package ``yolov5.models.
 """
 from __future__ import annotations
 
+import sys
+
 from . import legacy
 from .core import Backbone, InputSizeError, Select, backbone_names, create, list_backbones
 from .core.weights.safe_load import allow_classes, load_checkpoint
@@ -27,9 +29,13 @@ def install() -> list[str]:
     import yolo_backbones_autoload
 
     from .hosts import yolov5
+    from .hosts.common.errors import install_excepthook
 
     yolo_backbones_autoload.enable()
-    return yolov5.install()
+    patched = yolov5.install()
+    if patched or "yolov5" in sys.modules or "ultralytics" in sys.modules:
+        install_excepthook()
+    return patched
 
 
 install()

@@ -206,7 +206,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "weights":
         return print_weights(rest)
     if command in SCRIPTS:
-        return run_script(command, rest)
+        from .hosts.common.errors import one_line, user_error
+
+        try:
+            return run_script(command, rest)
+        except Exception as e:  # noqa: BLE001 - user errors become one line; anything else keeps its traceback
+            found = user_error(e)
+            if found is None or os.environ.get("YOLO_BACKBONES_TRACEBACK"):
+                raise
+            print(one_line(found), file=sys.stderr)
+            return 1
     print(f"yolo-backbones: unknown command {command!r}\n{USAGE}", file=sys.stderr)
     return 2
 
