@@ -9,6 +9,7 @@ the plugin without an explicit import. Set ``YOLO_BACKBONES_NO_AUTOLOAD=1`` to d
 """
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import importlib.machinery
 import os
@@ -53,10 +54,14 @@ class _InstallAfterImport(importlib.abc.MetaPathFinder):
         return spec
 
 
-def _install() -> None:
-    import yolo_backbones
+# The entry point run after a watched import, as "module:function" (resolved then, so this file imports
+# nothing of the plugin at interpreter start).
+INSTALLER = "yolo_backbones:install"
 
-    yolo_backbones.install()
+
+def _install() -> None:
+    module, _, function = INSTALLER.partition(":")
+    getattr(importlib.import_module(module), function)()
 
 
 def enable() -> None:

@@ -1,19 +1,17 @@
 """Loading an official-format state_dict into a backbone strictly, with a clear report when it does not match."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 import torch
-
-if TYPE_CHECKING:
-    from ..base import Backbone
+from torch import nn
 
 
 class CheckpointMismatchError(RuntimeError):
     """Raised when a checkpoint's keys or shapes do not fit the model it is loaded into."""
 
 
-def load_backbone_weights(model: "Backbone", state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+def load_backbone_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Load an official-format ``state_dict`` into ``model`` strictly, or raise :class:`CheckpointMismatchError`.
 
     The backbone's ``convert_state_dict`` maps official key names to the model's. For a detection
