@@ -284,7 +284,7 @@ def _refuse(name: str | None, reason: str) -> _Refused:
 
 def _bad_args(name: str, args: tuple, expected: str) -> _Refused:
     shown = ", ".join(_describe_value(a) for a in args)[:200]
-    return _Refused(name, f"called with ({shown}), but torch.save only writes {expected}")
+    return _Refused(name, f"it is called with ({shown}), but torch.save only writes {expected}")
 
 
 def _describe_value(v: Any) -> str:
@@ -310,12 +310,12 @@ def _check_plain_state(owner: str, state: Any, name: str) -> None:
         if part is None:
             continue
         if type(part) is not dict:
-            raise _refuse(name, f"gives {owner} a state of type {type(part).__name__}")
+            raise _refuse(name, f"it gives {owner} a state of type {type(part).__name__}")
         for k, v in part.items():
             if type(k) is not str or (k.startswith("__") and k.endswith("__")):
-                raise _refuse(name, f"sets attribute {k!r} of {owner}")
+                raise _refuse(name, f"it sets the attribute {k!r} of {owner}")
             if type(v) is _ClassRef or callable(v):
-                raise _refuse(name, f"stores {_describe_value(v)} as attribute {k!r} of {owner}, "
+                raise _refuse(name, f"it stores {_describe_value(v)} as attribute {k!r} of {owner}, "
                                     "where the program could later call it")
 
 
@@ -327,7 +327,7 @@ def _tensor_rebuilder(fn: Callable, hooks_at: int | None, state_at: int | None =
         if not (min_args <= len(args) <= max_args) or not _no_class_refs(args):
             raise _bad_args(name, args, "tensor data, shapes and flags")
         if hooks_at is not None and len(args) > hooks_at and not _is_empty_hooks(args[hooks_at]):
-            raise _refuse(name, "attaches backward hooks to a tensor (torch.save never stores hooks)")
+            raise _refuse(name, "it attaches backward hooks to a tensor (torch.save never stores hooks)")
         if state_at is not None:
             _check_plain_state("a parameter", args[state_at], name)
         return fn(*args)
@@ -354,9 +354,9 @@ def _rebuild_from_type_v2(args: tuple) -> Any:
     func, new_type, inner_args, state = args
     entry = _VETTED.get(id(func))
     if entry is None or entry[0] is not func or not entry[1].startswith("torch._utils._rebuild"):
-        raise _refuse(name, f"rebuilds a tensor with {_describe_value(func)}, not one of torch's rebuild functions")
+        raise _refuse(name, f"it rebuilds a tensor with {_describe_value(func)}, not with one of torch's rebuild functions")
     if new_type not in (torch.Tensor, nn.Parameter):
-        raise _refuse(name, f"turns a tensor into {_describe_value(new_type)}; only Tensor and Parameter are allowed")
+        raise _refuse(name, f"it turns a tensor into {_describe_value(new_type)}; only Tensor and Parameter are allowed")
     _check_plain_state("a tensor", state, name)
     tensor = entry[2](inner_args)
     return torch._tensor._rebuild_from_type_v2(lambda: tensor, new_type, (), state)
@@ -388,13 +388,13 @@ def _make_getattr_handler() -> Callable:
         # Only `m.forward = m.forward_fuse` (YOLOv5 / ultralytics fuse()) pickles a bound method.
         if len(args) != 2 or args[1] not in _BOUND_METHODS or not isinstance(args[0], nn.Module) \
                 or _class_refusal(type(args[0])) is not None:
-            raise _refuse("builtins.getattr", f"fetches {_describe_value(args[1] if len(args) > 1 else None)} "
+            raise _refuse("builtins.getattr", f"it fetches {_describe_value(args[1] if len(args) > 1 else None)} "
                                               f"from {_describe_value(args[0] if args else None)}; only the "
                                               "'forward'/'forward_fuse' method of an allowed module may be "
                                               "fetched")
         func = getattr(type(args[0]), args[1], None)  # from the class: never an instance attribute
         if not isinstance(func, types.FunctionType):
-            raise _refuse("builtins.getattr", f"{args[1]!r} of {type(args[0]).__qualname__} is not a method")
+            raise _refuse("builtins.getattr", f"it fetches {args[1]!r} of {type(args[0]).__qualname__}, which is not a method")
         return types.MethodType(func, args[0])
 
     return handler
@@ -580,11 +580,11 @@ def _resolve_global(module: str, name: str) -> Any:
     in_ns = _in_namespace(module, "torch.nn") or any(_in_namespace(module, ns) for ns in _namespaces)
     extra = next((c for c in _extra_classes if c.__module__ == module and c.__qualname__ == name), None)
     if not in_ns and extra is None:
-        raise _refuse(full, "is neither a class of an allowed namespace (torch.nn modules, yolo_backbones, "
+        raise _refuse(full, "it is neither a class of an allowed namespace (torch.nn modules, yolo_backbones, "
                             "registered host models) nor one of the functions torch.save uses to rebuild tensors "
                             "and plain data")
     if not name.isidentifier():
-        raise _refuse(full, "is a dotted or invalid name; a checkpoint references classes directly")
+        raise _refuse(full, "it is a dotted or invalid name; a checkpoint references classes directly")
     if extra is not None:
         obj = extra
     else:
@@ -597,14 +597,14 @@ def _resolve_global(module: str, name: str) -> Any:
         if obj is None:
             raise _Damaged(f"it references {full}, which does not exist in this version of {module}")
     if not isinstance(obj, type):
-        raise _refuse(full, f"is a {type(obj).__name__}, not a class; of these modules a checkpoint may only "
+        raise _refuse(full, f"it is a {type(obj).__name__}, not a class; of these modules a checkpoint may only "
                             "reference classes, and those are rebuilt, never called")
     if obj.__module__ != module and extra is None and not any(
             _in_namespace(obj.__module__, ns) for ns in (*_namespaces, "torch.nn")):
-        raise _refuse(full, f"is {obj.__module__}.{obj.__qualname__}, imported from outside the allowed namespaces")
+        raise _refuse(full, f"it is {obj.__module__}.{obj.__qualname__}, imported from outside the allowed namespaces")
     reason = _class_refusal(obj)
     if reason is not None:
-        raise _refuse(full, f"cannot be rebuilt safely: {reason}")
+        raise _refuse(full, f"it cannot be rebuilt safely: {reason}")
     ref = _ClassRef(obj, full)
     _global_cache[key] = ref
     return ref
@@ -620,31 +620,49 @@ def _module_setstate_is_vetted(fn: Any) -> bool:
 
 
 def _check_state(inst: Any, state: dict, cls_name: str) -> None:
-    """Refuse state that sets dunders or stores something callable the program would later call."""
+    """Refuse state that sets dunders or stores something callable the program would later call.
+
+    Looks at each attribute and one level into dict / list / tuple attributes (hook dicts, lists of
+    layers). Deeper values need no check for safety: class references are inert tokens, and the
+    only other callables the unpickler can produce run torch / allowed-class code or nothing.
+    """
     for k, v in state.items():
         if type(k) is not str:
-            raise _refuse(cls_name, f"sets a non-string attribute name {_describe_value(k)}")
+            raise _refuse(cls_name, f"its state sets a non-string attribute name {_describe_value(k)}")
         if k[:2] == "__" and k[-2:] == "__":
-            raise _refuse(cls_name, f"sets the special attribute {k!r}")
+            raise _refuse(cls_name, f"its state sets the special attribute {k!r}")
         tv = type(v)
-        if tv in _PLAIN_VALUE_TYPES:
+        if tv in _LEAF_TYPES:
             continue
-        if tv is _ClassRef:
-            raise _refuse(cls_name, f"stores the class {v.name} as attribute {k!r}, where the program could "
-                                    "later call it")
-        if tv is types.MethodType:
-            if k == "forward" and v.__self__ is inst and v.__func__.__name__ in _BOUND_METHODS:
-                continue
-            raise _refuse(cls_name, f"stores the bound method {v.__func__.__qualname__} as attribute {k!r}; only "
-                                    "m.forward = m.forward_fuse of the same module is written by fuse()")
-        if callable(v) and not isinstance(v, nn.Module) and _class_refusal(tv) is not None:
-            raise _refuse(cls_name, f"stores the callable {_describe_value(v)} as attribute {k!r}, where the "
-                                    "program could later call it")
+        if tv is dict or tv is _OrderedDict:
+            items: Any = v.values()
+        elif tv is list or tv is tuple:
+            items = v
+        else:
+            _check_callable(inst, k, v, cls_name, top=True)
+            continue
+        for item in items:
+            if type(item) not in _LEAF_TYPES:
+                _check_callable(inst, k, item, cls_name, top=False)
 
 
-_PLAIN_VALUE_TYPES = frozenset({str, int, float, bool, type(None), dict, list, tuple, set, bytes,
-                                collections.OrderedDict, torch.Tensor, nn.Parameter, torch.Size, torch.device,
-                                torch.dtype, np.ndarray})
+def _check_callable(inst: Any, key: str, v: Any, cls_name: str, top: bool) -> None:
+    where = f"attribute {key!r}" if top else f"an item of attribute {key!r}"
+    tv = type(v)
+    if tv is _ClassRef:
+        raise _refuse(cls_name, f"its state stores the class {v.name} as {where}, where the program could later call it")
+    if tv is types.MethodType:
+        if top and key == "forward" and v.__self__ is inst and v.__func__.__name__ in _BOUND_METHODS:
+            return  # fuse(): m.forward = m.forward_fuse
+        raise _refuse(cls_name, f"its state stores the bound method {v.__func__.__qualname__} as {where}; only "
+                                "m.forward = m.forward_fuse of the same module is written by fuse()")
+    if callable(v) and not isinstance(v, nn.Module) and _class_refusal(tv) is not None:
+        raise _refuse(cls_name, f"its state stores the callable {_describe_value(v)} as {where}, where the program "
+                                "could later call it")
+
+
+_LEAF_TYPES = frozenset({str, int, float, bool, type(None), bytes, set, torch.Tensor, nn.Parameter, torch.Size,
+                         torch.device, torch.dtype, np.ndarray})
 
 
 def _slot_names(cls: type) -> set[str]:
@@ -660,7 +678,7 @@ def _make_build_handler(cls: type) -> Callable[[Any, Any], None]:
     if cls is np.ndarray or (isinstance(cls, type) and issubclass(cls, np.dtype)):
         def numpy_setstate(inst: Any, state: Any) -> None:  # numpy's C __setstate__: parses, runs no Python
             if type(state) is not tuple:
-                raise _refuse(f"numpy.{cls.__name__}", f"gets a state of type {type(state).__name__}")
+                raise _refuse(f"numpy.{cls.__name__}", f"it gets a state of type {type(state).__name__}")
             inst.__setstate__(state)
 
         return numpy_setstate
@@ -669,8 +687,8 @@ def _make_build_handler(cls: type) -> Callable[[Any, Any], None]:
     if cls is not types.SimpleNamespace:
         reason = _class_refusal(cls)
         if reason is not None:
-            raise _refuse(name, f"BUILD sets state on a {cls.__qualname__} object, which no allowed class "
-                                "reconstruction produced")
+            raise _refuse(name, f"the file sets the state (BUILD) of a {cls.__qualname__} object, which is not "
+                                "an object the loader rebuilt")
     setstate = getattr(cls, "__setstate__", None)
     if setstate is None:
         slots = _slot_names(cls)
@@ -679,16 +697,16 @@ def _make_build_handler(cls: type) -> Callable[[Any, Any], None]:
             dict_state, slot_state = (state if type(state) is tuple and len(state) == 2 else (state, None))
             if dict_state:
                 if type(dict_state) is not dict:
-                    raise _refuse(name, f"gets a state of type {type(dict_state).__name__}")
+                    raise _refuse(name, f"it gets a state of type {type(dict_state).__name__}")
                 _check_state(inst, dict_state, name)
                 inst.__dict__.update(dict_state)
             if slot_state:
                 if type(slot_state) is not dict:
-                    raise _refuse(name, f"gets a slot state of type {type(slot_state).__name__}")
+                    raise _refuse(name, f"it gets a slot state of type {type(slot_state).__name__}")
                 _check_state(inst, slot_state, name)
                 for k, v in slot_state.items():
                     if k not in slots:
-                        raise _refuse(name, f"sets {k!r}, which is not a slot of the class")
+                        raise _refuse(name, f"its state sets {k!r}, which is not a slot of the class")
                     object.__setattr__(inst, k, v)
 
         return default_build
@@ -697,13 +715,12 @@ def _make_build_handler(cls: type) -> Callable[[Any, Any], None]:
             if type(state) is dict:
                 _check_state(inst, state, name)
             elif cls not in _user_setstate:
-                raise _refuse(name, f"gets a state of type {type(state).__name__}, not an attribute dict")
+                raise _refuse(name, f"it gets a state of type {type(state).__name__}, not an attribute dict")
             setstate(inst, state)
 
         return vetted_setstate
-    raise _refuse(name, f"{cls.__qualname__} defines __setstate__ ({getattr(setstate, '__qualname__', setstate)}), "
-                        "which would run with state chosen by the file; allow the class explicitly if you vouch "
-                        "for it")
+    raise _refuse(name, f"its class defines __setstate__ ({getattr(setstate, '__qualname__', setstate)}), which "
+                        "would run with state chosen by the file; allow the class only if you vouch for that method")
 
 
 # ---------------------------------------------------------------------------------- unpickler
@@ -721,15 +738,19 @@ def _op(opcode: bytes) -> Callable:
 
 def _describe_callable(func: Any) -> tuple[str | None, str]:
     if type(func) is _ClassRef:
-        return func.name, ("is an allowed class, which may only be rebuilt as torch.save writes it; calling it "
+        return func.name, ("it is an allowed class, which may only be rebuilt as torch.save writes it; calling it "
                            "would run its constructor with arguments chosen by the file")
     if isinstance(func, types.MethodType):
-        return (f"{type(func.__self__).__qualname__}.{func.__func__.__name__}",
-                "is a method of an object from the file; a checkpoint never calls methods")
+        owner = type(func.__self__)
+        return (f"{owner.__module__}.{owner.__qualname__}.{func.__func__.__name__}",
+                "it is a method of an object from the file; a checkpoint never calls methods")
     entry_name = getattr(func, "__qualname__", None) or type(func).__name__
     module = getattr(func, "__module__", None)
     return (f"{module}.{entry_name}" if module else entry_name,
-            "is not one of the callables torch.save uses to rebuild tensors and plain data")
+            "it is not one of the callables torch.save uses to rebuild tensors and plain data")
+
+
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
 class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
@@ -740,12 +761,25 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
     def find_class(self, module: str, name: str) -> Any:
         sys.audit("pickle.find_class", module, name)
+        if not (_DOTTED.match(module) and _DOTTED.match(name)):
+            raise _Damaged(f"it names the malformed global {module[:60]!r} {name[:60]!r}")
         if self.proto < 3 and self.fix_imports:  # protocol 0-2 files say __builtin__, copy_reg, ...
             if (module, name) in _compat_pickle.NAME_MAPPING:
                 module, name = _compat_pickle.NAME_MAPPING[(module, name)]
             elif module in _compat_pickle.IMPORT_MAPPING:
                 module = _compat_pickle.IMPORT_MAPPING[module]
         return _resolve_global(module, name)
+
+    def _line(self) -> str:
+        line = self.readline()
+        if not line.endswith(b"\n"):
+            raise _Damaged("the pickle data ends inside a global name (truncated)")
+        return line[:-1].decode("utf-8")
+
+    @_op(pickle.GLOBAL)
+    def load_global(self) -> None:
+        module = self._line()
+        self.append(self.find_class(module, self._line()))
 
     def load(self) -> Any:
         try:
@@ -769,7 +803,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
                 return
             raise _refuse(*_describe_callable(func))
         if type(args) is not tuple:
-            raise _refuse(entry[1], "REDUCE without an argument tuple")
+            raise _refuse(entry[1], "it is called without an argument tuple")
         stack[-1] = entry[2](args)
 
     @_op(pickle.NEWOBJ)
@@ -789,19 +823,18 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         if type(cls) is _ClassRef:
             if args == () and kwargs == {}:
                 return _new_instance(cls)
-            raise _refuse(cls.name, "is created with constructor arguments from the file; torch.save writes "
+            raise _refuse(cls.name, "it is created with constructor arguments from the file; torch.save writes "
                                     "allowed classes without any")
         if cls is nn.Parameter and kwargs == {} and 1 <= len(args) <= 2 and isinstance(args[0], torch.Tensor) \
                 and (len(args) == 1 or type(args[1]) is bool):
             return nn.Parameter(*args)  # old parameter pickles; torch's weights_only allows the same
         name, _ = _describe_callable(cls)
-        raise _refuse(name, "is created through NEWOBJ, which only allowed classes may be")
+        raise _refuse(name, "it is created through NEWOBJ, which only allowed classes may be")
 
     @_op(pickle.INST)
     def load_inst(self) -> None:
-        module = self.readline()[:-1].decode("ascii")
-        name = self.readline()[:-1].decode("ascii")
-        self._instantiate(self.find_class(module, name), self.pop_mark())
+        module = self._line()
+        self._instantiate(self.find_class(module, self._line()), self.pop_mark())
 
     @_op(pickle.OBJ)
     def load_obj(self) -> None:
@@ -814,7 +847,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             self.append(_new_instance(klass))
             return
         name, reason = _describe_callable(klass)
-        raise _refuse(name, f"is called by an INST/OBJ opcode with arguments ({reason})")
+        raise _refuse(name, f"it is called with arguments (INST/OBJ opcode): {reason}")
 
     @_op(pickle.BUILD)
     def load_build(self) -> None:
@@ -827,7 +860,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         handler(inst, state)
 
     def load_ext(self) -> None:
-        raise _refuse(None, "uses a pickle extension code (copyreg.add_extension), which torch.save never writes")
+        raise _refuse(None, "the file uses a pickle extension code (copyreg.add_extension), which torch.save never writes")
 
     # Containers: only the builtin ones, filled without calling methods of file-made objects.
     @_op(pickle.APPEND)
@@ -852,7 +885,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         if isinstance(target, list) and _class_refusal(type(target)) is None:
             list.extend(target, items)  # an allowed list subclass: its own methods are not called
         else:
-            raise _refuse(None, f"appends items to a {type(target).__name__} object; only lists are filled")
+            raise _refuse(None, f"the file appends items to a {type(target).__name__} object; only lists are filled")
 
     @_op(pickle.SETITEM)
     def load_setitem(self) -> None:
@@ -881,7 +914,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         elif isinstance(target, dict) and _class_refusal(type(target)) is None:
             setitem = _OrderedDict.__setitem__ if isinstance(target, _OrderedDict) else dict.__setitem__
         else:
-            raise _refuse(None, f"sets items on a {type(target).__name__} object; only dicts are filled")
+            raise _refuse(None, f"the file sets items on a {type(target).__name__} object; only dicts are filled")
         for i in range(0, len(items), 2):
             setitem(target, items[i], items[i + 1])
 
@@ -890,7 +923,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         items = self.pop_mark()
         target = self.stack[-1]
         if type(target) is not set:
-            raise _refuse(None, f"adds items to a {type(target).__name__} object; only sets are filled")
+            raise _refuse(None, f"the file adds items to a {type(target).__name__} object; only sets are filled")
         target.update(items)
 
     @_op(pickle.BINPERSID)
@@ -907,7 +940,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             # which torch only compares); the class itself is resolved like any GLOBAL.
             ref = pid[1] if len(pid) > 1 else None
             if type(ref) is not _ClassRef or not issubclass(ref.cls, nn.Module):
-                raise _refuse(None, "a legacy module record names something other than an allowed module class")
+                raise _refuse(None, "a legacy module record of the file names something other than an allowed module class")
             return ref
         try:
             return self.persistent_load(pid)
@@ -1123,10 +1156,10 @@ def load_checkpoint(f: FileLike, map_location: Any = None, pickle_module: Any = 
         with torch.sparse.check_sparse_tensor_invariants(enable=True):
             return torch.load(f, map_location, _PICKLE_MODULE, weights_only=False, **kwargs)
     except _Refused as e:
-        what = f"`{e.global_name}`" if e.global_name else "an object"
+        what = f"the file asks for `{e.global_name}`; {e.reason}" if e.global_name else e.reason
         raise UntrustedCheckpointError(
-            _one_line(f"Refusing to load {name}: the file asks for {what}, which {e.reason}. Nothing from the "
-                      f"file was executed. {_HINT}", 1000), e.global_name, e.reason, name) from None
+            _one_line(f"Refusing to load {name}: {what}. Nothing from the file was executed. {_HINT}", 1000),
+            e.global_name, e.reason, name) from None
     except _Damaged as e:
         raise CheckpointFileError(f"{name}: is a damaged or malformed checkpoint ({e}); re-download or re-save it",
                                   name) from None
