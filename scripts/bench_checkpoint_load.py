@@ -113,7 +113,8 @@ def main() -> None:
         print(f"checkpoint: {size / 2**20:.1f} MB, 2 x {n_modules} modules pickled, optimizer state; "
               f"{len(safe)} globals added to torch's safe globals for weights_only=True")
         for i, (a, b, r) in enumerate(zip(ours, theirs, ratios)):
-            print(f"  repeat {i:2d}: load_checkpoint {a * 1e3:7.1f} ms   torch.load(weights_only=True) {b * 1e3:7.1f} ms"
+            print(f"  repeat {i:2d}: load_checkpoint {a * 1e3:7.1f} ms   "
+                  f"torch.load(weights_only=True) {b * 1e3:7.1f} ms"
                   f"   ratio {r:.3f}   (unsafe C-pickle torch.load {c_pickle[i] * 1e3:6.1f} ms)")
         print(f"median: load_checkpoint {statistics.median(ours) * 1e3:.1f} ms, torch.load(weights_only=True) "
               f"{statistics.median(theirs) * 1e3:.1f} ms")

@@ -301,6 +301,11 @@ def _raw_stack_global(marker: Path) -> bytes:  # protocol 4 STACK_GLOBAL of buil
     return (b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93X" + len(expr).to_bytes(4, "little") + expr + b"\x85R.")
 
 
+def _raw_build_on_class(marker: Path) -> bytes:  # BUILD (None, {'cls': set}) onto the class object itself
+    return (b"\x80\x02c" + FAKE_HOST.encode() + b".models\nPlain\nN}X\x03\x00\x00\x00clsc__builtin__\nset\ns"
+            b"\x86b.")
+
+
 def _hooked_tensor(hooks: Any) -> Call:
     t = torch.zeros(2)
     return call(torch._utils._rebuild_tensor_v2, t.untyped_storage(), 0, (2,), (1,), False, hooks)
@@ -360,6 +365,7 @@ GADGETS: dict[str, Gadget] = {g.name: g for g in [
     Gadget("parameter_state_callable", lambda m: call(
         torch._utils._rebuild_parameter_with_state, torch.zeros(1), False, collections.OrderedDict(),
         {"hook": _fake("Model")}), min_protocol=1, **_HOST),
+    Gadget("build_on_class_object", _raw_build_on_class, raw=True, **_HOST),
     Gadget("from_type_v2_other_func", lambda m: call(torch._tensor._rebuild_from_type_v2, collections.OrderedDict,
                                                      torch.Tensor, (), {})),
 ]}

@@ -73,7 +73,8 @@ EXPECTED_GLOBAL = {
     "host_del": "yb_fakehost.models.Finalized", "bound_forward_call": "yb_fakehost.models.Layer.forward",
     "torch_nn_function_call": "torch.nn.modules.module.register_module_forward_pre_hook",
     "loader_function_call": "yolo_backbones.core.weights.safe_load.register_model_namespace",
-    "tensor_hooks": "torch._utils._rebuild_tensor_v2", "ddp_reconstruct": "torch.nn.parallel.distributed.DistributedDataParallel",
+    "tensor_hooks": "torch._utils._rebuild_tensor_v2",
+    "ddp_reconstruct": "torch.nn.parallel.distributed.DistributedDataParallel",
 }
 
 
@@ -159,6 +160,22 @@ def test_calling_an_allowed_class_never_runs_init(cls, args, protocol, tmp_path,
         good = write_checkpoint(tmp_path / "good.pt", {"model": obj}, max(protocol, 2))
         assert type(load_checkpoint(good)["model"]) is cls
         assert not marker.exists()
+
+
+def test_class_objects_cannot_be_modified_by_a_file(tmp_path):
+    path, marker = write_gadget("build_on_class_object", tmp_path)
+    assert_refused(path, marker)
+    torch.save({"p": HOST.Plain()}, tmp_path / "plain.pt")  # the loader's cached class entry is intact
+    assert type(load_checkpoint(tmp_path / "plain.pt")["p"]) is HOST.Plain
+
+
+def test_numpy_shared_dtypes_are_never_modified(tmp_path):
+    # numpy.dtype('f8', False, False) is numpy's process-wide float64 descriptor; a BUILD on it would
+    # change every float64 array of the process. The loader always asks numpy for a copy.
+    obj = gadgets.Call(np.dtype, "f8", False, False, state=(3, ">", None, None, None, -1, -1, 0))
+    path = write_checkpoint(tmp_path / "dtype.pt", {"d": obj})
+    out = load_checkpoint(path)["d"]
+    assert out.byteorder == ">" and np.dtype("f8").byteorder == "="
 
 
 def test_module_outside_namespaces_is_never_imported(tmp_path, monkeypatch):

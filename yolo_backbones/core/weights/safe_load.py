@@ -121,7 +121,11 @@ class _Refused(Exception):
 
 
 class _Damaged(Exception):
-    """Internal: the pickle stream itself is broken; becomes CheckpointFileError."""
+    """Internal: the pickle stream is broken (or, with ``version=True``, names a class this code lacks)."""
+
+    def __init__(self, detail: str, version: bool = False) -> None:
+        super().__init__(detail)
+        self.version = version
 
 
 def _one_line(text: Any, limit: int = 400) -> str:
@@ -234,7 +238,9 @@ def _class_refusal(cls: type) -> str | None:
     if verdict is not False:
         return verdict  # type: ignore[return-value]
     module = getattr(cls, "__module__", None) or ""
-    if cls in _extra_classes:
+    if module == __name__:
+        verdict = "it belongs to the checkpoint loader itself"  # e.g. _ClassRef: never file-made
+    elif cls in _extra_classes:
         verdict = None
     elif _in_namespace(module, "torch.nn"):
         if _in_namespace(module, "torch.nn.parallel"):
@@ -326,8 +332,11 @@ def _tensor_rebuilder(fn: Callable, hooks_at: int | None, state_at: int | None =
     def handler(args: tuple) -> Any:
         if not (min_args <= len(args) <= max_args) or not _no_class_refs(args):
             raise _bad_args(name, args, "tensor data, shapes and flags")
-        if hooks_at is not None and len(args) > hooks_at and not _is_empty_hooks(args[hooks_at]):
-            raise _refuse(name, "it attaches backward hooks to a tensor (torch.save never stores hooks)")
+        if hooks_at is not None and len(args) > hooks_at:
+            if not _is_empty_hooks(args[hooks_at]):
+                raise _refuse(name, "it attaches backward hooks to a tensor (torch.save never stores hooks)")
+            # A fresh dict: the file's one stays reachable through the memo and could be filled later.
+            args = (*args[:hooks_at], collections.OrderedDict(), *args[hooks_at + 1:])
         if state_at is not None:
             _check_plain_state("a parameter", args[state_at], name)
         return fn(*args)
@@ -354,9 +363,11 @@ def _rebuild_from_type_v2(args: tuple) -> Any:
     func, new_type, inner_args, state = args
     entry = _VETTED.get(id(func))
     if entry is None or entry[0] is not func or not entry[1].startswith("torch._utils._rebuild"):
-        raise _refuse(name, f"it rebuilds a tensor with {_describe_value(func)}, not with one of torch's rebuild functions")
+        raise _refuse(name, f"it rebuilds a tensor with {_describe_value(func)}, not with one of torch's "
+                            "rebuild functions")
     if new_type not in (torch.Tensor, nn.Parameter):
-        raise _refuse(name, f"it turns a tensor into {_describe_value(new_type)}; only Tensor and Parameter are allowed")
+        raise _refuse(name, f"it turns a tensor into {_describe_value(new_type)}; only Tensor and Parameter "
+                            "are allowed")
     _check_plain_state("a tensor", state, name)
     tensor = entry[2](inner_args)
     return torch._tensor._rebuild_from_type_v2(lambda: tensor, new_type, (), state)
@@ -394,7 +405,8 @@ def _make_getattr_handler() -> Callable:
                                               "fetched")
         func = getattr(type(args[0]), args[1], None)  # from the class: never an instance attribute
         if not isinstance(func, types.FunctionType):
-            raise _refuse("builtins.getattr", f"it fetches {args[1]!r} of {type(args[0]).__qualname__}, which is not a method")
+            raise _refuse("builtins.getattr", f"it fetches {args[1]!r} of {type(args[0]).__qualname__}, which is "
+                                              "not a method")
         return types.MethodType(func, args[0])
 
     return handler
@@ -448,8 +460,10 @@ def _numpy_handlers() -> dict[tuple[str, str], tuple[Any, Callable]]:
 
     def h_dtype(args: tuple) -> Any:
         if 1 <= len(args) <= 3 and type(args[0]) is str and _DTYPE_SPEC.match(args[0]) \
-                and all(type(a) is bool for a in args[1:]):
-            return np.dtype(*args)
+                and all(a in (0, 1) and type(a) in (bool, int) for a in args[1:]):
+            # Always a copy (as numpy pickles say): BUILD then fills it in, and must never reach
+            # numpy's shared builtin dtype objects.
+            return np.dtype(args[0], bool(args[1]) if len(args) > 1 else False, True)
         raise _bad_args("numpy.dtype", args, "(type string, align, copy)")
 
     def h_frombuffer(args: tuple) -> Any:
@@ -595,7 +609,8 @@ def _resolve_global(module: str, name: str) -> Any:
                               "run from the project that trained it or install its package") from None
         obj = getattr(mod, name, None)
         if obj is None:
-            raise _Damaged(f"it references {full}, which does not exist in this version of {module}")
+            raise _Damaged(f"it needs {full}, which this version of {module} does not have; load it with the "
+                           "code version that wrote it", version=True)
     if not isinstance(obj, type):
         raise _refuse(full, f"it is a {type(obj).__name__}, not a class; of these modules a checkpoint may only "
                             "reference classes, and those are rebuilt, never called")
@@ -613,7 +628,7 @@ def _resolve_global(module: str, name: str) -> Any:
 # ------------------------------------------------------------------------------ BUILD policy
 def _module_setstate_is_vetted(fn: Any) -> bool:
     # nn.Module.__setstate__ and the overrides in torch.nn.modules (conv, pooling, rnn, upsampling,
-    # activation, transformer, checked for torch 2.1-2.14) only update __dict__ and fill in defaults
+    # activation, transformer; read on torch 2.14) only update __dict__ and fill in defaults
     # of old checkpoints. torch.nn.parallel (DDP) is excluded: its classes are never rebuilt.
     return fn is nn.Module.__setstate__ or (
         isinstance(fn, types.FunctionType) and _in_namespace(fn.__module__ or "", "torch.nn.modules"))
@@ -650,7 +665,8 @@ def _check_callable(inst: Any, key: str, v: Any, cls_name: str, top: bool) -> No
     where = f"attribute {key!r}" if top else f"an item of attribute {key!r}"
     tv = type(v)
     if tv is _ClassRef:
-        raise _refuse(cls_name, f"its state stores the class {v.name} as {where}, where the program could later call it")
+        raise _refuse(cls_name, f"its state stores the class {v.name} as {where}, where the program could "
+                                "later call it")
     if tv is types.MethodType:
         if top and key == "forward" and v.__self__ is inst and v.__func__.__name__ in _BOUND_METHODS:
             return  # fuse(): m.forward = m.forward_fuse
@@ -860,7 +876,8 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         handler(inst, state)
 
     def load_ext(self) -> None:
-        raise _refuse(None, "the file uses a pickle extension code (copyreg.add_extension), which torch.save never writes")
+        raise _refuse(None, "the file uses a pickle extension code (copyreg.add_extension), which torch.save "
+                            "never writes")
 
     # Containers: only the builtin ones, filled without calling methods of file-made objects.
     @_op(pickle.APPEND)
@@ -940,7 +957,8 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             # which torch only compares); the class itself is resolved like any GLOBAL.
             ref = pid[1] if len(pid) > 1 else None
             if type(ref) is not _ClassRef or not issubclass(ref.cls, nn.Module):
-                raise _refuse(None, "a legacy module record of the file names something other than an allowed module class")
+                raise _refuse(None, "a legacy module record of the file names something other than an allowed "
+                                    "module class")
             return ref
         try:
             return self.persistent_load(pid)
@@ -1161,8 +1179,9 @@ def load_checkpoint(f: FileLike, map_location: Any = None, pickle_module: Any = 
             _one_line(f"Refusing to load {name}: {what}. Nothing from the file was executed. {_HINT}", 1000),
             e.global_name, e.reason, name) from None
     except _Damaged as e:
-        raise CheckpointFileError(f"{name}: is a damaged or malformed checkpoint ({e}); re-download or re-save it",
-                                  name) from None
+        text = f"{name}: cannot be loaded: {e}" if e.version else \
+            f"{name}: is a damaged or malformed checkpoint ({e}); re-download or re-save it"
+        raise CheckpointFileError(text, name) from None
     except _DevicePassthrough as e:
         raise e.error from None
     except RuntimeError as e:
