@@ -39,6 +39,8 @@ runs. Files that are no checkpoint at all (empty, truncated, another format, a d
 :class:`UnsafeCheckpointLoadWarning`; a caller's explicit ``weights_only=True`` keeps torch's own
 semantics.
 
+Objects of allowed classes whose own ``__reduce__`` pickles them as a call with arguments (enums,
+namedtuples) are refused too; no YOLOv5 / ultralytics / yolo_backbones checkpoint contains them.
 What the policy cannot cover: code that later *uses* trusted-but-file-chosen data as code, e.g. a
 host rebuilding a model from ``ckpt['model'].yaml`` with a parser that ``eval``s strings. Hosts must
 validate such data themselves.
@@ -841,8 +843,8 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
                 return _new_instance(cls)
             raise _refuse(cls.name, "it is created with constructor arguments from the file; torch.save writes "
                                     "allowed classes without any")
-        if cls is nn.Parameter and kwargs == {} and 1 <= len(args) <= 2 and isinstance(args[0], torch.Tensor) \
-                and (len(args) == 1 or type(args[1]) is bool):
+        if cls is nn.Parameter and kwargs == {} and type(args) is tuple and 1 <= len(args) <= 2 \
+                and isinstance(args[0], torch.Tensor) and (len(args) == 1 or type(args[1]) is bool):
             return nn.Parameter(*args)  # old parameter pickles; torch's weights_only allows the same
         name, _ = _describe_callable(cls)
         raise _refuse(name, "it is created through NEWOBJ, which only allowed classes may be")
