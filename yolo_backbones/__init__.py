@@ -10,11 +10,11 @@ import sys
 
 from . import legacy
 from .core import Backbone, InputSizeError, Select, backbone_names, create, list_backbones
-from .core.weights.safe_load import allow_classes, load_checkpoint
+from .core.weights.safe_load import CheckpointFileError, UntrustedCheckpointError, allow_classes, load_checkpoint
 from .hosts.common.rows import ModelConfigError
 
 __all__ = ["create", "list_backbones", "backbone_names", "install", "load_checkpoint", "allow_classes", "Select",
-           "Backbone", "InputSizeError", "ModelConfigError"]
+           "Backbone", "InputSizeError", "ModelConfigError", "CheckpointFileError", "UntrustedCheckpointError"]
 __version__ = "0.2.0"
 
 legacy.install_aliases()

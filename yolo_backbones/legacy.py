@@ -23,12 +23,9 @@ MODULE_ALIASES: dict[str, str] = {
 
 
 def install_aliases() -> None:
-    """Make every old module path importable as an alias of its new module, and loadable by the safe loader."""
-    import torch
-    from torch import nn
+    """Make every old module path importable as an alias of its new module, and known to the safe loader."""
+    from .core.weights.safe_load import register_module_alias
 
     for old, new in MODULE_ALIASES.items():
-        module = sys.modules.setdefault(old, importlib.import_module(new))
-        classes = [(obj, f"{old}.{name}") for name, obj in vars(module).items()
-                   if isinstance(obj, type) and issubclass(obj, nn.Module)]
-        torch.serialization.add_safe_globals(classes)
+        sys.modules.setdefault(old, importlib.import_module(new))
+        register_module_alias(old, new)

@@ -497,12 +497,11 @@ def read_weights_file(path: PathLike, pickle_loader: Optional[PickleLoader] = No
             raise
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
             raise WeightsFileError(f"{path} cannot be read as safetensors ({_first_line(e)}): {redo}") from e
+    if pickle_loader is not None:  # its own errors (refusals, bad files) are already one clear line each
+        return _unwrap(pickle_loader(path), path)
     try:
-        if pickle_loader is not None:
-            obj = pickle_loader(path)
-        else:
-            with torch.serialization.safe_globals([argparse.Namespace]):
-                obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - zip, pickle, EOF and allowlist errors all mean "unreadable"
         refused = re.search(r"GLOBAL ([\w.]+)", str(e))  # torch's weights_only allowlist said no
         if isinstance(e, pickle.UnpicklingError) and refused:

@@ -1,15 +1,26 @@
 """The YOLOv5 host (PyPI ``yolov5`` package or a clone): ``parse_model``/forward/fuse patch, compat fixes, COCO val."""
 from __future__ import annotations
 
+import importlib.util
 import sys
 
+from ...core.weights.safe_load import register_model_namespace, register_module_alias
 from .model_patch import is_yolo_module, patch_yolo_module
 
 __all__ = ["install", "is_yolo_module", "patch_yolo_module"]
 
 
+def register_checkpoint_classes() -> None:
+    """Let the safe loader rebuild YOLOv5's model classes (pip ``yolov5.models``, a clone's ``models``)."""
+    register_model_namespace("yolov5.models")
+    register_model_namespace("models")
+    if "models" not in sys.modules and importlib.util.find_spec("models") is None:
+        register_module_alias("models", "yolov5.models")  # a clone's checkpoint, read with only the pip package
+
+
 def install() -> list[str]:
     """Patch every YOLOv5 ``models.yolo`` already imported and apply the compat fixes; return the names patched now."""
+    register_checkpoint_classes()
     patched = [name for name, module in list(sys.modules.items())
                if name.endswith("models.yolo") and module is not None and is_yolo_module(module)
                and patch_yolo_module(module)]

@@ -23,7 +23,7 @@ import warnings
 import numpy as np
 import torch
 
-from ....core.weights.safe_load import _refresh_allowlist, _try_import, load_checkpoint
+from ....core.weights.safe_load import load_checkpoint
 from ...common.offline import go_offline
 from ...common.patching import repoint
 from .downloads import _patch_downloads
@@ -47,6 +47,14 @@ _silence_pkg_resources_warning()  # at import too: the warning fires on YOLOv5's
 
 
 _PIP_ENTRY_MODULES = ("yolov5.train", "yolov5.val", "yolov5.detect", "yolov5.export")
+
+
+def _try_import(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+        return True
+    except ImportError:
+        return False
 
 
 def _layout_prefixes(host: types.ModuleType | None) -> list[str]:
@@ -114,4 +122,3 @@ def apply_compat(host: types.ModuleType | None = None) -> None:
     if patches is not None and callable(getattr(patches, "torch_load", None)):
         # Why: a clone loads every checkpoint with ultralytics' torch_load, which defaults to weights_only=False
         repoint(patches.torch_load, load_checkpoint, "torch_load")
-    _refresh_allowlist()

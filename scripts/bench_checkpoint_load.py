@@ -1,0 +1,126 @@
+"""Cost of the restricted checkpoint loader against plain ``torch.load(weights_only=True)``.
+
+Builds a ~50 MB checkpoint in a temporary directory (a YOLO-like model of nested conv / norm /
+activation blocks pickled as a module, as YOLOv5 and ultralytics save it, plus SGD optimizer state
+and the usual extras), then times ``yolo_backbones...safe_load.load_checkpoint`` and
+``torch.load(weights_only=True)`` (with the model classes added to torch's safe globals, so both
+read the same file) interleaved, alternating which goes first. Prints per-repeat times and the
+median ratio; the target is <= 1.10.
+
+Usage: python scripts/bench_checkpoint_load.py [--repeats 10] [--mb 50]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from yolo_backbones.core.weights.safe_load import load_checkpoint  # noqa: E402
+
+
+def conv_block(c1: int, c2: int, k: int = 3, s: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c1, c2, k, s, k // 2, bias=False), nn.BatchNorm2d(c2), nn.SiLU())
+
+
+def build_model(target_mb: float) -> nn.Module:
+    """Five stages of nested conv blocks (~300 modules), widths grown until the checkpoint is ~target_mb.
+
+    The checkpoint holds each parameter three times: fp16 model, fp16 EMA, fp32 momentum (8 bytes).
+    """
+    width = 32
+    while True:
+        stages = nn.Sequential()
+        c = 3
+        for i, mult in enumerate((1, 2, 4, 8, 8)):
+            c2 = width * mult
+            blocks = [conv_block(c, c2, 3, 2)]
+            blocks += [nn.Sequential(conv_block(c2, c2 // 2, 1), conv_block(c2 // 2, c2, 3)) for _ in range(6)]
+            stages.append(nn.Sequential(*blocks))
+            c = c2
+        model = nn.Sequential(stages, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 80))
+        mb = sum(p.numel() for p in model.parameters()) * 8 / 2**20
+        if mb >= target_mb:
+            return model
+        width += 4
+
+
+def build_checkpoint(path: Path, target_mb: float) -> int:
+    model = build_model(target_mb)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.937, nesterov=True)
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    opt.step()
+    # As YOLOv5's train.py writes it: half-precision model and EMA copies, optimizer state, options.
+    ckpt = {"epoch": 3, "best_fitness": np.float64(0.42), "model": copy.deepcopy(model).half(),
+            "ema": copy.deepcopy(model).half(), "updates": 120,
+            "optimizer": opt.state_dict(), "opt": {"weights": Path("yolov5s.pt"), "epochs": 100, "batch_size": 16},
+            "date": "2026-01-01T00:00:00"}
+    torch.save(ckpt, path)
+    return os.path.getsize(path)
+
+
+def model_classes(obj: nn.Module) -> list[type]:
+    return sorted({type(m) for m in obj.modules()}, key=lambda c: c.__qualname__)
+
+
+def timed(fn, *args) -> float:
+    gc.collect()
+    t = time.perf_counter()
+    out = fn(*args)
+    dt = time.perf_counter() - t
+    del out
+    return dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--mb", type=float, default=50.0, help="approximate checkpoint size")
+    args = ap.parse_args()
+    torch.set_num_threads(1)  # the copy of storages is single-threaded anyway; keeps runs comparable
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.pt"
+        size = build_checkpoint(path, args.mb)
+        safe = model_classes(load_checkpoint(path, map_location="cpu")["model"])
+        safe += [np.dtype, type(np.dtype("float64")), np._core.multiarray.scalar if hasattr(np, "_core")
+                 else np.core.multiarray.scalar, Path, type(Path())]
+
+        def plain(p: Path):
+            with torch.serialization.safe_globals(safe):
+                return torch.load(p, map_location="cpu", weights_only=True)
+
+        plain(path), load_checkpoint(path, map_location="cpu")  # warm up page cache and imports
+        def unsafe(p: Path):  # for reference only: C unpickler, runs anything
+            return torch.load(p, map_location="cpu", weights_only=False)
+
+        ours, theirs, c_pickle = [], [], []
+        for i in range(args.repeats):
+            order = [(load_checkpoint, ours), (plain, theirs)]
+            for fn, sink in (order if i % 2 == 0 else order[::-1]) + [(unsafe, c_pickle)]:
+                sink.append(timed(fn, path) if fn is not load_checkpoint else timed(fn, path, "cpu"))
+        ratios = [a / b for a, b in zip(ours, theirs)]
+        n_modules = len(list(load_checkpoint(path)["model"].modules()))
+        print(f"checkpoint: {size / 2**20:.1f} MB, 2 x {n_modules} modules pickled, optimizer state; "
+              f"{len(safe)} globals added to torch's safe globals for weights_only=True")
+        for i, (a, b, r) in enumerate(zip(ours, theirs, ratios)):
+            print(f"  repeat {i:2d}: load_checkpoint {a * 1e3:7.1f} ms   "
+                  f"torch.load(weights_only=True) {b * 1e3:7.1f} ms"
+                  f"   ratio {r:.3f}   (unsafe C-pickle torch.load {c_pickle[i] * 1e3:6.1f} ms)")
+        print(f"median: load_checkpoint {statistics.median(ours) * 1e3:.1f} ms, torch.load(weights_only=True) "
+              f"{statistics.median(theirs) * 1e3:.1f} ms")
+        print(f"median ratio {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}); "
+              f"ratio of medians {statistics.median(ours) / statistics.median(theirs):.3f}; target <= 1.10")
+
+
+if __name__ == "__main__":
+    main()
