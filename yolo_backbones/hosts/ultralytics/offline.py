@@ -106,10 +106,14 @@ def _make_check_requirements(original: Callable) -> Callable:
         bound.arguments["install"] = False
         ok = original(*bound.args, **bound.kwargs)
         if not ok:
-            wanted = bound.arguments.get("requirements", "ultralytics' requirements")
-            say_once(f"requirements:{wanted}", f"requirements: {wanted} not (all) installed; yolo_backbones does not "
-                     "install packages automatically. Install them with pip if this step needs them.", _LOG,
-                     logging.WARNING)
+            wanted = bound.arguments.get("requirements")
+            items = list(wanted) if isinstance(wanted, (list, tuple)) else [wanted]
+            # a tuple inside the list means "any one of these"
+            missing = [" or ".join(r) if isinstance(r, tuple) else str(r) for r in items
+                       if isinstance(r, Path) or not original([r], install=False)]
+            say_once(f"requirements:{missing}", f"requirements: {', '.join(missing)} not installed; yolo_backbones "
+                     "does not install packages automatically (install them with pip if this step needs them)",
+                     _LOG, logging.WARNING)
         return ok
 
     return check_requirements
