@@ -57,29 +57,24 @@ class _InstallAfterImport(importlib.abc.MetaPathFinder):
 
         def exec_module(module: types.ModuleType) -> None:
             if before:
-                _go_offline()
+                _call(OFFLINE_DEFAULTS)
             original(module)
-            _install()
+            _call(INSTALLER)
 
         loader.exec_module = exec_module
         loader._yolo_backbones_wrapped = True
         return spec
 
 
-# The entry point run after a watched import, as "module:function" (resolved then, so this file imports
-# nothing of the plugin at interpreter start).
+# The entry points run after a watched import and before a BEFORE module, as "module:function" (resolved
+# then, so this file imports nothing of the plugin at interpreter start).
 INSTALLER = "yolo_backbones:install"
+OFFLINE_DEFAULTS = "yolo_backbones.hosts.common.offline:go_offline"
 
 
-def _install() -> None:
-    module, _, function = INSTALLER.partition(":")
+def _call(target: str) -> None:
+    module, _, function = target.partition(":")
     getattr(importlib.import_module(module), function)()
-
-
-def _go_offline() -> None:
-    from yolo_backbones.hosts.common.offline import go_offline
-
-    go_offline()
 
 
 def enable() -> None:

@@ -103,11 +103,8 @@ def _backbone_row(i: int, f: Any, n: Any, cls: type[Backbone], args: list[Any], 
     if i != 0 or f != -1:
         raise ModelConfigError(f"layer {i}: {cls.__name__} must be the first row and read the image: "
                                f"[-1, 1, {cls.__name__}, [...]]")
-    module = build_backbone(cls, args, ch, i)
-    # The BN snapshot serves YOLOv5's training-mode stride probe; ultralytics probes in eval mode, which leaves
-    # the statistics alone, so drop it rather than pickle it into every checkpoint.
-    module.__dict__.pop("pretrained_norm_stats", None)
-    return module
+    # No BatchNorm snapshot as in the YOLOv5 host: ultralytics' stride probe runs in eval mode.
+    return build_backbone(cls, args, ch, i)
 
 
 def _index_row(i: int, f: int, args: list[Any], source: list[int], backbone: Any) -> list[Any]:
