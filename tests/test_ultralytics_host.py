@@ -1,8 +1,8 @@
 """The ultralytics host (YOLOv8 / YOLO11 / YOLO26): YAMLs, parse_model rows, scales, training, checkpoints,
 fuse, export parity, offline behaviour, the `yolo` CLI through the import hook, COCO val, resume.
 
-The end-to-end runs are subprocesses with every socket call blocked (tests/…/sitecustomize.py written per
-test), at imgsz 64 on the embedded coco8 data, from a folder outside the checkout.
+The end-to-end runs are subprocesses with every socket call blocked and logged (a sitecustomize.py in the
+run's folder), at imgsz 64 on the embedded coco8 data, from a folder outside the checkout.
 """
 from __future__ import annotations
 
@@ -56,15 +56,18 @@ def load_cfg(name: str = "yolo11_edgevit.yaml") -> dict:
     return tasks.yaml_model_load(name)
 
 
-def offline_run(args: list[str], work: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def offline_run(args: list[str], work: Path, timeout: int = 600,
+                path: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
     """Run ``args`` in a fresh interpreter in ``work`` with sockets blocked; fail with its output unless it
-    exits 0 without a single network attempt. The plugin is not imported explicitly: the .pth import hook does it."""
+    exits 0 without a single network attempt. The plugin is not imported explicitly: the .pth import hook does it.
+    ultralytics gets a fresh settings folder (first-run code paths); ``path`` adds import folders."""
     site = work / "_noweb"
     site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(_BLOCK_NETWORK)
     attempts = work / "network_attempts.log"
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "NETWORK_ATTEMPTS_LOG": str(attempts),
-           "PYTHONPATH": os.pathsep.join([str(site), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+           "YOLO_CONFIG_DIR": str(work / "_config"),
+           "PYTHONPATH": os.pathsep.join([str(site), *map(str, path), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     env.pop("YOLO_OFFLINE", None)  # the plugin must set it itself
     proc = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
     out = proc.stdout + proc.stderr
@@ -105,9 +108,9 @@ def test_every_yaml_builds_and_outputs_the_right_shapes(name) -> None:
     pred = y[0] if isinstance(y, (tuple, list)) else y
     assert tuple(pred.shape) == (2, 84, cells)
     model.train()
-    feats = model(x)
-    feats = feats["one2many"]["feats"] if isinstance(feats, dict) and "one2many" in feats else (
-        feats["feats"] if isinstance(feats, dict) else feats)
+    out = model(x)  # training mode: a dict holding the per-level maps ("one2many" nests it for end-to-end heads)
+    out = out.get("one2many", out) if isinstance(out, dict) else out
+    feats = out["feats"] if isinstance(out, dict) else out
     assert [tuple(f.shape[2:]) for f in feats] == [(h // s, w // s) for s in (8, 16, 32)]
 
 
@@ -148,11 +151,10 @@ def test_channels_of_the_model_reach_the_backbone() -> None:
 
 
 # --------------------------------------------------------------------------------------------- bad rows
-def _cfg_with(rows: list, head: list | None = None, name: str = "yolo11_edgevit.yaml") -> dict:
+def _cfg_with(rows: list, name: str = "yolo11_edgevit.yaml") -> dict:
+    """The model dict of ``name`` with its first backbone rows replaced by ``rows``."""
     cfg = load_cfg(name)
     cfg["backbone"] = rows + cfg["backbone"][len(rows):]
-    if head is not None:
-        cfg["head"] = head
     return cfg
 
 
@@ -287,6 +289,35 @@ def test_python_api_train_offline_and_resume(tmp_path) -> None:
     assert (tmp_path / "runs" / "api" / "weights" / "best.pt").is_file()
 
 
+def test_ddp_rank_script_finds_the_plugin(tmp_path) -> None:
+    """ultralytics starts each DDP rank from a generated script that unpickles the trainer with its own
+    torch_load: that load must stay ultralytics' and the rank interpreter must get the plugin from the hook.
+    Run here as one CPU process (no GPUs); plain pickle stands in for cloudpickle, which is not installed."""
+    stub = tmp_path / "_stub"
+    stub.mkdir()
+    (stub / "cloudpickle.py").write_text("from pickle import *  # noqa\nfrom pickle import Pickler, Unpickler\n")
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(f"""
+        import subprocess, sys
+        from pathlib import Path
+        from ultralytics.models.yolo.detect import DetectionTrainer
+        from ultralytics.utils.dist import generate_ddp_file
+
+        trainer = DetectionTrainer(overrides=dict(model="yolo11_edgevit.yaml", data="coco8.yaml", epochs=1,
+                                                  imgsz={IMG}, batch=4, device="cpu", workers=0, plots=False,
+                                                  project={str(tmp_path / "runs")!r}, name="ddp"))
+        trainer.callbacks = {{k: [f for f in v if f.__name__ != "<lambda>"] for k, v in trainer.callbacks.items()}}
+        rank = Path(generate_ddp_file(trainer))
+        try:
+            subprocess.run([sys.executable, str(rank)], check=True)
+        finally:
+            rank.unlink(missing_ok=True)
+            rank.with_suffix(".pt").unlink(missing_ok=True)
+    """))
+    offline_run([sys.executable, str(script)], tmp_path, path=(stub,))
+    assert (tmp_path / "runs" / "ddp" / "weights" / "best.pt").is_file()
+
+
 # ------------------------------------------------------------------------------- checkpoints, fuse, export
 def _trusted_load(path: Path) -> torch.nn.Module:
     """The checkpoint's model read with plain torch.load (a file the test wrote itself)."""
@@ -359,6 +390,13 @@ def test_val_reports_pycocotools_map_for_a_coco_json_dataset(trained, tmp_path, 
     assert predictions and {p["image_id"] for p in predictions} <= {9, 25, 30, 36, 49, 61, 71, 74}
 
 
+def test_predict(trained, tmp_path) -> None:
+    results = YOLO(str(trained)).predict(ROOT / "data" / "coco8" / "images" / "000000000009.jpg", imgsz=IMG, conf=0.0,
+                                         device="cpu", save=True, project=str(tmp_path), name="predict")
+    assert len(results) == 1 and results[0].boxes.xyxy.shape[1] == 4
+    assert (tmp_path / "predict" / "000000000009.jpg").is_file()  # drawn with PIL's font: none is downloaded
+
+
 def test_missing_weights_fail_in_one_line_without_download(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(OfflineError, match=r"yolo26n\.pt: not found locally .* not downloaded") as info:
@@ -382,6 +420,22 @@ def test_no_pip_install_and_no_online_checks(monkeypatch) -> None:
         downloads.safe_download("https://ultralytics.com/assets/Arial.ttf", file="Arial.ttf")
     font = checks.check_font("surely-missing-font.ttf")
     assert font is None or Path(font).is_file()
+
+
+class _OnCuda:
+    """Stands in for a parameter: check_amp only reads its device."""
+
+    device = torch.device("cuda", 0)
+
+
+def test_amp_check_on_a_gpu_skips_the_reference_download(monkeypatch) -> None:
+    """On CUDA ultralytics compares against yolo26n.pt, downloading it first; offline the check is skipped."""
+    from ultralytics.utils import checks
+
+    model = torch.nn.Linear(1, 1)
+    monkeypatch.setattr(model, "parameters", lambda recurse=True: iter([_OnCuda()]))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100")
+    assert checks.check_amp(model) is True  # ultralytics' own "offline: checks skipped", AMP stays on
 
 
 def test_bare_names_resolve_to_the_project_first(tmp_path, monkeypatch) -> None:

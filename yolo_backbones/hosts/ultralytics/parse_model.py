@@ -98,6 +98,7 @@ def _entry(chans: list[Any], f: Any) -> Any:
 
 
 def _backbone_row(i: int, f: Any, n: Any, cls: type[Backbone], args: list[Any], ch: int) -> Backbone:
+    """Build the backbone of row ``i`` (``[f, n, cls, args]``) for a model with ``ch`` input channels."""
     if n != 1:
         raise ModelConfigError(f"layer {i}: a backbone row must have n=1, got {n}")
     if i != 0 or f != -1:
@@ -155,7 +156,8 @@ def plan_rows(d: dict[str, Any], ch: int, ns: dict[str, Any]) -> dict[str, Any]:
         if cls is Select:
             k = check_select(args[0] if args else 0, source, f, i, _entry(built, f), name="Select")
             if index_cls is None:
-                raise ModelConfigError(f"layer {i}: Select needs ultralytics' Index module (ultralytics >= 8.3.5)")
+                raise ModelConfigError(f"layer {i}: Select needs ultralytics' Index module, which this ultralytics "
+                                       "lacks; update ultralytics")
             rows.append([f, 1, "Index", [source[k], k]])
         elif cls is index_cls and isinstance(source, list):
             rows.append([f, n, m, _index_row(i, f, args, source, _entry(built, f))])
@@ -164,7 +166,7 @@ def plan_rows(d: dict[str, Any], ch: int, ns: dict[str, Any]) -> dict[str, Any]:
                 check_tensor_inputs(f, chans, m, i)
             except IndexError:  # `from` -1 of row 0 (the image) or a bad index, which ultralytics reports
                 pass
-            rows.append(row)
+            rows.append([f, n, m, args])  # ultralytics edits the argument list in place: give it a copy
         chans.append(None)
         built.append(None)
     split = len(d["backbone"])
