@@ -1,11 +1,14 @@
-"""Install yolo-backbones into YOLOv5 as soon as YOLOv5 is imported, in any Python process.
+"""Install yolo-backbones into a YOLO host as soon as the host is imported, in any Python process.
 
 ``yolo_backbones.pth`` (installed into site-packages by ``setup.py``) imports this module at
 interpreter start. It imports nothing heavy: it only adds a meta-path finder that waits for a
-YOLOv5 module to be imported (the PyPI package's ``yolov5.*`` or a clone's ``models.yolo``,
-``utils.general``, ...) and then runs ``yolo_backbones.install()``. That is what makes the PyPI
-CLI (``yolov5 val --weights best.pt``), a clone's own ``python train.py`` and every DDP rank find
-the plugin without an explicit import. Set ``YOLO_BACKBONES_NO_AUTOLOAD=1`` to disable it.
+host module to be imported (the PyPI package's ``yolov5.*``, a clone's ``models.yolo``,
+``utils.general``, ..., or ``ultralytics.*``) and then runs ``yolo_backbones.install()``. That is
+what makes the CLIs (``yolov5 val --weights best.pt``, ``yolo train model=yolo11_edgevit.yaml``), a
+clone's own ``python train.py`` and every DDP rank (ultralytics starts them from a generated script)
+find the plugin without an explicit import. Before ``ultralytics`` itself runs, the offline defaults
+are set (its import-time online check is a DNS lookup that can hang without network). Set
+``YOLO_BACKBONES_NO_AUTOLOAD=1`` to disable it.
 """
 from __future__ import annotations
 
@@ -23,7 +26,13 @@ WATCHED = frozenset({
     "yolov5", "yolov5.models.yolo", "yolov5.models.experimental", "yolov5.utils.general", "yolov5.utils.plots",
     "yolov5.utils.downloads", "yolov5.train", "yolov5.val", "yolov5.detect", "yolov5.export", "yolov5.hubconf",
     "models.yolo", "models.experimental", "utils.general", "utils.plots", "utils.downloads",
+    # ultralytics: every module the ultralytics host patches, and the package itself
+    "ultralytics", "ultralytics.nn.tasks", "ultralytics.utils.checks", "ultralytics.utils.downloads",
+    "ultralytics.utils.events", "ultralytics.utils.torch_utils", "ultralytics.data.utils",
+    "ultralytics.models.yolo.detect.val",
 })
+# Modules before whose first line runs the plugin's offline defaults are set (see the module doc).
+BEFORE = frozenset({"ultralytics"})
 
 
 class _InstallAfterImport(importlib.abc.MetaPathFinder):
@@ -44,23 +53,27 @@ class _InstallAfterImport(importlib.abc.MetaPathFinder):
         if loader is None or not hasattr(loader, "exec_module") or getattr(loader, "_yolo_backbones_wrapped", False):
             return spec
         original = loader.exec_module
+        before = name in BEFORE
 
         def exec_module(module: types.ModuleType) -> None:
+            if before:
+                _call(OFFLINE_DEFAULTS)
             original(module)
-            _install()
+            _call(INSTALLER)
 
         loader.exec_module = exec_module
         loader._yolo_backbones_wrapped = True
         return spec
 
 
-# The entry point run after a watched import, as "module:function" (resolved then, so this file imports
-# nothing of the plugin at interpreter start).
+# The entry points run after a watched import and before a BEFORE module, as "module:function" (resolved
+# then, so this file imports nothing of the plugin at interpreter start).
 INSTALLER = "yolo_backbones:install"
+OFFLINE_DEFAULTS = "yolo_backbones.hosts.common.offline:go_offline"
 
 
-def _install() -> None:
-    module, _, function = INSTALLER.partition(":")
+def _call(target: str) -> None:
+    module, _, function = target.partition(":")
     getattr(importlib.import_module(module), function)()
 
 

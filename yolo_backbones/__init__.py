@@ -2,7 +2,8 @@
 
 ``import yolo_backbones`` registers the backbones and installs the plugin into every supported YOLO
 host that is (or later gets) imported: YOLOv5 (the PyPI package ``yolov5.models.yolo`` or a clone's
-``models.yolo``). It never imports a host itself.
+``models.yolo``) and the ``ultralytics`` package (YOLOv8 / YOLO11 / YOLO26, ``ultralytics.nn.tasks``).
+It never imports a host itself.
 """
 from __future__ import annotations
 
@@ -28,11 +29,11 @@ def install() -> list[str]:
     """
     import yolo_backbones_autoload
 
-    from .hosts import yolov5
+    from .hosts import ultralytics, yolov5
     from .hosts.common.errors import install_excepthook
 
     yolo_backbones_autoload.enable()
-    patched = yolov5.install()
+    patched = yolov5.install() + ultralytics.install()
     if patched or "yolov5" in sys.modules or "ultralytics" in sys.modules:
         install_excepthook()
     return patched

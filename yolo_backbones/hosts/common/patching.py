@@ -4,9 +4,9 @@ from __future__ import annotations
 import logging
 import sys
 import types
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-MARK = "_yolo_backbones_compat"  # set on every replacement function
+MARK = "_yolo_backbones_compat"  # set on every replacement function: "<module>.<name>" it was made for
 LOG = logging.getLogger("yolov5")  # the pip host's logger; used where no host module is at hand
 _said: set[str] = set()  # one-time messages already logged
 _HOST_TOPS: set[str] = {"yolo_backbones"}
@@ -23,36 +23,50 @@ def register_host_tops(*tops: str, main_is_host: Callable[[types.ModuleType], bo
         _MAIN_IS_HOST.append(main_is_host)
 
 
-def host_modules() -> Iterator[types.ModuleType]:
-    """Loaded modules that may hold host functions imported by name (``from utils.general import x``)."""
+def host_modules(tops: Iterable[str] | None = None) -> Iterator[types.ModuleType]:
+    """Loaded modules that may hold host functions imported by name (``from utils.general import x``).
+
+    ``tops``: only modules of these top-level packages; ``None``: those of :func:`register_host_tops`
+    (and a host ``__main__``).
+    """
+    wanted = _HOST_TOPS if tops is None else set(tops)
     for name, module in list(sys.modules.items()):
-        if module is not None and (name.partition(".")[0] in _HOST_TOPS
-                                   or (name == "__main__" and any(f(module) for f in _MAIN_IS_HOST))):
+        if module is not None and (name.partition(".")[0] in wanted
+                                   or (tops is None and name == "__main__" and any(f(module) for f in _MAIN_IS_HOST))):
             yield module
 
 
-def replace(module: types.ModuleType | None, name: str, make: Callable[[Callable], Callable]) -> None:
-    """Set ``module.<name> = make(original)`` once; re-point host modules that imported the original by name."""
+def replace(module: types.ModuleType | None, name: str, make: Callable[[Callable], Callable], *,
+            tops: Iterable[str] | None = None) -> None:
+    """Set ``module.<name> = make(original)`` once; re-point host modules that imported the original by name.
+
+    ``tops`` limits the re-pointing to modules of those top-level packages (default: the registered
+    host packages). A replacement made for another module (one host's function imported by name into
+    another host's module) counts as an original here, so each host keeps its own replacement.
+    """
     current = module.__dict__.get(name) if module is not None else None
     if not callable(current):
         return
-    if getattr(current, MARK, False):
+    target = f"{module.__name__}.{name}"
+    if getattr(current, MARK, None) in (target, True):
         original, new = current.__wrapped__, current
     else:
         original, new = current, make(current)
         new.__wrapped__ = original
-        setattr(new, MARK, True)
+        setattr(new, MARK, target)
         setattr(module, name, new)
-    repoint(original, new, name)
+    repoint(original, new, name, tops=tops)
 
 
-def repoint(original: Any, new: Any, name: str) -> None:
-    for module in host_modules():
+def repoint(original: Any, new: Any, name: str, *, tops: Iterable[str] | None = None) -> None:
+    """Where a host module holds ``original`` under ``name``, put ``new`` there instead (see :func:`host_modules`)."""
+    for module in host_modules(tops):
         if module.__dict__.get(name) is original:
             setattr(module, name, new)
 
 
-def say_once(key: str, message: str, logger: logging.Logger = LOG) -> None:
+def say_once(key: str, message: str, logger: logging.Logger = LOG, level: int = logging.INFO) -> None:
+    """Log ``message`` the first time ``key`` is seen in this process."""
     if key not in _said:
         _said.add(key)
-        logger.info(message)
+        logger.log(level, message)

@@ -1,7 +1,9 @@
 """Host-independent checks of backbone and selector rows in a model YAML, with errors that say the fix."""
 from __future__ import annotations
 
+import ast
 import difflib
+import re
 from typing import Any, Iterable
 
 from torch import nn
@@ -43,13 +45,16 @@ def build_backbone(m: type[Backbone], args: list[Any], c1: Any, row: int) -> Bac
     return module
 
 
-def check_select(index: Any, source: Any, f: Any, row: int, backbone: nn.Module | None) -> int:
-    """Validate a selector row picking ``index`` from layer ``f`` whose channel entry is ``source``; return the index."""
+def check_select(index: Any, source: Any, f: Any, row: int, backbone: nn.Module | None, name: str = "Select") -> int:
+    """Validate a selector row picking ``index`` from layer ``f`` whose channel entry is ``source``; return the index.
+
+    ``name`` is the selector's module name in the YAML (``Select``, or ultralytics' ``Index``), for the messages.
+    """
     if not isinstance(f, int):
-        raise ModelConfigError(f"layer {row}: Select takes one 'from' layer, got {f}")
+        raise ModelConfigError(f"layer {row}: {name} takes one 'from' layer, got {f}")
     if not isinstance(source, list):
-        raise ModelConfigError(f"layer {row}: Select is fed layer {f}, which returns a single tensor; "
-                               "Select only picks from a backbone's list output")
+        raise ModelConfigError(f"layer {row}: {name} is fed layer {f}, which returns a single tensor; "
+                               f"{name} only picks from a backbone's list output")
     if not isinstance(index, int) or isinstance(index, bool) or not -len(source) <= index < len(source):
         if isinstance(backbone, Backbone):
             maps = ", ".join(f"{k}: stride {s}, {c} ch" for k, (s, c) in
@@ -57,7 +62,7 @@ def check_select(index: Any, source: Any, f: Any, row: int, backbone: nn.Module 
             what = f"({type(backbone).__name__}) returns {len(source)} maps ({maps})"
         else:
             what = f"returns {len(source)} maps (channels {source})"
-        raise ModelConfigError(f"layer {row}: Select index {index!r} is out of range; layer {f} {what}; "
+        raise ModelConfigError(f"layer {row}: {name} index {index!r} is out of range; layer {f} {what}; "
                                f"use an index 0..{len(source) - 1}")
     return index
 
@@ -70,3 +75,29 @@ def check_tensor_inputs(f: Any, ch: list[Any], name: str, row: int) -> None:
             raise ModelConfigError(
                 f"layer {row} ({name}) is fed layer {j}, which returns a list of {len(ch[x])} feature maps "
                 f"(channels {ch[x]}); add a selector row such as [{j}, 1, Select, [0]] and feed that instead")
+
+
+_ACTIVATION = re.compile(r"^nn\.(\w+)\((.*)\)$")
+
+
+def activation_spec(text: Any) -> tuple[type[nn.Module], tuple]:
+    """``activation: nn.SiLU()`` / ``nn.LeakyReLU(0.1)`` -> ``(class, args)``; any other expression is refused.
+
+    Only a ``torch.nn`` module class with plain literal arguments passes, so a model YAML (or the ``yaml``
+    dict stored in a checkpoint) cannot run code through this key.
+    """
+    match = _ACTIVATION.match(str(text).replace(" ", ""))
+    cls = getattr(nn, match.group(1), None) if match else None
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ModelConfigError(f"activation {text!r}: write a torch.nn activation such as nn.SiLU() or nn.LeakyReLU(0.1)")
+    try:
+        args = ast.literal_eval(f"({match.group(2)},)") if match.group(2) else ()
+    except (ValueError, SyntaxError):
+        raise ModelConfigError(f"activation {text!r}: arguments must be plain numbers") from None
+    return cls, args
+
+
+def parse_activation(text: Any) -> nn.Module:
+    """The module an ``activation:`` entry names (see :func:`activation_spec`)."""
+    cls, args = activation_spec(text)
+    return cls(*args)

@@ -26,7 +26,7 @@ import types
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ...coco_eval import evaluate, format_stats, image_id_map, load_annotations, to_coco_results
+from ..common.coco import annotation_file, evaluate_run
 from ..common.patching import replace as _replace
 
 __all__ = ["patch_val", "set_coco_json"]
@@ -56,23 +56,6 @@ def _temporarily(module: types.ModuleType, **values: Any) -> Iterator[None]:
         module.__dict__.update(saved)
 
 
-def _annotation_file(data: dict, explicit: Path | None, log: logging.Logger) -> Path | None:
-    """The annotation file for ``data`` (a checked dataset dict): ``explicit``, else its ``coco_json:``."""
-    if explicit is not None:
-        if not explicit.is_file():
-            raise FileNotFoundError(f"--coco-json/coco_json: no such file: {explicit}")
-        return explicit
-    key = data.get("coco_json")
-    if not key:
-        return None
-    path = Path(str(key)).expanduser()
-    path = path if path.is_absolute() else Path(str(data.get("path") or "")) / path
-    if not path.is_file():
-        log.warning(f"WARNING ⚠️ coco_json: {path} not found; no pycocotools mAP for this dataset")
-        return None
-    return path.resolve()
-
-
 def _make_run(original: Callable, val: types.ModuleType) -> Callable:
     signature = inspect.signature(original)
     log = getattr(val, "LOGGER", _LOG)
@@ -95,7 +78,7 @@ def _make_run(original: Callable, val: types.ModuleType) -> Callable:
         if not opt.get("save_json") or opt.get("single_cls") or not hasattr(val, "check_dataset"):
             return original(*args, **kwargs)
         data = val.check_dataset(opt["data"]) if not isinstance(opt["data"], dict) else opt["data"]
-        annotations_file = _annotation_file(data, explicit, log)
+        annotations_file = annotation_file(data, explicit, log)
         if annotations_file is None:
             return original(*args, **kwargs)
 
@@ -151,28 +134,15 @@ def _make_run(original: Callable, val: types.ModuleType) -> Callable:
 def _evaluate_run(pred_json: Path, annotations_file: Path, data: dict, dataset: Any, val: types.ModuleType,
                   log: logging.Logger) -> dict[str, float]:
     """Rewrite YOLOv5's predictions file with the annotation file's ids, evaluate it, print the 12 metrics."""
-    annotations = load_annotations(annotations_file)
     predictions = json.loads(pred_json.read_text())
     is_coco = isinstance(data.get("val"), str) and data["val"].endswith(f"coco{os.sep}val2017.txt")
     if is_coco:  # YOLOv5 already wrote COCO's 91-id numbering: back to class indices, then by name like any other
         index = {coco_id: k for k, coco_id in enumerate(val.coco80_to_coco91_class())}
         predictions = [{**p, "category_id": index[p["category_id"]]} for p in predictions]
-    results, dropped = to_coco_results(predictions, annotations, names=data["names"])
+    stats, results = evaluate_run(predictions, annotations_file, data["names"],
+                                  dataset.im_files if dataset is not None else None, log,
+                                  note=f"; {pred_json.name} rewritten with its category and image ids")
     pred_json.write_text(json.dumps(results))
-    by_stem = image_id_map(annotations)
-    if dataset is not None:  # the images of the run, also those without any detection
-        stems = [Path(f).stem for f in dataset.im_files]
-        image_ids = {by_stem[k] for k in (int(s) if s.isnumeric() else s for s in stems) if k in by_stem}
-        outside = len(stems) - len(image_ids)
-    else:
-        image_ids, outside = {p["image_id"] for p in results}, 0
-    log.info(f"\npycocotools mAP (yolo_backbones) of {len(results)} predictions on {len(image_ids)} images, "
-             f"annotations {annotations_file}; {pred_json.name} rewritten with its category and image ids")
-    if dropped or outside:
-        log.warning(f"WARNING ⚠️ {outside} images of the run are not in {annotations_file.name} (matched by "
-                    f"file-name stem): not evaluated, {dropped} predictions dropped")
-    stats = evaluate(results, annotations, image_ids)
-    log.info(format_stats(stats))
     return stats
 
 

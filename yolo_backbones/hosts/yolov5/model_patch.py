@@ -16,6 +16,7 @@ from torch import nn
 from ...core.base import Backbone
 from ...core.registry import backbone_classes
 from ...core.select import Select
+from ..common.fuse import make_fuse
 from .parse_model import _NORM_SNAPSHOTS, make_parse_model
 
 _PATCHED_FLAG = "_yolo_backbones_patched"
@@ -65,25 +66,6 @@ def make_initialize_weights(original: Callable[[nn.Module], None]) -> Callable[[
 
     initialize_weights.__wrapped__ = original
     return initialize_weights
-
-
-def make_fuse(original: Callable[[nn.Module], nn.Module]) -> Callable[[nn.Module], nn.Module]:
-    """Wrap YOLOv5's ``BaseModel.fuse()`` (Conv/DWConv + BN folds, then the model info print).
-
-    Every :class:`Backbone` in the model is fused first (:meth:`Backbone.fuse`: its Conv+BN pairs and other
-    exact re-parameterisations), then the original runs, so the printed summary is that of the fully fused
-    model. Idempotent like the original: a second call changes nothing. As in YOLOv5, a fused model is for
-    inference (val / detect / export), not for training.
-    """
-
-    def fuse(self: nn.Module) -> nn.Module:
-        for m in self.model.modules():
-            if isinstance(m, Backbone):
-                m.fuse()
-        return original(self)
-
-    fuse.__wrapped__ = original
-    return fuse
 
 
 def is_yolo_module(module: types.ModuleType) -> bool:

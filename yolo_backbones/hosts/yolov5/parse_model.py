@@ -8,7 +8,6 @@ YOLOv5's own. Unlike YOLOv5, names in the YAML are looked up, never evaluated: a
 from __future__ import annotations
 
 import ast
-import re
 import weakref
 from typing import Any, Callable
 
@@ -16,7 +15,8 @@ from torch import nn
 
 from ...core.base import Backbone
 from ...core.select import Select
-from ..common.rows import ModelConfigError, build_backbone, check_select, check_tensor_inputs, unknown_module_error
+from ..common.rows import (ModelConfigError, build_backbone, check_select, check_tensor_inputs, parse_activation,
+                           unknown_module_error)
 
 # Conv-like YOLOv5 modules whose first YAML argument is the (width-scaled) output channel count,
 # and the subset that takes the repeat count as third argument. Names, because the two hosts
@@ -68,21 +68,6 @@ def _resolve_argument(arg: Any, ns: dict[str, Any], yaml_locals: dict[str, Any])
 _NORM_SNAPSHOTS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 _NORM_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
-_ACTIVATION = re.compile(r"^nn\.(\w+)\((.*)\)$")
-
-
-def _parse_activation(text: str, i: int) -> nn.Module:
-    """``activation: nn.SiLU()`` / ``nn.LeakyReLU(0.1)`` -> the module; other expressions are refused."""
-    match = _ACTIVATION.match(str(text).replace(" ", ""))
-    cls = getattr(nn, match.group(1), None) if match else None
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ModelConfigError(f"activation {text!r}: write a torch.nn activation such as nn.SiLU() or nn.LeakyReLU(0.1)")
-    try:
-        args = ast.literal_eval(f"({match.group(2)},)") if match.group(2) else ()
-    except (ValueError, SyntaxError):
-        raise ModelConfigError(f"activation {text!r}: arguments must be plain numbers") from None
-    return cls(*args)
-
 
 def make_parse_model(ns: dict[str, Any]) -> Callable[[dict, list], tuple[nn.Sequential, list[int]]]:
     """Build a ``parse_model(d, ch)`` for the YOLOv5 module whose globals are ``ns``.
@@ -109,7 +94,7 @@ def make_parse_model(ns: dict[str, Any]) -> Callable[[dict, list], tuple[nn.Sequ
         anchors, nc, gd, gw = d["anchors"], d["nc"], d["depth_multiple"], d["width_multiple"]
         act, ch_mul = d.get("activation"), d.get("channel_multiple") or 8
         if act:
-            Conv.default_act = _parse_activation(act, i=-1)
+            Conv.default_act = parse_activation(act)
             LOGGER.info(f"activation: {act}")
         na = (len(anchors[0]) // 2) if isinstance(anchors, list) else anchors
         no = na * (nc + 5)

@@ -29,7 +29,7 @@ from ...common.patching import repoint
 from .downloads import _patch_downloads
 from .general import _patch_general
 from .layout import _is_yolov5_file
-from .plots import _patch_plots, _patch_ultralytics_font
+from .plots import _patch_plots
 from .standins import _TORCH, _TORCH_USERS, _NumpyForHost
 from .train_defaults import _patch_train
 
@@ -116,8 +116,6 @@ def apply_compat(host: types.ModuleType | None = None) -> None:
             from ..coco_val import patch_val
 
             patch_val(val)  # val.py --save-json: pycocotools mAP for any dataset with a COCO annotation file
-        if not prefix and general is not None and hasattr(general, "check_dataset"):
-            _patch_ultralytics_font()
     patches = sys.modules.get("ultralytics.utils.patches")
     if patches is not None and callable(getattr(patches, "torch_load", None)):
         # Why: a clone loads every checkpoint with ultralytics' torch_load, which defaults to weights_only=False

@@ -1,7 +1,7 @@
-"""Plotting without font downloads: YOLOv5's ``check_pil_font`` and (in a clone) ultralytics' ``check_font``."""
+"""Plotting without font downloads: YOLOv5's ``check_pil_font`` (ultralytics' ``check_font``, which a clone's
+Annotator uses, is made offline by the ultralytics host: :mod:`yolo_backbones.hosts.ultralytics.offline`)."""
 from __future__ import annotations
 
-import sys
 import types
 from pathlib import Path
 from typing import Any
@@ -38,20 +38,3 @@ def _patch_plots(plots: types.ModuleType, g: types.ModuleType) -> None:
         return result
 
     replace(plots, "check_pil_font", lambda orig: check_pil_font)
-
-
-def _patch_ultralytics_font() -> None:
-    # Why: a clone's detect.py draws with ultralytics' Annotator, whose check_font asks
-    # ultralytics.com (3 s timeout) for a missing Arial.ttf on every new Annotator, i.e. every image.
-    plotting = sys.modules.get("ultralytics.utils.plotting")
-    if plotting is None:
-        return
-
-    def check_font(font: str = "Arial.ttf") -> Path | None:
-        """ultralytics' font lookup without the download: a local copy, else None (Annotator then uses PIL's font)."""
-        for file in (Path(font), sys.modules["ultralytics.utils"].USER_CONFIG_DIR / Path(font).name):
-            if file.is_file():
-                return file
-        return None
-
-    replace(plotting, "check_font", lambda orig: check_font)
