@@ -88,3 +88,20 @@ def test_yolov5_optimizer_puts_backbone_norms_and_biases_in_no_decay_groups(yaml
     assert exempt and all(decay[name] == 0 for name in exempt), [n for n in exempt if decay[n] != 0][:5]
     convs = [n for n, p in model.model[0].named_parameters() if p.ndim == 4]
     assert convs and all(decay[n] > 0 for n in convs)
+
+
+@pytest.mark.parametrize("yaml_name", ["yolo11_edgevit.yaml", "yolo11_mobileformer.yaml", "yolo11_efficientformer.yaml"])
+def test_ultralytics_optimizer_puts_backbone_norms_and_biases_in_no_decay_groups(yaml_name: str) -> None:
+    import types
+
+    from ultralytics.engine.trainer import BaseTrainer
+    from ultralytics.nn.tasks import DetectionModel
+
+    model = DetectionModel(str(ROOT / "models" / yaml_name), nc=80, verbose=False)
+    trainer = types.SimpleNamespace(args=types.SimpleNamespace(lr0=0.01, warmup_bias_lr=0.0, optimizer="SGD"))
+    optimizer = BaseTrainer.build_optimizer(trainer, model, name="SGD", lr=0.01, momentum=0.9, decay=5e-4)
+    decay = _backbone_params_by_group(optimizer, model.model[0])
+    exempt = _norm_and_bias_names(model.model[0])
+    assert exempt and all(decay[name] == 0 for name in exempt), [n for n in exempt if decay[n] != 0][:5]
+    convs = [n for n, p in model.model[0].named_parameters() if p.ndim == 4]
+    assert convs and all(decay[n] > 0 for n in convs)

@@ -7,43 +7,22 @@ re-pointed to the safe loader there. ``ultralytics.utils.patches.torch_load`` it
 (full unpickling): the DDP launcher uses it to hand the trainer, callbacks included, to its rank processes.
 
 The classes an ultralytics checkpoint holds (``DetectionModel``, ``Conv``, ``Detect``, ...,
-``IterableSimpleNamespace`` for ``model.args``) are allowed by namespace when the loader has
-``register_model_namespace``, else put on its allow-list before each load.
+``IterableSimpleNamespace`` for ``model.args``) may be rebuilt (never called): the ``ultralytics`` namespace is
+registered with the loader.
 """
 from __future__ import annotations
 
 import sys
 from typing import Any, Callable
 
-from torch import nn
-
 from ...core.weights import safe_load
 from ..common.patching import replace
 
 __all__ = ["allow_ultralytics_classes", "patch_checkpoint_loading"]
 
-# Modules whose classes checkpoints pickle: the model layers, model.args, and (in checkpoints written
-# before ultralytics stripped it) the training criterion.
-_CLASS_MODULES = ("ultralytics.nn.", "ultralytics.utils.loss", "ultralytics.utils.tal")
-
-
 def allow_ultralytics_classes() -> None:
     """Let the project's loader rebuild the classes of ultralytics checkpoints (idempotent)."""
-    register = getattr(safe_load, "register_model_namespace", None)
-    if register is not None:
-        register("ultralytics.")
-        return
-    found: list[Any] = []
-    for name, module in list(sys.modules.items()):
-        if module is None or not name.startswith(_CLASS_MODULES):
-            continue
-        found += [obj for obj in list(vars(module).values())
-                  if isinstance(obj, type) and obj.__module__ == name
-                  and (issubclass(obj, nn.Module) or name.startswith("ultralytics.utils."))]
-    utils = sys.modules.get("ultralytics.utils")
-    if utils is not None and isinstance(getattr(utils, "IterableSimpleNamespace", None), type):
-        found.append(utils.IterableSimpleNamespace)
-    safe_load.allow_classes(*found)
+    safe_load.register_model_namespace("ultralytics")
 
 
 def _make_torch_load(original: Callable) -> Callable:
