@@ -70,3 +70,24 @@ def test_yolov5_flags_translate_to_ultralytics_settings() -> None:
 def test_flag_without_counterpart_is_a_clear_error() -> None:
     with pytest.raises(SystemExit, match="--evolve has no counterpart on the ultralytics host"):
         to_ultralytics_args("train", ["--cfg", "x.yaml", "--evolve", "10"])
+
+
+def test_root_wrappers_run_a_yolo11_model_on_ultralytics(tmp_path: Path) -> None:
+    """train.py --cfg yolo11_*.yaml goes to ultralytics; val.py --weights picks it again from the checkpoint."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+
+    def run(*args: str) -> str:
+        proc = subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        return proc.stdout + proc.stderr
+
+    run(str(root / "train.py"), "--cfg", "yolo11_edgevit.yaml", "--epochs", "1", "--img", "64", "--batch-size", "4",
+        "--workers", "0", "--device", "cpu", "--project", str(tmp_path / "runs"), "--name", "exp")
+    best = tmp_path / "runs" / "exp" / "weights" / "best.pt"
+    assert host_of_weights(best) == "ultralytics"
+    out = run(str(root / "val.py"), "--weights", str(best), "--img", "64", "--device", "cpu",
+              "--project", str(tmp_path / "runs"), "--name", "val")
+    assert "Ultralytics" in out and (tmp_path / "runs" / "val").is_dir()
