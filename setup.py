@@ -80,6 +80,7 @@ setup(
         "onnxruntime>=1.16",
         "safetensors>=0.4",  # pretrained weights as served by the Hugging Face Hub
         "huggingface_hub>=0.20",
+        "openvino>=2023.1",  # export.py --include openvino, DetectMultiBackend on *_openvino_model/ (convert_model API)
         "PyYAML",
     ],
     extras_require={"test": ["pytest>=7", "timm>=1.0"]},  # timm: reference for EfficientFormer parity tests
