@@ -13,10 +13,13 @@ discontinued). This module replaces the host's ``export_openvino`` and the OpenV
   Why explicit: OpenVINO's CPU plugin defaults to bf16 (or f16) inference on CPUs that have it
   (AVX512-BF16, AMX), which moves outputs by ~3e-4 of their range; f32 keeps them within ~1e-6 of
   PyTorch. :data:`INFERENCE_PRECISION` is the default of :func:`compile_openvino`.
+* ``export.run`` (what the PyPI ``yolov5 export`` CLI calls) takes ``--include openvino`` and ``--img 320``
+  as single values and defaults to opset 17, as export.py's own command line does.
 
-``import openvino`` initialises Intel's telemetry (a consent file under ``~/intel`` and a background
-upload); :func:`import_openvino` imports the package with the telemetry client hidden, so OpenVINO uses
-its built-in no-op stub, in line with the plugin's "nothing leaves the machine" rule.
+``import openvino`` initialises Intel's telemetry (a client-id file under ``~/intel`` and a background
+upload to Google Analytics). :func:`hide_openvino_telemetry` (run by ``apply_compat``, so also before a
+clone's own export code imports openvino) hides the telemetry client from the process, and OpenVINO falls
+back to its built-in no-op stub, in line with the plugin's "nothing leaves the machine" rule.
 """
 from __future__ import annotations
 
@@ -35,8 +38,8 @@ from torch import nn
 
 from ...common.patching import LOG, replace
 
-__all__ = ["INFERENCE_PRECISION", "import_openvino", "convert_onnx_to_openvino", "compile_openvino",
-           "find_openvino_xml", "read_metadata", "write_metadata"]
+__all__ = ["INFERENCE_PRECISION", "hide_openvino_telemetry", "import_openvino", "convert_onnx_to_openvino",
+           "compile_openvino", "find_openvino_xml", "read_metadata", "write_metadata", "patch_openvino"]
 
 INFERENCE_PRECISION = "f32"  # OpenVINO's INFERENCE_PRECISION_HINT; see the module docstring
 MODEL_DIR_SUFFIX = "_openvino_model"
@@ -44,22 +47,26 @@ DEFAULT_OPSET = 17  # export.py's argparse default; `export.run`'s own default (
 _STATE = "_yolo_backbones_openvino"  # set on DetectMultiBackend instances that this module built
 
 
-def import_openvino() -> types.ModuleType:
-    """Import and return the ``openvino`` package, with its telemetry client hidden on first import.
+def hide_openvino_telemetry() -> None:
+    """Make ``import openvino_telemetry`` fail in this process, so OpenVINO uses its no-op telemetry stub.
 
-    Raises ImportError with an install hint if the package is missing.
+    A no-op if the telemetry client is already imported (then OpenVINO already initialised it).
     """
-    hide = "openvino" not in sys.modules and "openvino_telemetry" not in sys.modules
-    if hide:
-        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # makes `import` raise ImportError
+    if "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # `import` raises ImportError
+
+
+def import_openvino() -> types.ModuleType:
+    """Import and return the ``openvino`` package with its telemetry off (:func:`hide_openvino_telemetry`).
+
+    Raises ImportError with an install hint if the package is missing or older than 2023.1.
+    """
+    hide_openvino_telemetry()
     try:
         import openvino
     except ImportError as exc:
         raise ImportError("OpenVINO export and inference need the `openvino` package (2023.1 or newer): "
                           "pip install openvino") from exc
-    finally:
-        if hide and sys.modules.get("openvino_telemetry", False) is None:
-            del sys.modules["openvino_telemetry"]
     if not hasattr(openvino, "convert_model"):
         raise ImportError(f"openvino {getattr(openvino, '__version__', '?')} is too old: the plugin needs 2023.1 or "
                           "newer (openvino.convert_model / save_model): pip install -U openvino")
@@ -284,7 +291,8 @@ def _patch_common(common: types.ModuleType) -> None:
             self.__dict__.update(params)
             self.__dict__.update(dict.fromkeys(_BACKEND_FLAGS, False))
             self.__dict__.update(
-                xml=True, w=str(xml), stride=stride or 32, names=names, device=params.get("device", torch.device("cpu")),
+                xml=True, w=str(xml), stride=stride or 32, names=names,
+                device=params.get("device", torch.device("cpu")),
                 batch_size=batch.get_length() if batch.is_static else 1,
                 ov_compiled_model=compiled, executable_network=compiled)  # the clone's and 7.0.14's attribute names
             self.__dict__[_STATE] = True
@@ -314,7 +322,8 @@ def _patch_common(common: types.ModuleType) -> None:
 
 
 def patch_openvino(export: types.ModuleType | None, common: types.ModuleType | None) -> None:
-    """Apply both replacements to the host modules given (either may be None). Idempotent."""
+    """Hide OpenVINO's telemetry; replace the functions of the host modules given (either may be None). Idempotent."""
+    hide_openvino_telemetry()
     if export is not None:
         _patch_export(export)
     if common is not None:
