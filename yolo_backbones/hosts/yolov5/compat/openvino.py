@@ -38,13 +38,22 @@ from torch import nn
 
 from ...common.patching import LOG, replace
 
-__all__ = ["INFERENCE_PRECISION", "hide_openvino_telemetry", "import_openvino", "convert_onnx_to_openvino",
-           "compile_openvino", "find_openvino_xml", "read_metadata", "write_metadata", "patch_openvino"]
+__all__ = ["INFERENCE_PRECISION", "InputShapeError", "OpenVINOUnavailableError", "hide_openvino_telemetry",
+           "import_openvino", "convert_onnx_to_openvino", "compile_openvino", "find_openvino_xml", "read_metadata",
+           "write_metadata", "patch_openvino"]
 
 INFERENCE_PRECISION = "f32"  # OpenVINO's INFERENCE_PRECISION_HINT; see the module docstring
 MODEL_DIR_SUFFIX = "_openvino_model"
 DEFAULT_OPSET = 17  # export.py's argparse default; `export.run`'s own default (12) predates attention ops
 _STATE = "_yolo_backbones_openvino"  # set on DetectMultiBackend instances that this module built
+
+
+class OpenVINOUnavailableError(ImportError):
+    """The ``openvino`` package is missing or too old (the CLI prints this as one line)."""
+
+
+class InputShapeError(ValueError):
+    """An image batch whose shape a statically exported OpenVINO model does not take (one line from the CLI)."""
 
 
 def hide_openvino_telemetry() -> None:
@@ -65,11 +74,11 @@ def import_openvino() -> types.ModuleType:
     try:
         import openvino
     except ImportError as exc:
-        raise ImportError("OpenVINO export and inference need the `openvino` package (2023.1 or newer): "
-                          "pip install openvino") from exc
+        raise OpenVINOUnavailableError("OpenVINO export and inference need the `openvino` package (2023.1 or "
+                                       "newer): pip install openvino") from exc
     if not hasattr(openvino, "convert_model"):
-        raise ImportError(f"openvino {getattr(openvino, '__version__', '?')} is too old: the plugin needs 2023.1 or "
-                          "newer (openvino.convert_model / save_model): pip install -U openvino")
+        raise OpenVINOUnavailableError(f"openvino {getattr(openvino, '__version__', '?')} is too old: the plugin "
+                                       "needs 2023.1 or newer (convert_model / save_model): pip install -U openvino")
     return openvino
 
 
@@ -307,8 +316,8 @@ def _patch_common(common: types.ModuleType) -> None:
             compiled = self.ov_compiled_model
             expected = compiled.input(0).get_partial_shape()
             if not expected.compatible(import_openvino().PartialShape(list(im.shape))):
-                raise ValueError(f"{self.w} takes input shape {expected}, got {tuple(im.shape)}: run with the --img "
-                                 "it was exported at, or export with --dynamic")
+                raise InputShapeError(f"{self.w} takes input shape {expected}, got {tuple(im.shape)}: run with the "
+                                      "--img it was exported at, or export with --dynamic")
             result = compiled(np.ascontiguousarray(im.detach().cpu().float().numpy()))
             y = [result[output] for output in compiled.outputs]
             return self.from_numpy(y[0]) if len(y) == 1 else [self.from_numpy(x) for x in y]
