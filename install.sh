@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create ./.venv and install everything: torch 2.14.1 / torchvision 0.29.1, YOLOv5 7.0.14 (PyPI),
-# pycocotools, onnx, onnxruntime, pytest and this project (editable, with its YOLOv5 import hook).
+# pycocotools, onnx, onnxruntime, openvino, pytest and this project (editable, with its YOLOv5 import hook).
 # Usage: bash install.sh            (PYTHON=python3.11 bash install.sh to pick the interpreter)
 set -euo pipefail
 cd "$(dirname "$0")"

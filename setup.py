@@ -81,6 +81,7 @@ setup(
         "safetensors>=0.4",  # pretrained weights as served by the Hugging Face Hub
         "huggingface_hub>=0.20",
         "cloudpickle",  # ultralytics hands its trainer to DDP rank processes with it
+        "openvino>=2023.1",  # export.py --include openvino, DetectMultiBackend on *_openvino_model/ (convert_model API)
         "PyYAML",
     ],
     extras_require={"test": ["pytest>=7", "timm>=1.0"]},  # timm: reference for EfficientFormer parity tests

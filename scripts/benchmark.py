@@ -11,6 +11,8 @@ measured alongside it; the ratios stay comparable even on a noisy machine.
   ``--warmup`` runs, ``--threads`` CPU threads.
 * ONNX latency: the same fused model (``Detect.export=True``) exported with ``torch.onnx.export`` (opset 17,
   TorchScript exporter) and run by onnxruntime's ``CPUExecutionProvider`` with ``--threads`` intra-op threads.
+* OpenVINO latency: that ONNX file converted to OpenVINO IR as ``export.py --include openvino`` does and run on
+  OpenVINO's CPU plugin at f32 inference precision (as val.py/detect.py do), ``--threads`` inference threads.
 * training throughput: images/s of one full step (forward, YOLOv5 ``ComputeLoss``, backward, SGD step) on
   random ``--train-batch`` x ``--train-img`` images with fixed targets; median of ``--train-steps`` steps after
   one warm-up step.
@@ -25,7 +27,7 @@ continues.
 Usage:
     python scripts/benchmark.py                      # every YAML in models/ plus yolov5n/s, 640x640
     python scripts/benchmark.py --models yolov5_edgevit.yaml --runs 30 --threads 2
-    python scripts/benchmark.py --no-onnx --no-train --out /tmp/bench
+    python scripts/benchmark.py --no-onnx --no-openvino --no-train --out /tmp/bench
 """
 from __future__ import annotations
 
@@ -68,6 +70,7 @@ METRICS = (
     ("gflops", "GFLOPs @{img}", "{:.2f}"),
     ("eager_ms", "eager ms", "{:.1f}"),
     ("onnx_ms", "ONNX ms", "{:.1f}"),
+    ("openvino_ms", "OpenVINO ms", "{:.1f}"),
     ("train_ips", "train img/s", "{:.1f}"),
     ("gflops_per_s", "GFLOP/s", "{:.1f}"),
 )
@@ -95,6 +98,7 @@ class Result:
     gflops: float | None = None
     eager_ms: float | None = None
     onnx_ms: float | None = None
+    openvino_ms: float | None = None
     train_ips: float | None = None
     gflops_per_s: float | None = None
     errors: dict[str, str] = field(default_factory=dict)
@@ -231,6 +235,18 @@ def onnx_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int, th
     return median_time_s(lambda: session.run(None, feed), warmup, runs) * 1000
 
 
+def openvino_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int, threads: int) -> float:
+    """Median milliseconds of a batch-1 OpenVINO CPU inference (f32, as DetectMultiBackend runs it) of the model
+    exported like ``export.py --include openvino`` (ONNX, then ``openvino.convert_model``)."""
+    from yolo_backbones.hosts.yolov5.compat.openvino import compile_openvino, convert_onnx_to_openvino
+
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = convert_onnx_to_openvino(export_onnx(model, img, Path(tmp) / "model.onnx"), Path(tmp) / "ov")
+        compiled = compile_openvino(xml, threads=threads)
+        x = torch.rand(1, 3, img, img).numpy()
+        return median_time_s(lambda: compiled(x), warmup, runs) * 1000
+
+
 def train_images_per_s(cfg_path: Path, batch: int, img: int, steps: int) -> float:
     """Images/s of one training step (forward, ComputeLoss, backward, SGD step); median of ``steps`` after 1 warm-up."""
     from yolov5.utils.loss import ComputeLoss
@@ -318,6 +334,9 @@ def profile_eval(model: torch.nn.Module, result: Result, args: argparse.Namespac
     if args.onnx:
         result.onnx_ms = attempt(result, "onnx_ms", lambda: onnx_latency_ms(model, args.img, args.warmup,
                                                                             args.runs, args.threads))
+    if args.openvino:
+        result.openvino_ms = attempt(result, "openvino_ms", lambda: openvino_latency_ms(
+            model, args.img, args.warmup, args.runs, args.threads))
 
 
 def profile_model(cfg_path: Path, plugin: bool, args: argparse.Namespace) -> Result:
@@ -386,6 +405,7 @@ def cpu_name() -> str:
 def settings_text(args: argparse.Namespace) -> str:
     """One paragraph describing how the numbers were taken."""
     onnx = "onnxruntime CPUExecutionProvider (opset 17)" if args.onnx else "ONNX skipped"
+    onnx += "; OpenVINO CPU, f32 inference precision" if args.openvino else "; OpenVINO skipped"
     train = (f"training: images/s of one SGD step (forward + ComputeLoss + backward + step), batch "
              f"{args.train_batch} at {args.train_img}, median of {args.train_steps} steps after 1 warm-up"
              if args.train else "training skipped")
@@ -521,6 +541,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-steps", type=int, default=3, help="timed training steps (median) after 1 warm-up")
     parser.add_argument("--target", type=float, default=0.70, help="minimum GFLOP/s ratio to YOLOv5s")
     parser.add_argument("--no-onnx", dest="onnx", action="store_false", help="skip the onnxruntime latency")
+    parser.add_argument("--no-openvino", dest="openvino", action="store_false",
+                        help="skip the OpenVINO latency")
     parser.add_argument("--no-train", dest="train", action="store_false", help="skip the training throughput")
     parser.add_argument("--no-explain", dest="explain", action="store_false",
                         help="skip the profiler time breakdown used to explain models below target")
