@@ -147,7 +147,7 @@ def baseline_yaml(name: str) -> Path:
 
 def resolve_models(names: list[str] | None) -> list[tuple[Path, bool]]:
     """(YAML path, is-plugin) for the baselines then the requested plugin YAMLs (default: all in models/)."""
-    names = names or sorted(p.name for p in MODELS_DIR.glob("*.yaml"))
+    names = names or sorted(p.name for p in MODELS_DIR.glob("yolov5_*.yaml"))
     paths = [(baseline_yaml(n), False) for n in BASELINES]
     for n in names:
         path = Path(n) if Path(n).exists() else MODELS_DIR / n

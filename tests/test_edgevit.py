@@ -15,7 +15,7 @@ from torch import nn
 import yolo_backbones
 from yolo_backbones.core.base import InputSizeError
 from yolo_backbones.core.edgevit import EdgeViT, GlobalSparseAttn
-from yolo_backbones.core.weights.sources import WeightsFileError
+from yolo_backbones import CheckpointFileError
 from yolo_backbones.core.weights.state_dict import CheckpointMismatchError
 
 from helpers import key_shapes, model_shapes, n_params, random_state_dict, single_thread  # noqa: F401 (autouse fixture)
@@ -419,5 +419,5 @@ def test_truncated_checkpoint_file_gives_a_clear_error(tmp_path):
     torch.save(EdgeViT("xxs", num_classes=1000).state_dict(), full)
     cut = tmp_path / "cut.pth"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
-    with pytest.raises(WeightsFileError, match=r"cut\.pth cannot be read as a PyTorch checkpoint"):
+    with pytest.raises(CheckpointFileError, match=r"cut\.pth: is a damaged or truncated checkpoint"):
         yolo_backbones.create("edgevit_xxs", num_classes=1000, pretrained=str(cut))

@@ -30,7 +30,7 @@ pytest.importorskip("onnx")
 
 from yolov5.models.yolo import Detect, Model  # noqa: E402
 
-MODELS = sorted((Path(__file__).resolve().parents[1] / "models").glob("*.yaml"))
+MODELS = sorted((Path(__file__).resolve().parents[1] / "models").glob("yolov5_*.yaml"))
 EXPORT_SIZE = 192
 CHECK_SHAPES = [(2, 128, 256), (1, 256, 192)]  # (batch, height, width), both unlike the export input
 RTOL = 1e-3  # of the largest absolute output (box coordinates are in pixels)

@@ -33,7 +33,7 @@ from test_onnx_dynamic import WithFeatures, export_dynamic, perturb  # noqa: E40
 from yolo_backbones.hosts.yolov5.compat import openvino as ovc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = sorted((ROOT / "models").glob("*.yaml"))
+MODELS = sorted((ROOT / "models").glob("yolov5_*.yaml"))
 CFG = ROOT / "models" / "yolov5_edgevit.yaml"
 IMG = 128
 RTOL = 1e-3  # of the largest absolute Detect output (boxes are in pixels)

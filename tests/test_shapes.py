@@ -10,7 +10,7 @@ from yolo_backbones.resources import MODELS_DIR
 
 yolo = pytest.importorskip("yolov5.models.yolo")
 
-YAMLS = sorted(p.name for p in MODELS_DIR.glob("*.yaml"))
+YAMLS = sorted(p.name for p in MODELS_DIR.glob("yolov5_*.yaml"))
 SIZES = [(256, 256), (320, 320), (640, 640), (1280, 1280), (640, 480), (480, 640), (320, 192)]
 
 

@@ -21,7 +21,7 @@ yolo = pytest.importorskip("yolov5.models.yolo")
 from yolov5.utils.loss import ComputeLoss  # noqa: E402
 from yolov5.utils.torch_utils import ModelEMA, model_info  # noqa: E402
 
-YAMLS = sorted(p.name for p in MODELS_DIR.glob("*.yaml"))
+YAMLS = sorted(p.name for p in MODELS_DIR.glob("yolov5_*.yaml"))
 HYP = {"box": 0.05, "cls": 0.5, "cls_pw": 1.0, "obj": 1.0, "obj_pw": 1.0, "anchor_t": 4.0, "fl_gamma": 0.0,
        "label_smoothing": 0.0}
 
