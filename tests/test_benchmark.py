@@ -16,10 +16,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "yolov5_mobileformer_52m"
-MODELS = ["yolov5n", "yolov5s", MODEL]
+MODELS = ["yolov5n", "yolov5s", "yolov5m", MODEL]
 METRICS = ["params_m", "gflops", "eager_ms", "onnx_ms", "openvino_ms", "train_ips", "gflops_per_s"]
 HEADERS = ["model", "params (M)", "GFLOPs @128", "eager ms", "ONNX ms", "OpenVINO ms", "train img/s", "GFLOP/s",
-           "target >= 70%"]
+           "eff. vs YOLOv5 curve", "target >= 70%"]
 
 
 def load_script():
@@ -66,6 +66,7 @@ def test_ratios_to_yolov5s(out) -> None:
         assert value.endswith("(1.00x)"), value
     for value in rows[MODEL][1:8]:
         assert re.fullmatch(r"[0-9.]+ \([0-9.]+x\)", value), value
+    assert re.fullmatch(r"[0-9.]+", rows[MODEL][8]) and rows["yolov5s"][8] == "1.00"
     assert rows[MODEL][-1] in {"ok", "below target"}
     assert "### Below target" in (out / "benchmark.md").read_text()
 
@@ -107,3 +108,24 @@ def test_failure_is_recorded_not_raised(tmp_path, monkeypatch) -> None:
     assert rows[MODEL][5] == "error: RuntimeError: export exploded"  # OpenVINO converts the ONNX export
     assert rows[MODEL][6] == "-"  # --no-train
     assert rows[MODEL][3].endswith("x)")
+
+
+def test_efficiency_interpolates_the_cnn_curve_in_log_gflops() -> None:
+    script = load_script()
+    R = script.Result
+    cnn = [R("yolov5n", False, gflops=1.0, gflops_per_s=10.0), R("yolov5s", False, gflops=4.0, gflops_per_s=30.0)]
+    mid = R("a", True, gflops=2.0, gflops_per_s=10.0)  # log-midpoint: curve 20 GFLOP/s
+    low = R("b", True, gflops=0.5, gflops_per_s=5.0)   # below the smallest CNN: its 10 GFLOP/s
+    high = R("c", True, gflops=8.0, gflops_per_s=15.0)  # above the largest: 30 GFLOP/s
+    script.add_efficiency(cnn + [mid, low, high])
+    assert mid.efficiency == pytest.approx(0.5) and low.efficiency == pytest.approx(0.5)
+    assert high.efficiency == pytest.approx(0.5) and cnn[1].efficiency == pytest.approx(1.0)
+    assert script.is_below_target(mid, cnn[1], 0.7) and not script.is_below_target(mid, cnn[1], 0.4)
+
+
+def test_checkpoint_load_measurement_returns_both_timings() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_checkpoint_load import measure
+
+    safe_s, plain_s, size = measure(repeats=1, target_mb=2.0)
+    assert safe_s > 0 and plain_s > 0 and size > 1e6
