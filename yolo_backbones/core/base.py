@@ -123,9 +123,23 @@ class Backbone(nn.Module):
         """Map the last stage output ``(B, C_4, h, w)`` to logits ``(B, num_classes)``."""
         raise NotImplementedError
 
+    def inference_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` laid out channels-last in inference (eval mode), unchanged in training.
+
+        Channels-last is the fast layout on CPU (oneDNN convolutions without reorders, free switches between
+        maps and token grids, see :mod:`~yolo_backbones.core.layers.layout`); every layer computes the same
+        values in both layouts. Training keeps PyTorch's default layout.
+        """
+        return x if self.training else x.contiguous(memory_format=torch.channels_last)
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
-        """Detection mode: list of the ``out_indices`` feature maps. Classification mode: logits."""
+        """Detection mode: list of the ``out_indices`` feature maps. Classification mode: logits.
+
+        In eval mode the input is converted to channels-last (:meth:`inference_layout`), so the returned maps
+        are channels-last tensors (same values; ``.contiguous()`` gives the NCHW layout if needed).
+        """
         self.check_input(x)
+        x = self.inference_layout(x)
         if self.num_classes:
             return self.forward_head(self.forward_stages(x, len(self.stage_strides) - 1)[-1])
         if not self.input_norm_folded:
@@ -140,12 +154,22 @@ class Backbone(nn.Module):
         See :mod:`yolo_backbones.fuse`: ``Conv2d -> BN`` pairs in ``nn.Sequential`` containers plus the
         patterns each block declares in its ``fuse_()`` method; the outputs stay equal to the unfused
         eval-mode outputs (float rounding only), at any input size. BNs are folded with their running
-        statistics, so the fused backbone is for inference only (not for training). Idempotent.
+        statistics, so the fused backbone is for inference only (not for training). Its 4-D weights are
+        then laid out channels-last, the inference layout (see :meth:`inference_layout`), and the process's
+        allocator is tuned for repeated forwards (:func:`~yolo_backbones.core.runtime.tune_cpu_allocator`;
+        ``YOLO_BACKBONES_MALLOC_TUNING=0`` disables it). Idempotent.
         YOLOv5's ``model.fuse()`` calls this through the YOLOv5 patch.
         """
         from .fuse import fuse_backbone
+        from .runtime import tune_cpu_allocator
 
-        return fuse_backbone(self)
+        fuse_backbone(self)
+        tune_cpu_allocator()  # inference from here on: stop glibc re-faulting freed activations every forward
+        # Inference layout for the weights too: convolutions then run channels-last without a per-call
+        # weight reorder (the input is converted in forward, see inference_layout).
+        from .layers.layout import channels_last_weights
+
+        return channels_last_weights(self)
 
     # ---------------------------------------------------------------------------- weights
     def convert_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -63,10 +63,11 @@ from torch import nn
 import torch.nn.functional as F
 
 from .layers import SafeBatchNorm2d
+from .layers.layout import heads_to_map, is_tracing, map_to_heads
 from .registry import register
 from .base import Backbone
 
-__all__ = ["MobileFormer", "TokenLinear", "TokenLayerNorm", "ChannelShuffle", "HyperFunc", "dynamic_relu",
+__all__ = ["MobileFormer", "TokenLinear", "TokenLayerNorm", "ChannelShuffle", "HyperFunc", "dynamic_relu", "dynamic_relu_conv",
            "Local2Global", "GlobalBlock", "Global2Local", "LiteBlock", "DnaBlock", "DnaBlock3", "MergeClassifier"]
 
 # Block lists as in the official `mobile_former_*` constructors, one row per block:
@@ -200,6 +201,12 @@ class HyperFunc(nn.Module):
         return self.hyper(tokens[:, self.token_id])[:, :, None, None]
 
 
+def _slopes(coeffs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic-ReLU slopes ``a1 = 1 + 2 (h1 - 0.5)`` in ``[0, 2]`` and ``a2 = 2 (h2 - 0.5)`` in ``[-1, 1]``, ``(B, C, 1, 1)`` each."""
+    h1, h2 = coeffs.chunk(2, dim=1)
+    return (h1 - 0.5) * 2.0 + 1.0, (h2 - 0.5) * 2.0
+
+
 def dynamic_relu(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
     """Dynamic ReLU with two linear pieces per channel: ``max(a1 * x, a2 * x)``.
 
@@ -212,20 +219,69 @@ def dynamic_relu(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(B, C, H, W)``.
     """
-    h1, h2 = coeffs.chunk(2, dim=1)
-    a1 = (h1 - 0.5) * 2.0 + 1.0
-    a2 = (h2 - 0.5) * 2.0
+    a1, a2 = _slopes(coeffs)
     return torch.maximum(x * a1, x * a2)
+
+
+def _scale_input_channels(conv: nn.Conv2d, scale: torch.Tensor) -> torch.Tensor:
+    """``conv.weight`` with input channel ``c`` multiplied by ``scale[c]`` (any ``groups``): ``conv(s * x)`` as weights."""
+    w, groups = conv.weight, conv.groups
+    if groups == 1:
+        return w * scale.view(1, -1, 1, 1)
+    ipg, opg = w.shape[1], w.shape[0] // groups
+    # Output o of group o // opg reads input channels (o // opg) * ipg + i, i < ipg.
+    idx = (torch.arange(w.shape[0], device=w.device) // opg)[:, None] * ipg + torch.arange(ipg, device=w.device)
+    return w * scale[idx][:, :, None, None]
+
+
+def _can_fold_slopes(x: torch.Tensor, conv: nn.Sequential) -> bool:
+    """Whether :func:`dynamic_relu_conv` may fold the slopes into the conv's weights for this call.
+
+    Only for one CPU image in inference without autograd (the weights become per-image), never while
+    tracing/exporting (the graph must not depend on the data), and only when nothing observes the conv
+    module's call (hooks, e.g. thop's FLOP count in YOLOv5's model summary).
+    """
+    first = conv[0]
+    return (x.shape[0] == 1 and x.device.type == "cpu" and not torch.is_grad_enabled()
+            and isinstance(first, nn.Conv2d) and first.padding_mode == "zeros"
+            and not (first._forward_hooks or first._forward_pre_hooks or nn.modules.module._global_forward_hooks
+                     or nn.modules.module._global_forward_pre_hooks)
+            and not (is_tracing() or torch.compiler.is_compiling()))
+
+
+def dynamic_relu_conv(x: torch.Tensor, coeffs: torch.Tensor, conv: nn.Sequential) -> torch.Tensor:
+    """``conv(dynamic_relu(x, coeffs))``, with one pass over ``x`` instead of three where possible.
+
+    For ``p = max(a1, a2) > 0`` the dynamic ReLU is ``p * prelu(x, min(a1, a2) / p)`` (both pieces scaled by
+    ``p``), and the per-channel ``p`` goes into the input channels of the conv's weights, so the large map is
+    read once by ``prelu`` instead of by two multiplications and a maximum. This is the same function up to
+    float rounding; it is used for a single image in inference (see :func:`_can_fold_slopes`) and when every
+    ``p`` is positive (``a1 = 0`` and ``a2 <= 0`` make ``p = 0``), else the plain composition runs.
+
+    Args:
+        x: ``(B, C, H, W)`` map.
+        coeffs: ``(B, 2C, 1, 1)`` from :class:`HyperFunc`.
+        conv: ``Sequential`` whose first entry is the ``Conv2d`` that reads the activation (BN / shuffle may follow).
+
+    Returns:
+        ``conv``'s output.
+    """
+    if _can_fold_slopes(x, conv):
+        a1, a2 = _slopes(coeffs)
+        high, low = torch.maximum(a1, a2).flatten(), torch.minimum(a1, a2).flatten()
+        if bool((high > 0).all()):
+            first = conv[0]
+            y = F.conv2d(F.prelu(x, low / high), _scale_input_channels(first, high), first.bias, first.stride,
+                         first.padding, first.dilation, first.groups)
+            for m in list(conv)[1:]:
+                y = m(y)
+            return y
+    return conv(dynamic_relu(x, coeffs))
 
 
 def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     """``(B, N, C)`` -> ``(B, heads, N, C / heads)``; head ``h`` takes channels ``[h C/heads, (h+1) C/heads)``."""
     return x.unflatten(-1, (num_heads, -1)).transpose(1, 2)
-
-
-def _map_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """Feature map ``(B, C, H, W)`` -> per-head pixel sequences ``(B, heads, H*W, C / heads)`` (no copy)."""
-    return x.flatten(2).unflatten(1, (num_heads, -1)).transpose(-1, -2)
 
 
 class Local2Global(nn.Module):
@@ -253,7 +309,7 @@ class Local2Global(nn.Module):
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         q = _split_heads(self.q(tokens), self.num_heads)                   # (B, h, M, C/h)
-        kv = _map_heads(x, self.num_heads)                                 # (B, h, HW, C/h)
+        kv = map_to_heads(x, self.num_heads)                                 # (B, h, HW, C/h)
         out = F.scaled_dot_product_attention(q, kv, kv).transpose(1, 2).flatten(2)  # (B, M, C)
         out = out * (2.0 * self.alpha(tokens))
         return self.layer_norm(tokens + self.proj(out))
@@ -314,11 +370,11 @@ class Global2Local(nn.Module):
         self.proj = TokenLinear(token_dim, channels)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        q = _map_heads(x, self.num_heads)                     # (B, h, HW, C/h)
+        q = map_to_heads(x, self.num_heads)                     # (B, h, HW, C/h)
         k = _split_heads(self.k(tokens), self.num_heads)      # (B, h, M, C/h)
         v = _split_heads(self.proj(tokens), self.num_heads)   # (B, h, M, C/h)
         out = F.scaled_dot_product_attention(q, k, v)         # (B, h, HW, C/h)
-        return x + out.transpose(-1, -2).reshape_as(x)
+        return x + heads_to_map(out, x)
 
 
 class LiteBlock(nn.Module):
@@ -393,9 +449,8 @@ class DnaBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.global_block(self.local_global(x, tokens))
-        out = dynamic_relu(self.conv1(x), self.hyper1(tokens))
-        out = dynamic_relu(self.conv2(out), self.hyper2(tokens))
-        out = self.conv3(out)
+        out = dynamic_relu_conv(self.conv1(x), self.hyper1(tokens), self.conv2)
+        out = dynamic_relu_conv(out, self.hyper2(tokens), self.conv3)
         if self.use_shortcut:
             out = out + x
         return self.global_local(out, tokens), tokens
@@ -440,8 +495,8 @@ class DnaBlock3(nn.Module):
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.global_block(self.local_global(x, tokens))
-        mid = self.conv2(dynamic_relu(self.conv1(x), self.hyper1(tokens)))
-        out = mid + self.conv4(dynamic_relu(self.conv3(mid), self.hyper3(tokens)))
+        mid = dynamic_relu_conv(self.conv1(x), self.hyper1(tokens), self.conv2)
+        out = mid + dynamic_relu_conv(self.conv3(mid), self.hyper3(tokens), self.conv4)
         out = self.global_local(out, tokens)
         if self.use_shortcut:
             out = out + x
@@ -644,7 +699,7 @@ class MobileFormer(Backbone):
         """Detection mode: list of the ``out_indices`` maps of ``[0, 1]`` RGB input. Classification: logits."""
         if self.num_classes:
             self.check_input(x)
-            stages, tokens = self.forward_features(x, len(self.stage_strides) - 1)
+            stages, tokens = self.forward_features(self.inference_layout(x), len(self.stage_strides) - 1)
             return self.forward_head(stages[-1], tokens)
         return super().forward(x)
 

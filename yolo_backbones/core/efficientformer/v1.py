@@ -34,7 +34,11 @@ mapping; timm-format checkpoints (``stem.*``, ``stages.*``) are converted by
   accepted (and checked) when a checkpoint contains it.
 * ``Flat`` turns the map into a channels-last token grid ``(B, H, W, C)`` (same token order as the
   reference ``(B, N, C)`` sequence), so the stage-3 output can be turned back into a map.
-* The attention uses ``torch.nn.functional.scaled_dot_product_attention`` with the bias as float mask.
+* The attention is written out (``softmax(scale * q @ k^T + bias) @ v``, see
+  :func:`~yolo_backbones.core.layers.softmax_attention`): its value dim (128) differs from the key dim
+  (32), which PyTorch's fused CPU attention kernel does not take.
+* The pooling mixer's residual ``x + ls1 * (pool(x) - x)`` is computed as ``lerp(x, pool(x), ls1)``
+  (the same function, one pass over the map).
 * BatchNorms are :class:`~yolo_backbones.layers.SafeBatchNorm2d` (batch-1 1x1 maps work in training).
 * Detection mode (``num_classes=0``) has no ``head`` / ``dist_head``; it returns the outputs of the
   stages in ``out_indices`` (strides 4 / 8 / 16 / 32), the stage-3 token grid reshaped back to a
@@ -56,7 +60,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..layers import ConvBnDownsample, ConvBnMlp, LayerScaleBlock, Mlp, OffsetBiasAttention, conv_bn_stem, scaled
+from ..layers import (ConvBnDownsample, ConvBnMlp, LayerScaleBlock, Mlp, OffsetBiasAttention, conv_bn_stem, scaled,
+                      softmax_attention)
 from ..registry import register
 from ..base import Backbone
 
@@ -107,7 +112,12 @@ class Meta4D(LayerScaleBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ls1, ls2 = self.layer_scale_1, self.layer_scale_2  # None once folded by fusing
-        x = x + self.drop_path(scaled(None if ls1 is None else ls1[:, None, None], self.token_mixer(x)))
+        if isinstance(self.drop_path, nn.Identity) and ls1 is not None and ls1.dtype == x.dtype:
+            # x + ls1 * (pool(x) - x) is a per-channel interpolation from x towards pool(x): one pass (lerp)
+            # instead of three element-wise ops over the map (lerp wants one dtype: autocast takes the other path).
+            x = torch.lerp(x, self.token_mixer.pool(x), ls1[:, None, None])
+        else:
+            x = x + self.drop_path(scaled(None if ls1 is None else ls1[:, None, None], self.token_mixer(x)))
         x = x + self.drop_path(scaled(None if ls2 is None else ls2[:, None, None], self.mlp(x)))
         return x
 
@@ -154,7 +164,7 @@ class Attention(OffsetBiasAttention):
         qkv = self.qkv(x).reshape(B, N, self.num_heads, -1).permute(0, 2, 1, 3)  # (B, heads, N, 2kd + vd)
         q, k, v = qkv.split([self.key_dim, self.key_dim, self.val_dim], dim=3)
         bias = self.attention_bias((H, W), (H, W), q.dtype)  # (heads, N, N), broadcast over the batch
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)  # (B, heads, N, vd)
+        x = softmax_attention(q, k, v, bias, self.scale)  # (B, heads, N, vd)
         x = x.transpose(1, 2).reshape(B, H, W, self.val_attn_dim)
         return self.proj(x)
 

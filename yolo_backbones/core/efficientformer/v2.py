@@ -37,9 +37,11 @@ converted by :meth:`EfficientFormerV2.convert_state_dict`. Differences from the 
   attention of stage 2 upsamples back to the exact input size, so odd stride-16 maps work too (the
   reference needs them even); ``input_multiple`` is 1.
 * The ``AvgPool2d(1, 2)`` subsampling of the downsampling queries is written as strided slicing (the
-  same values), and the downsampling attention uses ``scaled_dot_product_attention``. Attention4D keeps
-  an explicit softmax: its talking heads mix the heads between ``q @ k`` and the softmax and again
-  after it, which a fused attention kernel cannot express.
+  same values). Both attentions are written out (softmax of biased logits): Attention4D's talking heads
+  mix the heads between ``q @ k`` and the softmax and again after it, which a fused attention kernel
+  cannot express, and the downsampling attention's value dim (64) differs from its key dim (16), which
+  PyTorch's fused CPU kernel does not take. The talking heads are computed as ``heads x heads`` matrix
+  products over the attention maps (the same function as the reference 1x1 convs, same weights).
 * BatchNorms are :class:`~yolo_backbones.layers.SafeBatchNorm2d` (batch-1 1x1 maps work in training,
   e.g. the stride-32 map of YOLOv5's 32x32 FLOPs probe).
 * Detection mode (``num_classes=0``) has no ``head`` / ``dist_head``; it returns the outputs of the
@@ -59,7 +61,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..layers import ConvBnMlp, LayerScaleBlock, OffsetBiasAttention, SafeBatchNorm2d, conv3x3_s2_bn
+from ..layers import (ConvBnMlp, LayerScaleBlock, OffsetBiasAttention, SafeBatchNorm2d, biased_scores, conv3x3_s2_bn,
+                      heads_to_map, map_to_heads, mix_heads, softmax_attention)
 from ..registry import register
 from .v1 import TIMM_LAYER_SCALE_RULE, EfficientFormerBase, apply_rules, rename_timm_keys, stage_blocks
 
@@ -129,24 +132,22 @@ class Attention4D(OffsetBiasAttention):
         self.proj = nn.Sequential(nn.GELU(), nn.Conv2d(self.val_attn_dim, dim, 1), SafeBatchNorm2d(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, _, H, W = x.shape
+        H, W = x.shape[-2:]
         if self.stride_conv is not None:
             x = self.stride_conv(x)
         h, w = x.shape[-2:]
-        N = h * w
-        # Channels of each projection are grouped per head: (B, heads * d, h, w) -> (B, heads, d, N).
-        q = self.q(x).reshape(B, self.num_heads, self.key_dim, N).transpose(-2, -1)  # (B, heads, N, kd)
-        k = self.k(x).reshape(B, self.num_heads, self.key_dim, N)  # (B, heads, kd, N)
+        # Channels of each projection are grouped per head: (B, heads * d, h, w) -> (B, heads, N, d) views.
+        q = map_to_heads(self.q(x), self.num_heads)
+        k = map_to_heads(self.k(x), self.num_heads)
         v = self.v(x)
         v_local = self.v_local(v)
-        v = v.reshape(B, self.num_heads, self.val_dim, N).transpose(-2, -1)  # (B, heads, N, vd)
+        v = map_to_heads(v, self.num_heads)
 
         # Explicit softmax attention: the talking heads (1x1 convs over the head axis) act on the logits
         # and on the probabilities, so scaled_dot_product_attention cannot be used here.
-        attn = (q @ k) * self.scale + self.attention_bias((h, w), (h, w), q.dtype)
-        attn = self.talking_head1(attn).softmax(dim=-1)
-        attn = self.talking_head2(attn)
-        out = (attn @ v).transpose(-2, -1).reshape(B, self.val_attn_dim, h, w) + v_local
+        attn = biased_scores(q, k, self.attention_bias((h, w), (h, w), q.dtype), self.scale)
+        attn = mix_heads(mix_heads(attn, self.talking_head1).softmax(dim=-1), self.talking_head2)
+        out = heads_to_map(torch.matmul(attn, v), v_local) + v_local
         if self.stride_conv is not None:
             # Same as the reference nn.Upsample(scale_factor=2, bilinear) when H, W are even; an explicit
             # size also restores odd H, W exactly.
@@ -204,18 +205,17 @@ class Attention4DDownsample(OffsetBiasAttention):
         self.proj = nn.Sequential(nn.GELU(), nn.Conv2d(self.val_attn_dim, out_dim, 1), SafeBatchNorm2d(out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, _, H, W = x.shape
+        H, W = x.shape[-2:]
         q = self.q(x)
         hq, wq = q.shape[-2:]
-        q = q.reshape(B, self.num_heads, self.key_dim, hq * wq).transpose(-2, -1)  # (B, heads, Nq, kd)
-        k = self.k(x).reshape(B, self.num_heads, self.key_dim, H * W).transpose(-2, -1)  # (B, heads, N, kd)
+        q = map_to_heads(q, self.num_heads)  # (B, heads, Nq, kd)
+        k = map_to_heads(self.k(x), self.num_heads)  # (B, heads, N, kd)
         v = self.v(x)
         v_local = self.v_local(v)  # (B, heads * vd, hq, wq)
-        v = v.reshape(B, self.num_heads, self.val_dim, H * W).transpose(-2, -1)  # (B, heads, N, vd)
+        v = map_to_heads(v, self.num_heads)  # (B, heads, N, vd)
         bias = self.attention_bias((hq, wq), (H, W), q.dtype)  # (heads, Nq, N)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)  # (B, heads, Nq, vd)
-        out = out.transpose(-2, -1).reshape(B, self.val_attn_dim, hq, wq) + v_local
-        return self.proj(out)
+        out = softmax_attention(q, k, v, bias, self.scale)  # (B, heads, Nq, vd)
+        return self.proj(heads_to_map(out, v_local) + v_local)
 
 
 class AttnDownsample(nn.Module):

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ...core.base import Backbone
+from ...core.layers.layout import channels_last_weights
 from ...core.registry import backbone_classes
 from ...core.select import Select
 from .parse_model import _NORM_SNAPSHOTS, make_parse_model
@@ -72,15 +73,22 @@ def make_fuse(original: Callable[[nn.Module], nn.Module]) -> Callable[[nn.Module
 
     Every :class:`Backbone` in the model is fused first (:meth:`Backbone.fuse`: its Conv+BN pairs and other
     exact re-parameterisations), then the original runs, so the printed summary is that of the fully fused
-    model. Idempotent like the original: a second call changes nothing. As in YOLOv5, a fused model is for
-    inference (val / detect / export), not for training.
+    model. A model with a backbone then gets channels-last weights throughout (the inference layout). Idempotent
+    like the original: a second call changes nothing. As in YOLOv5, a fused model is for inference (val /
+    detect / export), not for training.
     """
 
     def fuse(self: nn.Module) -> nn.Module:
-        for m in self.model.modules():
-            if isinstance(m, Backbone):
-                m.fuse()
-        return original(self)
+        backbones = [m for m in self.model.modules() if isinstance(m, Backbone)]
+        for m in backbones:
+            m.fuse()
+        fused = original(self)
+        if backbones:
+            # The backbones run channels-last in inference (Backbone.inference_layout) and hand channels-last
+            # maps to the neck: lay out the neck's weights the same way, so its convolutions do not reorder
+            # them on every call. Stock YOLOv5 models are left as they are.
+            channels_last_weights(fused)
+        return fused
 
     fuse.__wrapped__ = original
     return fuse
