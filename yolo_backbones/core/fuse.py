@@ -60,7 +60,7 @@ def bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _like(conv: _Conv, weight: torch.Tensor, bias: torch.Tensor) -> _Conv:
-    """A new ``Conv2d`` with ``conv``'s geometry, device, dtype and ``requires_grad``, with ``bias``."""
+    """A new ``Conv2d`` with ``conv``'s geometry, device, dtype, ``requires_grad`` and mode, with ``bias``."""
     w = conv.weight
     new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
                     dilation=conv.dilation, groups=conv.groups, bias=True, padding_mode=conv.padding_mode,
@@ -68,7 +68,7 @@ def _like(conv: _Conv, weight: torch.Tensor, bias: torch.Tensor) -> _Conv:
     with torch.no_grad():
         new.weight.copy_(weight.to(w.dtype))
         new.bias.copy_(bias.to(w.dtype))
-    return new.requires_grad_(w.requires_grad)
+    return new.requires_grad_(w.requires_grad).train(conv.training)
 
 
 def _bias64(layer: _Conv | _Linear) -> torch.Tensor:

@@ -62,7 +62,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .layers import SafeBatchNorm2d
+from .layers import SafeBatchNorm2d, onednn
 from .layers.layout import heads_to_map, is_tracing, map_to_heads
 from .registry import register
 from .base import Backbone
@@ -249,34 +249,38 @@ def _can_fold_slopes(x: torch.Tensor, conv: nn.Sequential) -> bool:
             and not (is_tracing() or torch.compiler.is_compiling()))
 
 
-def dynamic_relu_conv(x: torch.Tensor, coeffs: torch.Tensor, conv: nn.Sequential) -> torch.Tensor:
-    """``conv(dynamic_relu(x, coeffs))``, with one pass over ``x`` instead of three where possible.
+def dynamic_relu_conv(x: torch.Tensor, coeffs: torch.Tensor, conv: nn.Sequential,
+                      residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``conv(dynamic_relu(x, coeffs))`` [``+ residual``], with one pass over ``x`` instead of three where possible.
 
     For ``p = max(a1, a2) > 0`` the dynamic ReLU is ``p * prelu(x, min(a1, a2) / p)`` (both pieces scaled by
     ``p``), and the per-channel ``p`` goes into the input channels of the conv's weights, so the large map is
     read once by ``prelu`` instead of by two multiplications and a maximum. This is the same function up to
     float rounding; it is used for a single image in inference (see :func:`_can_fold_slopes`) and when every
-    ``p`` is positive (``a1 = 0`` and ``a2 <= 0`` make ``p = 0``), else the plain composition runs.
+    ``p`` is positive (``a1 = 0`` and ``a2 <= 0`` make ``p = 0``), else the plain composition runs. The
+    residual add is fused into the conv's kernel when nothing but folded BNs follows the conv.
 
     Args:
         x: ``(B, C, H, W)`` map.
         coeffs: ``(B, 2C, 1, 1)`` from :class:`HyperFunc`.
         conv: ``Sequential`` whose first entry is the ``Conv2d`` that reads the activation (BN / shuffle may follow).
+        residual: optional map added to ``conv``'s output.
 
     Returns:
-        ``conv``'s output.
+        ``conv``'s output (plus ``residual``).
     """
     if _can_fold_slopes(x, conv):
         a1, a2 = _slopes(coeffs)
         high, low = torch.maximum(a1, a2).flatten(), torch.minimum(a1, a2).flatten()
         if bool((high > 0).all()):
-            first = conv[0]
-            y = F.conv2d(F.prelu(x, low / high), _scale_input_channels(first, high), first.bias, first.stride,
-                         first.padding, first.dilation, first.groups)
-            for m in list(conv)[1:]:
+            first, rest = conv[0], [m for m in list(conv)[1:] if not isinstance(m, nn.Identity)]
+            y = onednn.conv(first, F.prelu(x, low / high), residual=None if rest else residual,
+                            weight=_scale_input_channels(first, high))
+            for m in rest:
                 y = m(y)
-            return y
-    return conv(dynamic_relu(x, coeffs))
+            return y if residual is None or not rest else y + residual
+    y = onednn.sequential(conv, dynamic_relu(x, coeffs))
+    return y if residual is None else y + residual
 
 
 def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -409,7 +413,7 @@ class LiteBlock(nn.Module):
         self.use_shortcut = stride == 1 and inp == oup
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.conv(x)
+        out = onednn.sequential(self.conv, x)
         if self.use_shortcut:
             out = out + x
         return out, tokens
@@ -449,10 +453,8 @@ class DnaBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.global_block(self.local_global(x, tokens))
-        out = dynamic_relu_conv(self.conv1(x), self.hyper1(tokens), self.conv2)
-        out = dynamic_relu_conv(out, self.hyper2(tokens), self.conv3)
-        if self.use_shortcut:
-            out = out + x
+        out = dynamic_relu_conv(onednn.sequential(self.conv1, x), self.hyper1(tokens), self.conv2)
+        out = dynamic_relu_conv(out, self.hyper2(tokens), self.conv3, residual=x if self.use_shortcut else None)
         return self.global_local(out, tokens), tokens
 
 
@@ -495,8 +497,8 @@ class DnaBlock3(nn.Module):
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.global_block(self.local_global(x, tokens))
-        mid = dynamic_relu_conv(self.conv1(x), self.hyper1(tokens), self.conv2)
-        out = mid + dynamic_relu_conv(self.conv3(mid), self.hyper3(tokens), self.conv4)
+        mid = dynamic_relu_conv(onednn.sequential(self.conv1, x), self.hyper1(tokens), self.conv2)
+        out = dynamic_relu_conv(onednn.sequential(self.conv3, mid), self.hyper3(tokens), self.conv4, residual=mid)
         out = self.global_local(out, tokens)
         if self.use_shortcut:
             out = out + x
@@ -676,7 +678,7 @@ class MobileFormer(Backbone):
         # A copy per image (as the reference's `repeat`), not an `expand` view: a view of the parameter made
         # under no_grad still reports requires_grad, which breaks torch.utils.flop_counter's module tracker.
         tokens = self.tokens.weight[None].repeat(x.shape[0], 1, 1)
-        x = self.stem(x)
+        x = onednn.sequential(self.stem, x)
         stages: list[torch.Tensor] = []
         for i, block in enumerate(self.features[:self.tap_blocks[last_stage] + 1]):
             x, tokens = block(x, tokens)

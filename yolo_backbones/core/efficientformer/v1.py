@@ -60,8 +60,9 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..layers import (ConvBnDownsample, ConvBnMlp, LayerScaleBlock, Mlp, OffsetBiasAttention, conv_bn_stem, scaled,
-                      softmax_attention)
+from ..layers import (ConvBnDownsample, ConvBnMlp, LayerScaleBlock, Mlp, OffsetBiasAttention, conv_bn_stem, onednn,
+                      scaled, softmax_attention)
+from ..layers.layer_scale import residual_branch
 from ..registry import register
 from ..base import Backbone
 
@@ -118,8 +119,7 @@ class Meta4D(LayerScaleBlock):
             x = torch.lerp(x, self.token_mixer.pool(x), ls1[:, None, None])
         else:
             x = x + self.drop_path(scaled(None if ls1 is None else ls1[:, None, None], self.token_mixer(x)))
-        x = x + self.drop_path(scaled(None if ls2 is None else ls2[:, None, None], self.mlp(x)))
-        return x
+        return residual_branch(self, self.mlp, None if ls2 is None else ls2[:, None, None], x, x)
 
 
 class Flat(nn.Module):
@@ -158,15 +158,18 @@ class Attention(OffsetBiasAttention):
         self.qkv = nn.Linear(dim, (2 * key_dim + self.val_dim) * num_heads)
         self.proj = nn.Linear(self.val_attn_dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    accepts_residual = True  # see LayerScaleBlock
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``Attention(x)``, or ``residual + Attention(x)`` (fused into ``proj`` in inference)."""
         B, H, W, _ = x.shape
         N = H * W
-        qkv = self.qkv(x).reshape(B, N, self.num_heads, -1).permute(0, 2, 1, 3)  # (B, heads, N, 2kd + vd)
+        qkv = onednn.linear(self.qkv, x).reshape(B, N, self.num_heads, -1).permute(0, 2, 1, 3)  # (B, heads, N, 2kd + vd)
         q, k, v = qkv.split([self.key_dim, self.key_dim, self.val_dim], dim=3)
         bias = self.attention_bias((H, W), (H, W), q.dtype)  # (heads, N, N), broadcast over the batch
         x = softmax_attention(q, k, v, bias, self.scale)  # (B, heads, N, vd)
         x = x.transpose(1, 2).reshape(B, H, W, self.val_attn_dim)
-        return self.proj(x)
+        return onednn.linear(self.proj, x, residual=residual)
 
 
 class Meta3D(LayerScaleBlock):
@@ -377,7 +380,7 @@ class EfficientFormerBase(Backbone):
 
         The stage-3 output passes through the final norm (:meth:`stage3_output`).
         """
-        x = self.patch_embed(x)
+        x = onednn.sequential(self.patch_embed, x)
         outs: list[torch.Tensor] = []
         for i in range(last_stage + 1):
             if i > 0:

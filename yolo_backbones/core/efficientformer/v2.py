@@ -62,7 +62,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from ..layers import (ConvBnMlp, LayerScaleBlock, OffsetBiasAttention, SafeBatchNorm2d, biased_scores, conv3x3_s2_bn,
-                      heads_to_map, map_to_heads, mix_heads, softmax_attention)
+                      heads_to_map, map_to_heads, mix_heads, onednn, softmax_attention)
 from ..registry import register
 from .v1 import TIMM_LAYER_SCALE_RULE, EfficientFormerBase, apply_rules, rename_timm_keys, stage_blocks
 
@@ -131,16 +131,19 @@ class Attention4D(OffsetBiasAttention):
         self.talking_head2 = nn.Conv2d(num_heads, num_heads, 1)
         self.proj = nn.Sequential(nn.GELU(), nn.Conv2d(self.val_attn_dim, dim, 1), SafeBatchNorm2d(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    accepts_residual = True  # see LayerScaleBlock
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``Attention4D(x)``, or ``residual + Attention4D(x)`` (fused into the output conv in inference)."""
         H, W = x.shape[-2:]
         if self.stride_conv is not None:
-            x = self.stride_conv(x)
+            x = onednn.sequential(self.stride_conv, x)
         h, w = x.shape[-2:]
         # Channels of each projection are grouped per head: (B, heads * d, h, w) -> (B, heads, N, d) views.
-        q = map_to_heads(self.q(x), self.num_heads)
-        k = map_to_heads(self.k(x), self.num_heads)
-        v = self.v(x)
-        v_local = self.v_local(v)
+        q = map_to_heads(onednn.sequential(self.q, x), self.num_heads)
+        k = map_to_heads(onednn.sequential(self.k, x), self.num_heads)
+        v = onednn.sequential(self.v, x)
+        v_local = onednn.sequential(self.v_local, v)
         v = map_to_heads(v, self.num_heads)
 
         # Explicit softmax attention: the talking heads (1x1 convs over the head axis) act on the logits
@@ -152,7 +155,18 @@ class Attention4D(OffsetBiasAttention):
             # Same as the reference nn.Upsample(scale_factor=2, bilinear) when H, W are even; an explicit
             # size also restores odd H, W exactly.
             out = F.interpolate(out, size=(H, W), mode="bilinear", align_corners=False)
-        return self.proj(out)
+        return _gelu_conv_norm(self.proj, out, residual)
+
+
+def _gelu_conv_norm(proj: nn.Sequential, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``proj(x)`` [+ residual] for the ``GELU -> 1x1 conv -> BN`` output projections of the attentions.
+
+    Once the BN is folded (``Identity``), the residual add is fused into the conv's kernel in inference.
+    """
+    if isinstance(proj[2], nn.Identity):
+        return onednn.conv(proj[1], proj[0](x), residual=residual)
+    x = proj(x)
+    return x if residual is None else residual + x
 
 
 class LGQuery(nn.Module):
@@ -173,7 +187,7 @@ class LGQuery(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x[..., ::2, ::2] is the reference AvgPool2d(kernel 1, stride 2): same values, ceil(H / 2) rows.
-        return self.proj(self.local(x) + x[:, :, ::2, ::2])
+        return onednn.sequential(self.proj, onednn.conv(self.local[0], x, residual=x[:, :, ::2, ::2]))
 
 
 class Attention4DDownsample(OffsetBiasAttention):
@@ -209,13 +223,13 @@ class Attention4DDownsample(OffsetBiasAttention):
         q = self.q(x)
         hq, wq = q.shape[-2:]
         q = map_to_heads(q, self.num_heads)  # (B, heads, Nq, kd)
-        k = map_to_heads(self.k(x), self.num_heads)  # (B, heads, N, kd)
-        v = self.v(x)
-        v_local = self.v_local(v)  # (B, heads * vd, hq, wq)
+        k = map_to_heads(onednn.sequential(self.k, x), self.num_heads)  # (B, heads, N, kd)
+        v = onednn.sequential(self.v, x)
+        v_local = onednn.sequential(self.v_local, v)  # (B, heads * vd, hq, wq)
         v = map_to_heads(v, self.num_heads)  # (B, heads, N, vd)
         bias = self.attention_bias((hq, wq), (H, W), q.dtype)  # (heads, Nq, N)
         out = softmax_attention(q, k, v, bias, self.scale)  # (B, heads, Nq, vd)
-        return self.proj(heads_to_map(out, v_local) + v_local)
+        return _gelu_conv_norm(self.proj, heads_to_map(out, v_local) + v_local)
 
 
 class AttnDownsample(nn.Module):
@@ -231,6 +245,8 @@ class AttnDownsample(nn.Module):
         self.conv, self.bn = conv3x3_s2_bn(in_chans, out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.bn, nn.Identity):  # folded: the attention branch is added by the conv's kernel
+            return onednn.conv(self.conv, x, residual=self.attn(x))
         return self.bn(self.conv(x)) + self.attn(x)
 
     def fuse_(self) -> None:
