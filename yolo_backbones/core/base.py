@@ -136,16 +136,25 @@ class Backbone(nn.Module):
         """Detection mode: list of the ``out_indices`` feature maps. Classification mode: logits.
 
         In eval mode the input is converted to channels-last (:meth:`inference_layout`), so the returned maps
-        are channels-last tensors (same values; ``.contiguous()`` gives the NCHW layout if needed).
+        are channels-last tensors (same values; ``.contiguous()`` gives the NCHW layout if needed). A fused
+        backbone runs its conv / linear layers on fused CPU kernels (see :meth:`kernels`).
         """
         self.check_input(x)
         x = self.inference_layout(x)
-        if self.num_classes:
-            return self.forward_head(self.forward_stages(x, len(self.stage_strides) - 1)[-1])
-        if not self.input_norm_folded:
-            x = (x - self.input_mean) / self.input_std
-        stages = self.forward_stages(x, self.out_indices[-1])
+        with self.kernels():
+            if self.num_classes:
+                return self.forward_head(self.forward_stages(x, len(self.stage_strides) - 1)[-1])
+            if not self.input_norm_folded:
+                x = (x - self.input_mean) / self.input_std
+            stages = self.forward_stages(x, self.out_indices[-1])
         return [stages[i] for i in self.out_indices]
+
+    def kernels(self):
+        """Context for this backbone's forward: fused CPU inference kernels once :meth:`fuse` ran
+        (:mod:`~yolo_backbones.core.layers.onednn`), the plain ``torch`` ops before."""
+        from .layers import onednn
+
+        return onednn.allowed(getattr(self, "fused", False))
 
     # ------------------------------------------------------------------------------- fusing
     def fuse(self) -> "Backbone":

@@ -63,7 +63,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .layers import SafeBatchNorm2d, onednn
-from .layers.layout import heads_to_map, is_tracing, map_to_heads
+from .layers.layout import heads_to_map, is_channels_last, is_tracing, map_to_heads
 from .registry import register
 from .base import Backbone
 
@@ -170,6 +170,9 @@ class ChannelShuffle(nn.Module):
         self.groups = int(groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if is_channels_last(x):  # shuffle the contiguous channel axis of the (B, H, W, C) memory, stay channels-last
+            y = x.permute(0, 2, 3, 1)
+            return y.unflatten(3, (self.groups, -1)).transpose(3, 4).reshape_as(y).permute(0, 3, 1, 2)
         return x.unflatten(1, (self.groups, -1)).transpose(1, 2).flatten(1, 2)
 
     def extra_repr(self) -> str:
@@ -223,9 +226,8 @@ def dynamic_relu(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
     return torch.maximum(x * a1, x * a2)
 
 
-def _scale_input_channels(conv: nn.Conv2d, scale: torch.Tensor) -> torch.Tensor:
-    """``conv.weight`` with input channel ``c`` multiplied by ``scale[c]`` (any ``groups``): ``conv(s * x)`` as weights."""
-    w, groups = conv.weight, conv.groups
+def _scale_input_channels(w: torch.Tensor, groups: int, scale: torch.Tensor) -> torch.Tensor:
+    """Conv weight ``w`` with input channel ``c`` multiplied by ``scale[c]`` (any ``groups``): ``conv(s * x)`` as weights."""
     if groups == 1:
         return w * scale.view(1, -1, 1, 1)
     ipg, opg = w.shape[1], w.shape[0] // groups
@@ -275,7 +277,7 @@ def dynamic_relu_conv(x: torch.Tensor, coeffs: torch.Tensor, conv: nn.Sequential
         if bool((high > 0).all()):
             first, rest = conv[0], [m for m in list(conv)[1:] if not isinstance(m, nn.Identity)]
             y = onednn.conv(first, F.prelu(x, low / high), residual=None if rest else residual,
-                            weight=_scale_input_channels(first, high))
+                            weight=_scale_input_channels(first.weight, first.groups, high))
             for m in rest:
                 y = m(y)
             return y if residual is None or not rest else y + residual
@@ -701,8 +703,9 @@ class MobileFormer(Backbone):
         """Detection mode: list of the ``out_indices`` maps of ``[0, 1]`` RGB input. Classification: logits."""
         if self.num_classes:
             self.check_input(x)
-            stages, tokens = self.forward_features(self.inference_layout(x), len(self.stage_strides) - 1)
-            return self.forward_head(stages[-1], tokens)
+            with self.kernels():
+                stages, tokens = self.forward_features(self.inference_layout(x), len(self.stage_strides) - 1)
+                return self.forward_head(stages[-1], tokens)
         return super().forward(x)
 
     def convert_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -8,17 +8,22 @@ apply such element-wise "post-ops" while the conv / linear result is still in ca
 backend uses). :func:`conv` and :func:`linear` call them where that is safe and fall back to the plain
 ``torch.nn`` modules otherwise, so the function is the same either way (float rounding only).
 
-The fused path is taken only for CPU float32 inference: module in eval mode, autograd disabled
-(``torch.no_grad()`` / ``inference_mode``), channels-last maps, no hooks on the module (e.g. thop's FLOP
-count in YOLOv5's model summary, which then sees the module run), not while tracing / scripting / exporting
-/ compiling, and no ``TorchDispatchMode`` active (``torch.utils.flop_counter`` counts the plain ops). The
-kernels are private PyTorch operators: they are checked once against the plain ops on first use, and any
-failure switches the fused path off for the process. ``YOLO_BACKBONES_ONEDNN=0`` switches it off.
+The fused path is taken only inside a *fused* backbone's forward (:meth:`Backbone.fuse
+<yolo_backbones.core.base.Backbone.fuse>`; see :func:`allowed`), for CPU float32 inference: module in eval
+mode, autograd disabled (``torch.no_grad()`` / ``inference_mode``), channels-last maps, no hooks on the
+module (e.g. thop's FLOP count in YOLOv5's model summary, which then sees the module run), not while
+tracing / scripting / exporting / compiling, and no ``TorchDispatchMode`` active
+(``torch.utils.flop_counter`` counts the plain ops). An unfused model therefore computes with the plain
+``torch`` ops, exactly like the graphs traced or exported from it. The kernels are private PyTorch
+operators: they are checked once against the plain ops on first use, and any failure switches the fused
+path off for the process. ``YOLO_BACKBONES_ONEDNN=0`` switches it off.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -26,7 +31,7 @@ import torch.nn.functional as F
 
 from .layout import is_tracing
 
-__all__ = ["enabled", "conv", "linear", "sequential", "activation_name", "fused_kernels_available", "ACTIVATIONS"]
+__all__ = ["allowed", "enabled", "conv", "linear", "sequential", "activation_name", "fused_kernels_available", "ACTIVATIONS"]
 
 # Activation name -> (plain function, oneDNN post-op attribute, its scalars, its algorithm).
 ACTIVATIONS: dict[str | None, tuple[Callable[[torch.Tensor], torch.Tensor], str, list, str | None]] = {
@@ -90,12 +95,25 @@ def _dispatch_mode_active() -> bool:
         return True  # cannot tell: stay on the plain ops
 
 
-def enabled(x: torch.Tensor) -> bool:
-    """Whether fused kernels may run for input ``x`` (CPU float32 inference, no tracing / dispatch mode).
+_ALLOWED: contextvars.ContextVar[bool] = contextvars.ContextVar("yolo_backbones_fused_kernels", default=False)
 
-    Blocks use it to pick their inference code path; :func:`conv` / :func:`linear` also check each module.
+
+@contextlib.contextmanager
+def allowed(flag: bool = True) -> Iterator[None]:
+    """Context in which fused kernels may run (if ``flag``); a fused backbone's forward runs inside it."""
+    token = _ALLOWED.set(bool(flag))
+    try:
+        yield
+    finally:
+        _ALLOWED.reset(token)
+
+
+def enabled(x: torch.Tensor) -> bool:
+    """Whether fused kernels may run for input ``x``: inside :func:`allowed`, CPU float32 inference, no tracing /
+    dispatch mode. Blocks use it to pick their inference code path; :func:`conv` / :func:`linear` also check
+    each module.
     """
-    return (not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
+    return (_ALLOWED.get() and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
             and not (is_tracing() or torch.compiler.is_compiling())
             and fused_kernels_available() and not _dispatch_mode_active())
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ...core.base import Backbone
+from ...core.fuse import fuse_conv_bn, is_foldable_bn
 from ...core.layers.layout import channels_last_weights
 from ...core.registry import backbone_classes
 from ...core.select import Select
@@ -73,7 +74,8 @@ def make_fuse(original: Callable[[nn.Module], nn.Module]) -> Callable[[nn.Module
 
     Every :class:`Backbone` in the model is fused first (:meth:`Backbone.fuse`: its Conv+BN pairs and other
     exact re-parameterisations), then the original runs, so the printed summary is that of the fully fused
-    model. A model with a backbone then gets channels-last weights throughout (the inference layout). Idempotent
+    model. In a model with a backbone, YOLOv5's Conv + BN folds are done in float64 (as the backbone's) and the
+    weights are then laid out channels-last throughout (the inference layout). Idempotent
     like the original: a second call changes nothing. As in YOLOv5, a fused model is for inference (val /
     detect / export), not for training.
     """
@@ -82,6 +84,8 @@ def make_fuse(original: Callable[[nn.Module], nn.Module]) -> Callable[[nn.Module
         backbones = [m for m in self.model.modules() if isinstance(m, Backbone)]
         for m in backbones:
             m.fuse()
+        if backbones:
+            _fold_host_conv_bn(self)
         fused = original(self)
         if backbones:
             # The backbones run channels-last in inference (Backbone.inference_layout) and hand channels-last
@@ -92,6 +96,20 @@ def make_fuse(original: Callable[[nn.Module], nn.Module]) -> Callable[[nn.Module
 
     fuse.__wrapped__ = original
     return fuse
+
+
+def _fold_host_conv_bn(model: nn.Module) -> None:
+    """Do YOLOv5's own ``Conv``/``DWConv`` + BN folds as ``BaseModel.fuse`` does, but in float64.
+
+    YOLOv5 folds in float32; folding in float64 (as the backbone folds are) keeps the fused detector closer to
+    the unfused one. The original ``fuse`` then finds no BN left to fold in these modules.
+    """
+    for m in model.modules():
+        conv, bn = getattr(m, "conv", None), getattr(m, "bn", None)
+        if isinstance(conv, nn.Conv2d) and is_foldable_bn(bn) and callable(getattr(m, "forward_fuse", None)):
+            m.conv = fuse_conv_bn(conv, bn)
+            delattr(m, "bn")
+            m.forward = m.forward_fuse
 
 
 def is_yolo_module(module: types.ModuleType) -> bool:
