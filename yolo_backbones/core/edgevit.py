@@ -305,6 +305,8 @@ class EdgeViT(Backbone):
         num_classes: ``0`` (default) for the detection backbone, ``1000`` for the ImageNet classifier.
         in_chans: input channels.
         drop_path_rate: stochastic depth, increased linearly from 0 over all blocks.
+        grad_checkpointing: recompute block activations in backward to save training memory
+            (see :meth:`~yolo_backbones.core.base.Backbone.set_grad_checkpointing`).
 
     Detection mode returns ``[(B, C_i, H / s_i, W / s_i) for i in out_indices]`` with channels
     ``embed_dims`` of the variant; the stride-32 map passes through the final BatchNorm (``norm``).
@@ -317,8 +319,9 @@ class EdgeViT(Backbone):
     classifier_prefixes = ("head.",)
 
     def __init__(self, variant: str = "xxs", out_indices: Sequence[int] = (1, 2, 3), pretrained: str | None = None,
-                 *, num_classes: int = 0, in_chans: int = 3, drop_path_rate: float = 0.0) -> None:
-        super().__init__(variant, out_indices, num_classes, in_chans)
+                 *, num_classes: int = 0, in_chans: int = 3, drop_path_rate: float = 0.0,
+                 grad_checkpointing: bool = False) -> None:
+        super().__init__(variant, out_indices, num_classes, in_chans, grad_checkpointing)
         cfg = self.cfg
         dims, depths = cfg["embed_dims"], cfg["depths"]
         # Detection mode builds the stages up to the last returned one only: later stages would feed
@@ -372,9 +375,9 @@ class EdgeViT(Backbone):
         """
         outs: list[torch.Tensor] = []
         for s in range(last_stage + 1):
-            x = getattr(self, f"patch_embed{s + 1}")(x)
+            x = self.run_block(getattr(self, f"patch_embed{s + 1}"), x)
             for blk in getattr(self, f"blocks{s + 1}"):
-                x = blk(x)
+                x = self.run_block(blk, x)
             if s == 3:
                 x = self.norm(x)
             outs.append(x)

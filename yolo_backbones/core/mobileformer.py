@@ -376,11 +376,47 @@ class Global2Local(nn.Module):
         self.proj = TokenLinear(token_dim, channels)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled() and is_channels_last(x):
+            return self._forward_pixels_first(x, self.k(tokens), self.proj(tokens))
         q = map_to_heads(x, self.num_heads)                     # (B, h, HW, C/h)
         k = _split_heads(self.k(tokens), self.num_heads)      # (B, h, M, C/h)
         v = _split_heads(self.proj(tokens), self.num_heads)   # (B, h, M, C/h)
         out = F.scaled_dot_product_attention(q, k, v)         # (B, h, HW, C/h)
         return x + heads_to_map(out, x)
+
+    def _forward_pixels_first(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Inference on a channels-last map: the same attention as two matrix products over the pixels.
+
+        Each pixel attends to only ``M`` (3-6) tokens, which leaves a fused attention kernel with almost no
+        work per query. Here all heads are one product of the ``(HW, C)`` pixel matrix with a block-diagonal
+        ``(C, heads * M)`` key matrix (head ``h``'s channels meet only head ``h``'s keys), a softmax over each
+        head's ``M`` logits, and one product with the block-diagonal value matrix that also adds the residual
+        (``baddbmm``). Same function (float rounding), 2-3x faster at the stride-4/8 maps.
+        """
+        h, M, C = self.num_heads, k.shape[1], k.shape[2]
+        mask = _head_mask(h, M, C, x.device, x.dtype)                        # (h*M, C)
+        keys = k.repeat(1, h, 1) * (mask * (C // h) ** -0.5)                  # (B, h*M, C), scaled
+        values = v.repeat(1, h, 1) * mask                                     # (B, h*M, C)
+        pixels = x.permute(0, 2, 3, 1).flatten(1, 2)                          # (B, HW, C), a view
+        logits = torch.bmm(pixels, keys.transpose(1, 2)).unflatten(-1, (h, M))  # (B, HW, h, M)
+        weights = (logits - logits.amax(-1, keepdim=True)).exp()
+        weights = (weights / weights.sum(-1, keepdim=True)).flatten(-2)      # (B, HW, h*M)
+        out = torch.baddbmm(pixels, weights, values)                          # x + attention, (B, HW, C)
+        return out.reshape_as(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+_HEAD_MASKS: dict[tuple, torch.Tensor] = {}
+
+
+def _head_mask(heads: int, tokens: int, channels: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``(heads * tokens, channels)`` 0/1 matrix: 1 where the token row and the channel belong to the same head."""
+    key = (heads, tokens, channels, device, dtype)
+    mask = _HEAD_MASKS.get(key)
+    if mask is None:
+        rows = torch.arange(heads * tokens, device=device)[:, None] // tokens
+        cols = torch.arange(channels, device=device)[None, :] // (channels // heads)
+        mask = _HEAD_MASKS[key] = (rows == cols).to(dtype)
+    return mask
 
 
 class LiteBlock(nn.Module):
@@ -589,6 +625,8 @@ class MobileFormer(Backbone):
             ``imagenet``, loaded strictly.
         num_classes: ``0`` (default) for the detection backbone, ``1000`` for the ImageNet classifier.
         in_chans: input channels.
+        grad_checkpointing: recompute block activations in backward to save training memory
+            (see :meth:`~yolo_backbones.core.base.Backbone.set_grad_checkpointing`).
 
     Detection mode returns ``[(B, C_i, ceil(H / s_i), ceil(W / s_i)) for i in out_indices]``: the
     outputs of the last block at each stride (post Former->Mobile maps, no extra norm), e.g.
@@ -614,8 +652,8 @@ class MobileFormer(Backbone):
     classifier_prefixes = ("local_global.", "classifier.")
 
     def __init__(self, variant: str = "294m", out_indices: Sequence[int] = (1, 2, 3), pretrained: str | None = None,
-                 *, num_classes: int = 0, in_chans: int = 3) -> None:
-        super().__init__(variant, out_indices, num_classes, in_chans)
+                 *, num_classes: int = 0, in_chans: int = 3, grad_checkpointing: bool = False) -> None:
+        super().__init__(variant, out_indices, num_classes, in_chans, grad_checkpointing)
         cfg = self.cfg
         num_tokens, token_dim = cfg["tokens"]
         group_num = cfg["group_num"]
@@ -680,13 +718,16 @@ class MobileFormer(Backbone):
         # A copy per image (as the reference's `repeat`), not an `expand` view: a view of the parameter made
         # under no_grad still reports requires_grad, which breaks torch.utils.flop_counter's module tracker.
         tokens = self.tokens.weight[None].repeat(x.shape[0], 1, 1)
-        x = onednn.sequential(self.stem, x)
+        x = self.run_block(self.stem, x, fn=lambda t: onednn.sequential(self.stem, t))
         stages: list[torch.Tensor] = []
         for i, block in enumerate(self.features[:self.tap_blocks[last_stage] + 1]):
-            x, tokens = block(x, tokens)
+            x, tokens = self.run_block(block, x, tokens)
             if i in self.tap_blocks:
                 stages.append(x)
         return stages, tokens
+
+    def stem_conv(self) -> tuple[nn.Module, str]:
+        return self.stem, "0"
 
     def forward_stages(self, x: torch.Tensor, last_stage: int) -> list[torch.Tensor]:
         """Stage maps ``0..last_stage`` of a ``(B, in_chans, H, W)`` input (see :meth:`forward_features`)."""

@@ -325,8 +325,8 @@ class EfficientFormerBase(Backbone):
     timm_to_official: ClassVar[Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]]
 
     def __init__(self, variant: str, out_indices: Sequence[int], pretrained: str | None, *, num_classes: int,
-                 in_chans: int, drop_path_rate: float) -> None:
-        super().__init__(variant, out_indices, num_classes, in_chans)
+                 in_chans: int, drop_path_rate: float, grad_checkpointing: bool = False) -> None:
+        super().__init__(variant, out_indices, num_classes, in_chans, grad_checkpointing)
         dims = self.cfg["embed_dims"]
         # Stem first: YOLOv5 takes the input channel count from the first parameter.
         self.patch_embed = conv_bn_stem(in_chans, dims[0], self.stem_act)
@@ -371,6 +371,9 @@ class EfficientFormerBase(Backbone):
         """Output channels of the four stages of ``variant`` (the ``embed_dims`` of its config)."""
         return tuple(cls.variants[cls.resolve_variant(variant)]["embed_dims"])
 
+    def stem_conv(self) -> tuple[nn.Module, str]:
+        return self.patch_embed, "0"
+
     def stage3_output(self, x: torch.Tensor) -> torch.Tensor:
         """The stride-32 output: stage 3 after the final ``norm``, as a ``(B, C_3, H_3, W_3)`` map."""
         return self.norm(x)
@@ -380,12 +383,13 @@ class EfficientFormerBase(Backbone):
 
         The stage-3 output passes through the final norm (:meth:`stage3_output`).
         """
-        x = onednn.sequential(self.patch_embed, x)
+        x = self.run_block(self.patch_embed, x, fn=lambda t: onednn.sequential(self.patch_embed, t))
         outs: list[torch.Tensor] = []
         for i in range(last_stage + 1):
             if i > 0:
-                x = self.network[2 * i - 1](x)
-            x = self.network[2 * i](x)
+                x = self.run_block(self.network[2 * i - 1], x)
+            for block in self.network[2 * i]:
+                x = self.run_block(block, x)
             if i == 3:
                 x = self.stage3_output(x)
             outs.append(x)
@@ -414,6 +418,8 @@ class EfficientFormer(EfficientFormerBase):
             (with ``head`` and ``dist_head``; their logits are averaged).
         in_chans: input channels.
         drop_path_rate: stochastic depth, increased linearly over all blocks (reference rule).
+        grad_checkpointing: recompute block activations in backward to save training memory
+            (see :meth:`~yolo_backbones.core.base.Backbone.set_grad_checkpointing`).
 
     Detection mode returns ``[(B, C_i, ceil(H / s_i), ceil(W / s_i)) for i in out_indices]`` with the
     ``embed_dims`` of the variant as channels; the stride-32 map is the Meta3D token grid after the final
@@ -428,9 +434,10 @@ class EfficientFormer(EfficientFormerBase):
     timm_to_official = staticmethod(timm_to_official)
 
     def __init__(self, variant: str = "l1", out_indices: Sequence[int] = (1, 2, 3), pretrained: str | None = None,
-                 *, num_classes: int = 0, in_chans: int = 3, drop_path_rate: float = 0.0) -> None:
+                 *, num_classes: int = 0, in_chans: int = 3, drop_path_rate: float = 0.0,
+                 grad_checkpointing: bool = False) -> None:
         super().__init__(variant, out_indices, pretrained, num_classes=num_classes, in_chans=in_chans,
-                         drop_path_rate=drop_path_rate)
+                         drop_path_rate=drop_path_rate, grad_checkpointing=grad_checkpointing)
 
     def make_stage(self, index: int, drop_path_rate: float) -> nn.Sequential:
         return _stage(self.cfg["embed_dims"][index], index, self.cfg, drop_path_rate)

@@ -376,6 +376,8 @@ class EfficientFormerV2(EfficientFormerBase):
         in_chans: input channels.
         drop_path_rate: stochastic depth, increased linearly over all blocks (reference rule; the official
             training values are in the config table as ``ref_drop_path``).
+        grad_checkpointing: recompute block activations in backward to save training memory
+            (see :meth:`~yolo_backbones.core.base.Backbone.set_grad_checkpointing`).
 
     Detection mode returns ``[(B, C_i, ceil(H / s_i), ceil(W / s_i)) for i in out_indices]`` with the
     ``embed_dims`` of the variant as channels; the stride-32 map passes through the final BatchNorm
@@ -389,9 +391,10 @@ class EfficientFormerV2(EfficientFormerBase):
     timm_to_official = staticmethod(timm_to_official)
 
     def __init__(self, variant: str = "s0", out_indices: Sequence[int] = (1, 2, 3), pretrained: str | None = None,
-                 *, num_classes: int = 0, in_chans: int = 3, drop_path_rate: float = 0.0) -> None:
+                 *, num_classes: int = 0, in_chans: int = 3, drop_path_rate: float = 0.0,
+                 grad_checkpointing: bool = False) -> None:
         super().__init__(variant, out_indices, pretrained, num_classes=num_classes, in_chans=in_chans,
-                         drop_path_rate=drop_path_rate)
+                         drop_path_rate=drop_path_rate, grad_checkpointing=grad_checkpointing)
 
     def make_downsample(self, index: int) -> nn.Module:
         """``conv3x3 s2 -> BN`` in front of stages 1 and 2; the attention downsampling in front of stage 3."""
