@@ -444,7 +444,8 @@ class EfficientFormer(EfficientFormerBase):
 
     def stage3_output(self, x: torch.Tensor) -> torch.Tensor:
         """Stage 3 ends on a channels-last token grid: final LayerNorm, then back to a ``(B, C_3, H_3, W_3)`` map."""
-        return self.norm(x).permute(0, 3, 1, 2).contiguous()
+        x = self.norm(x).permute(0, 3, 1, 2)  # a channels-last view of the token grid: the inference layout
+        return x.contiguous(memory_format=torch.channels_last if not self.training else torch.contiguous_format)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         """Token mean + ``head`` and ``dist_head`` (averaged): ``(B, C_3, h, w)`` -> logits ``(B, num_classes)``."""
