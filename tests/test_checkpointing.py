@@ -90,3 +90,21 @@ def test_yaml_keyword_options() -> None:
     cfg["backbone"][0][3] = ["52m", [1, 2, 3], {"no_such_option": 1}]
     with pytest.raises(ModelConfigError, match="no_such_option"):
         yolo.Model(copy.deepcopy(cfg))
+
+
+def test_dynamic_relu_keeps_only_its_input_for_backward() -> None:
+    from yolo_backbones.core.mobileformer import dynamic_relu
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, 5, 5, generator=g, requires_grad=True)
+    coeffs = torch.rand(2, 12, 1, 1, generator=g, requires_grad=True)
+    grad = torch.randn(2, 6, 5, 5, generator=g)
+    h1, h2 = coeffs.chunk(2, dim=1)
+    a1, a2 = (h1 - 0.5) * 2.0 + 1.0, (h2 - 0.5) * 2.0
+    expected = torch.autograd.grad(torch.maximum(x * a1, x * a2), (x, coeffs), grad)
+    saved: list[int] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        out = dynamic_relu(x, coeffs)
+    assert sum(n for n in saved if n == x.numel()) == x.numel()  # one full-size map, not three
+    for a, b in zip(torch.autograd.grad(out, (x, coeffs), grad), expected):
+        torch.testing.assert_close(a, b)

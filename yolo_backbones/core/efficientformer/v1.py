@@ -37,8 +37,8 @@ mapping; timm-format checkpoints (``stem.*``, ``stages.*``) are converted by
 * The attention is written out (``softmax(scale * q @ k^T + bias) @ v``, see
   :func:`~yolo_backbones.core.layers.softmax_attention`): its value dim (128) differs from the key dim
   (32), which PyTorch's fused CPU attention kernel does not take.
-* The pooling mixer's residual ``x + ls1 * (pool(x) - x)`` is computed as ``lerp(x, pool(x), ls1)``
-  (the same function, one pass over the map).
+* In inference the pooling mixer's residual ``x + ls1 * (pool(x) - x)`` is computed as
+  ``lerp(x, pool(x), ls1)`` (the same function, one pass over the map).
 * BatchNorms are :class:`~yolo_backbones.layers.SafeBatchNorm2d` (batch-1 1x1 maps work in training).
 * Detection mode (``num_classes=0``) has no ``head`` / ``dist_head``; it returns the outputs of the
   stages in ``out_indices`` (strides 4 / 8 / 16 / 32), the stage-3 token grid reshaped back to a
@@ -113,9 +113,11 @@ class Meta4D(LayerScaleBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ls1, ls2 = self.layer_scale_1, self.layer_scale_2  # None once folded by fusing
-        if isinstance(self.drop_path, nn.Identity) and ls1 is not None and ls1.dtype == x.dtype:
-            # x + ls1 * (pool(x) - x) is a per-channel interpolation from x towards pool(x): one pass (lerp)
-            # instead of three element-wise ops over the map (lerp wants one dtype: autocast takes the other path).
+        if not torch.is_grad_enabled() and ls1 is not None and ls1.dtype == x.dtype:
+            # Inference: x + ls1 * (pool(x) - x) is a per-channel interpolation from x towards pool(x), one pass
+            # (lerp) instead of three element-wise ops over the map. Not in training, where lerp would keep both
+            # x and pool(x) for backward instead of their difference (lerp wants one dtype: autocast takes the
+            # other path).
             x = torch.lerp(x, self.token_mixer.pool(x), ls1[:, None, None])
         else:
             x = x + self.drop_path(scaled(None if ls1 is None else ls1[:, None, None], self.token_mixer(x)))
