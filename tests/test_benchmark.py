@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -17,9 +18,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "yolov5_mobileformer_52m"
 MODELS = ["yolov5n", "yolov5s", "yolov5m", MODEL]
-METRICS = ["params_m", "gflops", "eager_ms", "onnx_ms", "openvino_ms", "train_ips", "gflops_per_s"]
+METRICS = ["params_m", "gflops", "eager_ms", "onnx_ms", "openvino_ms", "train_ips", "gflops_per_s", "efficiency"]
 HEADERS = ["model", "params (M)", "GFLOPs @128", "eager ms", "ONNX ms", "OpenVINO ms", "train img/s", "GFLOP/s",
-           "eff. vs YOLOv5 curve", "target >= 70%"]
+           "vs CNN curve", "vs reference (eval / fused)", "train mem GB", "ckpt mem GB",
+           "target >= 0.70 (0.50 below yolov5n)"]
 
 
 def load_script():
@@ -66,8 +68,11 @@ def test_ratios_to_yolov5s(out) -> None:
         assert value.endswith("(1.00x)"), value
     for value in rows[MODEL][1:8]:
         assert re.fullmatch(r"[0-9.]+ \([0-9.]+x\)", value), value
-    assert re.fullmatch(r"[0-9.]+", rows[MODEL][8]) and rows["yolov5s"][8] == "1.00"
     assert rows[MODEL][-1] in {"ok", "below target"}
+    assert rows["yolov5s"][-1] == "baseline"
+    assert all(rows[name][8] == "1.00" for name in ("yolov5n", "yolov5s", "yolov5m"))  # on their own curve
+    assert re.fullmatch(r"[0-9.]+", rows[MODEL][8])
+    assert rows[MODEL][9:12] == ["-", "-", "-"]  # --reference / --train-memory not asked for
     assert "### Below target" in (out / "benchmark.md").read_text()
 
 
@@ -79,11 +84,46 @@ def test_raw_numbers_are_positive(out) -> None:
         assert r["errors"] == {}
         assert all(r[k] > 0 for k in METRICS), r
         assert r["gflops_per_s"] == pytest.approx(r["gflops"] / (r["eager_ms"] / 1000))
-    assert all(v == pytest.approx(1.0) for k, v in results["yolov5s"].items() if k.endswith("_vs_yolov5s"))
+    assert all(v == pytest.approx(1.0) for k, v in results["yolov5s"].items()
+               if k.endswith("_vs_yolov5s") and v is not None)
     with open(out / "benchmark.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["name"] for r in rows] == MODELS
     assert all(float(r[k]) > 0 for r in rows for k in METRICS)
+
+
+def test_curve_interpolates_in_log_gflops() -> None:
+    script = load_script()
+    points = [(math.log(1.0), 10.0), (math.log(4.0), 30.0)]
+    assert script.curve_gflops_per_s(points, 2.0) == pytest.approx(20.0)
+    assert script.curve_gflops_per_s(points, 0.5) == 10.0 and script.curve_gflops_per_s(points, 9.0) == 30.0
+
+
+def test_cpu_attention_flops_are_counted() -> None:
+    script = load_script()
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    q = torch.randn(1, 2, 16, 8)
+    counter = FlopCounterMode(display=False, custom_mapping=script.attention_flop_mapping())
+    with counter, torch.no_grad():
+        torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    assert counter.get_total_flops() == 2 * (2 * 2 * 16 * 16 * 8)  # q @ k^T and attn @ v
+
+
+def test_reference_and_memory_columns(tmp_path, monkeypatch) -> None:
+    """--reference times the EfficientFormer classifiers against timm; --train-memory runs child processes."""
+    pytest.importorskip("timm")
+    script = load_script()
+    monkeypatch.setattr(script, "train_peak_memory_gb", lambda cfg, batch, img, ckpt, threads: 1.5 if ckpt else 2.5)
+    argv = ["--models", "yolov5_efficientformerv2_s0.yaml", "--img", "64", "--runs", "1", "--warmup", "0",
+            "--no-train", "--no-onnx", "--no-openvino", "--no-explain", "--threads", "1", "--reference", "--train-memory",
+            "--out", str(tmp_path)]
+    assert script.main(argv) == 0
+    rows = {r[0]: r for r in table_rows((tmp_path / "benchmark.md").read_text())[1:]}
+    assert re.fullmatch(r"[0-9.]+x / [0-9.]+x", rows["yolov5_efficientformerv2_s0"][9])
+    assert rows["yolov5_efficientformerv2_s0"][10:12] == ["2.50 (1.00x)", "1.50"]
+    assert rows["yolov5s"][10:12] == ["2.50 (1.00x)", "-"]  # checkpointing is a backbone option
 
 
 def test_png_is_written(out) -> None:
@@ -108,19 +148,6 @@ def test_failure_is_recorded_not_raised(tmp_path, monkeypatch) -> None:
     assert rows[MODEL][5] == "error: RuntimeError: export exploded"  # OpenVINO converts the ONNX export
     assert rows[MODEL][6] == "-"  # --no-train
     assert rows[MODEL][3].endswith("x)")
-
-
-def test_efficiency_interpolates_the_cnn_curve_in_log_gflops() -> None:
-    script = load_script()
-    R = script.Result
-    cnn = [R("yolov5n", False, gflops=1.0, gflops_per_s=10.0), R("yolov5s", False, gflops=4.0, gflops_per_s=30.0)]
-    mid = R("a", True, gflops=2.0, gflops_per_s=10.0)  # log-midpoint: curve 20 GFLOP/s
-    low = R("b", True, gflops=0.5, gflops_per_s=5.0)   # below the smallest CNN: its 10 GFLOP/s
-    high = R("c", True, gflops=8.0, gflops_per_s=15.0)  # above the largest: 30 GFLOP/s
-    script.add_efficiency(cnn + [mid, low, high])
-    assert mid.efficiency == pytest.approx(0.5) and low.efficiency == pytest.approx(0.5)
-    assert high.efficiency == pytest.approx(0.5) and cnn[1].efficiency == pytest.approx(1.0)
-    assert script.is_below_target(mid, cnn[1], 0.7) and not script.is_below_target(mid, cnn[1], 0.4)
 
 
 def test_checkpoint_load_measurement_returns_both_timings() -> None:

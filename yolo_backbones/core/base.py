@@ -16,6 +16,8 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
+from .layers.layout import is_tracing
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -45,12 +47,17 @@ class Backbone(nn.Module):
     input_multiple: ClassVar[int] = 32
     # Prefixes of state_dict keys that belong to the classifier only.
     classifier_prefixes: ClassVar[tuple[str, ...]] = ("head.",)
-    # Set on an instance by fuse() when the input normalisation was folded into the stem conv.
+    # Set on an instance by fuse() when the input normalisation was folded into the stem conv: all of it
+    # (a stem conv without padding), or only the division by the std (see input_scale_folded).
     input_norm_folded: bool = False
+    input_scale_folded: bool = False
+    # Activation checkpointing of the blocks in training (a class default, so older pickled models have it).
+    grad_checkpointing: bool = False
 
     def __init__(self, variant: str, out_indices: Sequence[int] = (1, 2, 3), num_classes: int = 0,
-                 in_chans: int = 3) -> None:
+                 in_chans: int = 3, grad_checkpointing: bool = False) -> None:
         super().__init__()
+        self.grad_checkpointing = bool(grad_checkpointing)
         self.variant = self.resolve_variant(variant)
         self.cfg = self.variants[self.variant]
         self.num_classes = int(num_classes)
@@ -103,6 +110,25 @@ class Backbone(nn.Module):
         """Stride of each returned feature map, in ``out_indices`` order."""
         return [self.stage_strides[i] for i in self.out_indices]
 
+    # ------------------------------------------------------------------------- checkpointing
+    def set_grad_checkpointing(self, enable: bool = True) -> "Backbone":
+        """Turn activation checkpointing of the blocks on or off (timm's method name); returns ``self``.
+
+        When on, a training forward keeps only the input of each block (stem, downsampling layers and the
+        blocks of every stage) for backward, and backward runs each block's forward again to recreate its
+        activations (:mod:`~yolo_backbones.core.checkpointing`). The gradients and the BatchNorm statistics
+        updates are those of the plain forward; the price is about one more backbone forward per training
+        step. Inference is unaffected.
+        """
+        self.grad_checkpointing = bool(enable)
+        return self
+
+    def run_block(self, block: nn.Module, *args, fn=None):
+        """``block(*args)`` (or ``fn(*args)``), checkpointed in training when :attr:`grad_checkpointing` is on."""
+        from .checkpointing import run_block
+
+        return run_block(block, *args, enabled=self.grad_checkpointing, fn=fn)
+
     # ------------------------------------------------------------------------------ forward
     def check_input(self, x: torch.Tensor) -> None:
         """Raise :class:`InputSizeError` unless ``x`` is ``(B, in_chans, H, W)`` with H, W multiples of ``input_multiple``."""
@@ -123,15 +149,56 @@ class Backbone(nn.Module):
         """Map the last stage output ``(B, C_4, h, w)`` to logits ``(B, num_classes)``."""
         raise NotImplementedError
 
+    def inference_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` laid out channels-last in inference (eval mode), unchanged in training.
+
+        Channels-last is the fast layout on CPU (oneDNN convolutions without reorders, free switches between
+        maps and token grids, see :mod:`~yolo_backbones.core.layers.layout`); every layer computes the same
+        values in both layouts. Training keeps PyTorch's default layout.
+        """
+        return x if self.training else x.contiguous(memory_format=torch.channels_last)
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
-        """Detection mode: list of the ``out_indices`` feature maps. Classification mode: logits."""
+        """Detection mode: list of the ``out_indices`` feature maps. Classification mode: logits.
+
+        In eval mode the input is converted to channels-last (:meth:`inference_layout`), so the returned maps
+        are channels-last tensors (same values; ``.contiguous()`` gives the NCHW layout if needed). A fused
+        backbone runs its conv / linear layers on fused CPU kernels (see :meth:`kernels`).
+        """
         self.check_input(x)
-        if self.num_classes:
-            return self.forward_head(self.forward_stages(x, len(self.stage_strides) - 1)[-1])
-        if not self.input_norm_folded:
-            x = (x - self.input_mean) / self.input_std
-        stages = self.forward_stages(x, self.out_indices[-1])
+        with self.kernels():
+            if self.num_classes:
+                return self.forward_head(self.forward_stages(self.inference_layout(x), len(self.stage_strides) - 1)[-1])
+            stages = self.forward_stages(self.normalize_input(x), self.out_indices[-1])
         return [stages[i] for i in self.out_indices]
+
+    def normalize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Detection mode: ``(x - mean) / std`` of ``[0, 1]`` RGB input, in the :meth:`inference_layout`.
+
+        Whatever :meth:`fuse` folded into the stem conv is skipped; with only the mean left, inference does the
+        layout change and the subtraction in one pass.
+        """
+        if self.input_norm_folded:
+            return self.inference_layout(x)
+        if not self.input_scale_folded:
+            return (self.inference_layout(x) - self.input_mean) / self.input_std
+        if self.training or is_tracing():
+            return self.inference_layout(x) - self.input_mean
+        out = torch.empty(x.shape, dtype=torch.result_type(x, self.input_mean), device=x.device,
+                          memory_format=torch.channels_last)
+        return torch.sub(x, self.input_mean, out=out)
+
+    def stem_conv(self) -> tuple[nn.Module, str] | None:
+        """``(parent, name)`` of the conv that reads the normalised input, for :meth:`fuse` to fold ``1 / std``
+        into (exact for any padding); ``None`` if the subclass folds the normalisation itself."""
+        return None
+
+    def kernels(self):
+        """Context for this backbone's forward: fused CPU inference kernels once :meth:`fuse` ran
+        (:mod:`~yolo_backbones.core.layers.onednn`), the plain ``torch`` ops before."""
+        from .layers import onednn
+
+        return onednn.allowed(getattr(self, "fused", False))
 
     # ------------------------------------------------------------------------------- fusing
     def fuse(self) -> "Backbone":
@@ -140,12 +207,27 @@ class Backbone(nn.Module):
         See :mod:`yolo_backbones.fuse`: ``Conv2d -> BN`` pairs in ``nn.Sequential`` containers plus the
         patterns each block declares in its ``fuse_()`` method; the outputs stay equal to the unfused
         eval-mode outputs (float rounding only), at any input size. BNs are folded with their running
-        statistics, so the fused backbone is for inference only (not for training). Idempotent.
+        statistics, so the fused backbone is for inference only (not for training). Its 4-D weights are
+        then laid out channels-last, the inference layout (see :meth:`inference_layout`), and the process's
+        allocator is tuned for repeated forwards (:func:`~yolo_backbones.core.runtime.tune_cpu_allocator`;
+        ``YOLO_BACKBONES_MALLOC_TUNING=0`` disables it). Idempotent.
         YOLOv5's ``model.fuse()`` calls this through the YOLOv5 patch.
         """
-        from .fuse import fuse_backbone
+        from .fuse import fuse_backbone, scale_input_channels
+        from .runtime import tune_cpu_allocator
 
-        return fuse_backbone(self)
+        fuse_backbone(self)
+        stem = None if self.num_classes or self.input_norm_folded or self.input_scale_folded else self.stem_conv()
+        if stem is not None:
+            parent, name = stem
+            setattr(parent, name, scale_input_channels(getattr(parent, name), 1.0 / self.input_std.double()))
+            self.input_scale_folded = True
+        tune_cpu_allocator()  # inference from here on: stop glibc re-faulting freed activations every forward
+        # Inference layout for the weights too: convolutions then run channels-last without a per-call
+        # weight reorder (the input is converted in forward, see inference_layout).
+        from .layers.layout import channels_last_weights
+
+        return channels_last_weights(self)
 
     # ---------------------------------------------------------------------------- weights
     def convert_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -173,4 +255,5 @@ class Backbone(nn.Module):
         self.input_multiple = math.lcm(self.input_multiple, int(multiple))
 
     def extra_repr(self) -> str:
-        return f"variant={self.variant!r}, out_indices={list(self.out_indices)}, num_classes={self.num_classes}"
+        text = f"variant={self.variant!r}, out_indices={list(self.out_indices)}, num_classes={self.num_classes}"
+        return text + (", grad_checkpointing=True" if self.grad_checkpointing else "")

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .layers import ConvMlp, DropPath, LayerNorm2d, Mlp, SafeBatchNorm2d
+from .layers import ConvMlp, DropPath, LayerNorm2d, Mlp, SafeBatchNorm2d, onednn
 from .registry import register
 from .base import Backbone
 
@@ -117,10 +117,19 @@ class LocalAgg(nn.Module):
         self.mlp = ConvMlp(dim, int(dim * mlp_ratio), drop=drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and onednn.enabled(x) and onednn.activation_name(self.mlp.act) == "gelu":
+            return self._forward_fused(x)
         x = self.pos_embed(x) if self.pos_embed_has_identity else x + self.pos_embed(x)
         x = x + self.drop_path(self.conv2(self.attn(self.conv1(self.norm1(x)))))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        # Inference: the same function with each residual add and the GELU fused into the conv before it.
+        x = onednn.conv(self.pos_embed, x, residual=None if self.pos_embed_has_identity else x)
+        y = onednn.conv(self.attn, onednn.conv(self.conv1, self.norm1(x)))
+        x = onednn.conv(self.conv2, y, residual=x)
+        return onednn.conv(self.mlp.fc2, onednn.conv(self.mlp.fc1, self.norm2(x), "gelu"), residual=x)
 
     def fuse_(self) -> None:
         from .fuse import fuse_bn_conv, is_foldable_bn
@@ -181,14 +190,15 @@ class GlobalSparseAttn(nn.Module):
             self.LocalProp = None
             self.norm = nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``GSA(x)``, or ``residual + GSA(x)`` (fused into the output projection in inference)."""
         r = self.sr_ratio
         if r > 1:
             # Delegate tokens: the top-left token of every r x r cell (== AvgPool2d(kernel 1, stride r)).
             x = x[:, ::r, ::r, :]
         B, h, w, C = x.shape
         # (B, h, w, 3C) -> (3, B, heads, h*w, head_dim)
-        qkv = self.qkv(x).reshape(B, h * w, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = onednn.linear(self.qkv, x).reshape(B, h * w, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0,
                                            scale=self.scale)
@@ -197,7 +207,10 @@ class GlobalSparseAttn(nn.Module):
             # Spread every delegate's result over its r x r cell: (B, C, h, w) -> (B, C, h*r, w*r).
             x = self.LocalProp(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         x = self.norm(x)
-        return self.proj_drop(self.proj(x))
+        if residual is not None and not self.training:
+            return onednn.linear(self.proj, x, residual=residual)  # proj_drop is the identity in eval
+        x = self.proj_drop(self.proj(x))
+        return x if residual is None else residual + x
 
 
 class SelfAttn(nn.Module):
@@ -232,11 +245,21 @@ class SelfAttn(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and onednn.enabled(x) and onednn.activation_name(self.mlp.act) == "gelu":
+            return self._forward_fused(x)
         x = self.pos_embed(x) if self.pos_embed_has_identity else x + self.pos_embed(x)
         # Channels-last token grid so LayerNorm / Linear act on the channel dim without reshapes.
         x = x.permute(0, 2, 3, 1)
         x = x + self.drop_path(self.attn(self.norm1(x)))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x.permute(0, 3, 1, 2)
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        # Inference: the same function with each residual add and the GELU fused into the layer before it.
+        x = onednn.conv(self.pos_embed, x, residual=None if self.pos_embed_has_identity else x)
+        x = x.permute(0, 2, 3, 1)
+        x = self.attn(self.norm1(x), residual=x)
+        x = onednn.linear(self.mlp.fc2, onednn.linear(self.mlp.fc1, self.norm2(x), "gelu"), residual=x)
         return x.permute(0, 3, 1, 2)
 
     def fuse_(self) -> None:
@@ -282,6 +305,8 @@ class EdgeViT(Backbone):
         num_classes: ``0`` (default) for the detection backbone, ``1000`` for the ImageNet classifier.
         in_chans: input channels.
         drop_path_rate: stochastic depth, increased linearly from 0 over all blocks.
+        grad_checkpointing: recompute block activations in backward to save training memory
+            (see :meth:`~yolo_backbones.core.base.Backbone.set_grad_checkpointing`).
 
     Detection mode returns ``[(B, C_i, H / s_i, W / s_i) for i in out_indices]`` with channels
     ``embed_dims`` of the variant; the stride-32 map passes through the final BatchNorm (``norm``).
@@ -294,8 +319,9 @@ class EdgeViT(Backbone):
     classifier_prefixes = ("head.",)
 
     def __init__(self, variant: str = "xxs", out_indices: Sequence[int] = (1, 2, 3), pretrained: str | None = None,
-                 *, num_classes: int = 0, in_chans: int = 3, drop_path_rate: float = 0.0) -> None:
-        super().__init__(variant, out_indices, num_classes, in_chans)
+                 *, num_classes: int = 0, in_chans: int = 3, drop_path_rate: float = 0.0,
+                 grad_checkpointing: bool = False) -> None:
+        super().__init__(variant, out_indices, num_classes, in_chans, grad_checkpointing)
         cfg = self.cfg
         dims, depths = cfg["embed_dims"], cfg["depths"]
         # Detection mode builds the stages up to the last returned one only: later stages would feed
@@ -349,9 +375,9 @@ class EdgeViT(Backbone):
         """
         outs: list[torch.Tensor] = []
         for s in range(last_stage + 1):
-            x = getattr(self, f"patch_embed{s + 1}")(x)
+            x = self.run_block(getattr(self, f"patch_embed{s + 1}"), x)
             for blk in getattr(self, f"blocks{s + 1}"):
-                x = blk(x)
+                x = self.run_block(blk, x)
             if s == 3:
                 x = self.norm(x)
             outs.append(x)

@@ -33,7 +33,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-__all__ = ["fuse_conv_bn", "bn_affine", "fold_affine_into_conv", "fuse_bn_conv", "scale_output_channels",
+__all__ = ["fuse_conv_bn", "bn_affine", "fold_affine_into_conv", "scale_input_channels", "fuse_bn_conv", "scale_output_channels",
            "absorb_identity", "fuse_pair", "fuse_sequential", "fuse_backbone", "count_batchnorms", "is_foldable_bn"]
 
 _Conv = nn.Conv2d
@@ -60,7 +60,7 @@ def bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _like(conv: _Conv, weight: torch.Tensor, bias: torch.Tensor) -> _Conv:
-    """A new ``Conv2d`` with ``conv``'s geometry, device, dtype and ``requires_grad``, with ``bias``."""
+    """A new ``Conv2d`` with ``conv``'s geometry, device, dtype, ``requires_grad`` and mode, with ``bias``."""
     w = conv.weight
     new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
                     dilation=conv.dilation, groups=conv.groups, bias=True, padding_mode=conv.padding_mode,
@@ -68,7 +68,7 @@ def _like(conv: _Conv, weight: torch.Tensor, bias: torch.Tensor) -> _Conv:
     with torch.no_grad():
         new.weight.copy_(weight.to(w.dtype))
         new.bias.copy_(bias.to(w.dtype))
-    return new.requires_grad_(w.requires_grad)
+    return new.requires_grad_(w.requires_grad).train(conv.training)
 
 
 def _bias64(layer: _Conv | _Linear) -> torch.Tensor:
@@ -87,14 +87,15 @@ def fuse_conv_bn(conv: _Conv, bn: nn.BatchNorm2d) -> _Conv:
 
 
 @torch.no_grad()
-def fold_affine_into_conv(conv: _Conv, scale: torch.Tensor, shift: torch.Tensor) -> _Conv:
+def fold_affine_into_conv(conv: _Conv, scale: torch.Tensor, shift: torch.Tensor, allow_padding: bool = False) -> _Conv:
     """``conv(scale * x + shift)`` (per input channel) as a single ``Conv2d``.
 
     Exact only if the conv does not pad (zero padding of ``scale * x + shift`` is not the affine map of
     zero-padded ``x``): a conv with non-zero padding raises ``ValueError``. Any kernel, stride and groups.
     """
     pad = conv.padding
-    if (pad != "valid") if isinstance(pad, str) else any(pad):
+    padded = (pad != "valid") if isinstance(pad, str) else any(pad)
+    if padded and not (allow_padding and not bool(torch.as_tensor(shift).any())):
         raise ValueError(f"cannot fold a per-channel affine map into a padding conv {conv} exactly")
     scale, shift = scale.double().flatten(), shift.double().flatten()
     cin, groups = conv.in_channels, conv.groups
@@ -107,6 +108,12 @@ def fold_affine_into_conv(conv: _Conv, scale: torch.Tensor, shift: torch.Tensor)
     s, t = scale.to(w.device)[idx], shift.to(w.device)[idx]
     bias = _bias64(conv) + (w.sum(dim=(2, 3)) * t).sum(1)
     return _like(conv, w * s[:, :, None, None], bias)
+
+
+@torch.no_grad()
+def scale_input_channels(conv: _Conv, scale: torch.Tensor) -> _Conv:
+    """``conv(scale * x)`` (per input channel) as a single ``Conv2d``; exact for any padding (zeros scale to zeros)."""
+    return fold_affine_into_conv(conv, scale, torch.zeros_like(scale.flatten()), allow_padding=True)
 
 
 def fuse_bn_conv(bn: nn.BatchNorm2d, conv: _Conv) -> _Conv:

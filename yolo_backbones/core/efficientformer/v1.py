@@ -34,7 +34,11 @@ mapping; timm-format checkpoints (``stem.*``, ``stages.*``) are converted by
   accepted (and checked) when a checkpoint contains it.
 * ``Flat`` turns the map into a channels-last token grid ``(B, H, W, C)`` (same token order as the
   reference ``(B, N, C)`` sequence), so the stage-3 output can be turned back into a map.
-* The attention uses ``torch.nn.functional.scaled_dot_product_attention`` with the bias as float mask.
+* The attention is written out (``softmax(scale * q @ k^T + bias) @ v``, see
+  :func:`~yolo_backbones.core.layers.softmax_attention`): its value dim (128) differs from the key dim
+  (32), which PyTorch's fused CPU attention kernel does not take.
+* In inference the pooling mixer's residual ``x + ls1 * (pool(x) - x)`` is computed as
+  ``lerp(x, pool(x), ls1)`` (the same function, one pass over the map).
 * BatchNorms are :class:`~yolo_backbones.layers.SafeBatchNorm2d` (batch-1 1x1 maps work in training).
 * Detection mode (``num_classes=0``) has no ``head`` / ``dist_head``; it returns the outputs of the
   stages in ``out_indices`` (strides 4 / 8 / 16 / 32), the stage-3 token grid reshaped back to a
@@ -56,7 +60,9 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..layers import ConvBnDownsample, ConvBnMlp, LayerScaleBlock, Mlp, OffsetBiasAttention, conv_bn_stem, scaled
+from ..layers import (ConvBnDownsample, ConvBnMlp, LayerScaleBlock, Mlp, OffsetBiasAttention, conv_bn_stem, onednn,
+                      scaled, softmax_attention)
+from ..layers.layer_scale import residual_branch
 from ..registry import register
 from ..base import Backbone
 
@@ -107,9 +113,15 @@ class Meta4D(LayerScaleBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ls1, ls2 = self.layer_scale_1, self.layer_scale_2  # None once folded by fusing
-        x = x + self.drop_path(scaled(None if ls1 is None else ls1[:, None, None], self.token_mixer(x)))
-        x = x + self.drop_path(scaled(None if ls2 is None else ls2[:, None, None], self.mlp(x)))
-        return x
+        if not torch.is_grad_enabled() and ls1 is not None and ls1.dtype == x.dtype:
+            # Inference: x + ls1 * (pool(x) - x) is a per-channel interpolation from x towards pool(x), one pass
+            # (lerp) instead of three element-wise ops over the map. Not in training, where lerp would keep both
+            # x and pool(x) for backward instead of their difference (lerp wants one dtype: autocast takes the
+            # other path).
+            x = torch.lerp(x, self.token_mixer.pool(x), ls1[:, None, None])
+        else:
+            x = x + self.drop_path(scaled(None if ls1 is None else ls1[:, None, None], self.token_mixer(x)))
+        return residual_branch(self, self.mlp, None if ls2 is None else ls2[:, None, None], x, x)
 
 
 class Flat(nn.Module):
@@ -148,15 +160,18 @@ class Attention(OffsetBiasAttention):
         self.qkv = nn.Linear(dim, (2 * key_dim + self.val_dim) * num_heads)
         self.proj = nn.Linear(self.val_attn_dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    accepts_residual = True  # see LayerScaleBlock
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``Attention(x)``, or ``residual + Attention(x)`` (fused into ``proj`` in inference)."""
         B, H, W, _ = x.shape
         N = H * W
-        qkv = self.qkv(x).reshape(B, N, self.num_heads, -1).permute(0, 2, 1, 3)  # (B, heads, N, 2kd + vd)
+        qkv = onednn.linear(self.qkv, x).reshape(B, N, self.num_heads, -1).permute(0, 2, 1, 3)  # (B, heads, N, 2kd + vd)
         q, k, v = qkv.split([self.key_dim, self.key_dim, self.val_dim], dim=3)
         bias = self.attention_bias((H, W), (H, W), q.dtype)  # (heads, N, N), broadcast over the batch
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)  # (B, heads, N, vd)
+        x = softmax_attention(q, k, v, bias, self.scale)  # (B, heads, N, vd)
         x = x.transpose(1, 2).reshape(B, H, W, self.val_attn_dim)
-        return self.proj(x)
+        return onednn.linear(self.proj, x, residual=residual)
 
 
 class Meta3D(LayerScaleBlock):
@@ -312,8 +327,8 @@ class EfficientFormerBase(Backbone):
     timm_to_official: ClassVar[Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]]
 
     def __init__(self, variant: str, out_indices: Sequence[int], pretrained: str | None, *, num_classes: int,
-                 in_chans: int, drop_path_rate: float) -> None:
-        super().__init__(variant, out_indices, num_classes, in_chans)
+                 in_chans: int, drop_path_rate: float, grad_checkpointing: bool = False) -> None:
+        super().__init__(variant, out_indices, num_classes, in_chans, grad_checkpointing)
         dims = self.cfg["embed_dims"]
         # Stem first: YOLOv5 takes the input channel count from the first parameter.
         self.patch_embed = conv_bn_stem(in_chans, dims[0], self.stem_act)
@@ -358,6 +373,9 @@ class EfficientFormerBase(Backbone):
         """Output channels of the four stages of ``variant`` (the ``embed_dims`` of its config)."""
         return tuple(cls.variants[cls.resolve_variant(variant)]["embed_dims"])
 
+    def stem_conv(self) -> tuple[nn.Module, str]:
+        return self.patch_embed, "0"
+
     def stage3_output(self, x: torch.Tensor) -> torch.Tensor:
         """The stride-32 output: stage 3 after the final ``norm``, as a ``(B, C_3, H_3, W_3)`` map."""
         return self.norm(x)
@@ -367,12 +385,13 @@ class EfficientFormerBase(Backbone):
 
         The stage-3 output passes through the final norm (:meth:`stage3_output`).
         """
-        x = self.patch_embed(x)
+        x = self.run_block(self.patch_embed, x, fn=lambda t: onednn.sequential(self.patch_embed, t))
         outs: list[torch.Tensor] = []
         for i in range(last_stage + 1):
             if i > 0:
-                x = self.network[2 * i - 1](x)
-            x = self.network[2 * i](x)
+                x = self.run_block(self.network[2 * i - 1], x)
+            for block in self.network[2 * i]:
+                x = self.run_block(block, x)
             if i == 3:
                 x = self.stage3_output(x)
             outs.append(x)
@@ -401,6 +420,8 @@ class EfficientFormer(EfficientFormerBase):
             (with ``head`` and ``dist_head``; their logits are averaged).
         in_chans: input channels.
         drop_path_rate: stochastic depth, increased linearly over all blocks (reference rule).
+        grad_checkpointing: recompute block activations in backward to save training memory
+            (see :meth:`~yolo_backbones.core.base.Backbone.set_grad_checkpointing`).
 
     Detection mode returns ``[(B, C_i, ceil(H / s_i), ceil(W / s_i)) for i in out_indices]`` with the
     ``embed_dims`` of the variant as channels; the stride-32 map is the Meta3D token grid after the final
@@ -415,16 +436,18 @@ class EfficientFormer(EfficientFormerBase):
     timm_to_official = staticmethod(timm_to_official)
 
     def __init__(self, variant: str = "l1", out_indices: Sequence[int] = (1, 2, 3), pretrained: str | None = None,
-                 *, num_classes: int = 0, in_chans: int = 3, drop_path_rate: float = 0.0) -> None:
+                 *, num_classes: int = 0, in_chans: int = 3, drop_path_rate: float = 0.0,
+                 grad_checkpointing: bool = False) -> None:
         super().__init__(variant, out_indices, pretrained, num_classes=num_classes, in_chans=in_chans,
-                         drop_path_rate=drop_path_rate)
+                         drop_path_rate=drop_path_rate, grad_checkpointing=grad_checkpointing)
 
     def make_stage(self, index: int, drop_path_rate: float) -> nn.Sequential:
         return _stage(self.cfg["embed_dims"][index], index, self.cfg, drop_path_rate)
 
     def stage3_output(self, x: torch.Tensor) -> torch.Tensor:
         """Stage 3 ends on a channels-last token grid: final LayerNorm, then back to a ``(B, C_3, H_3, W_3)`` map."""
-        return self.norm(x).permute(0, 3, 1, 2).contiguous()
+        x = self.norm(x).permute(0, 3, 1, 2)  # a channels-last view of the token grid: the inference layout
+        return x.contiguous(memory_format=torch.channels_last if not self.training else torch.contiguous_format)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         """Token mean + ``head`` and ``dist_head`` (averaged): ``(B, C_3, h, w)`` -> logits ``(B, num_classes)``."""

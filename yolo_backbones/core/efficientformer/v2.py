@@ -37,9 +37,11 @@ converted by :meth:`EfficientFormerV2.convert_state_dict`. Differences from the 
   attention of stage 2 upsamples back to the exact input size, so odd stride-16 maps work too (the
   reference needs them even); ``input_multiple`` is 1.
 * The ``AvgPool2d(1, 2)`` subsampling of the downsampling queries is written as strided slicing (the
-  same values), and the downsampling attention uses ``scaled_dot_product_attention``. Attention4D keeps
-  an explicit softmax: its talking heads mix the heads between ``q @ k`` and the softmax and again
-  after it, which a fused attention kernel cannot express.
+  same values). Both attentions are written out (softmax of biased logits): Attention4D's talking heads
+  mix the heads between ``q @ k`` and the softmax and again after it, which a fused attention kernel
+  cannot express, and the downsampling attention's value dim (64) differs from its key dim (16), which
+  PyTorch's fused CPU kernel does not take. The talking heads are computed as ``heads x heads`` matrix
+  products over the attention maps (the same function as the reference 1x1 convs, same weights).
 * BatchNorms are :class:`~yolo_backbones.layers.SafeBatchNorm2d` (batch-1 1x1 maps work in training,
   e.g. the stride-32 map of YOLOv5's 32x32 FLOPs probe).
 * Detection mode (``num_classes=0``) has no ``head`` / ``dist_head``; it returns the outputs of the
@@ -59,7 +61,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..layers import ConvBnMlp, LayerScaleBlock, OffsetBiasAttention, SafeBatchNorm2d, conv3x3_s2_bn
+from ..layers import (ConvBnMlp, LayerScaleBlock, OffsetBiasAttention, SafeBatchNorm2d, biased_scores, conv3x3_s2_bn,
+                      heads_to_map, map_to_heads, mix_heads, onednn, softmax_attention)
 from ..registry import register
 from .v1 import TIMM_LAYER_SCALE_RULE, EfficientFormerBase, apply_rules, rename_timm_keys, stage_blocks
 
@@ -128,30 +131,42 @@ class Attention4D(OffsetBiasAttention):
         self.talking_head2 = nn.Conv2d(num_heads, num_heads, 1)
         self.proj = nn.Sequential(nn.GELU(), nn.Conv2d(self.val_attn_dim, dim, 1), SafeBatchNorm2d(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, _, H, W = x.shape
+    accepts_residual = True  # see LayerScaleBlock
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``Attention4D(x)``, or ``residual + Attention4D(x)`` (fused into the output conv in inference)."""
+        H, W = x.shape[-2:]
         if self.stride_conv is not None:
-            x = self.stride_conv(x)
+            x = onednn.sequential(self.stride_conv, x)
         h, w = x.shape[-2:]
-        N = h * w
-        # Channels of each projection are grouped per head: (B, heads * d, h, w) -> (B, heads, d, N).
-        q = self.q(x).reshape(B, self.num_heads, self.key_dim, N).transpose(-2, -1)  # (B, heads, N, kd)
-        k = self.k(x).reshape(B, self.num_heads, self.key_dim, N)  # (B, heads, kd, N)
-        v = self.v(x)
-        v_local = self.v_local(v)
-        v = v.reshape(B, self.num_heads, self.val_dim, N).transpose(-2, -1)  # (B, heads, N, vd)
+        # Channels of each projection are grouped per head: (B, heads * d, h, w) -> (B, heads, N, d) views.
+        q = map_to_heads(onednn.sequential(self.q, x), self.num_heads)
+        k = map_to_heads(onednn.sequential(self.k, x), self.num_heads)
+        v = onednn.sequential(self.v, x)
+        v_local = onednn.sequential(self.v_local, v)
+        v = map_to_heads(v, self.num_heads)
 
         # Explicit softmax attention: the talking heads (1x1 convs over the head axis) act on the logits
         # and on the probabilities, so scaled_dot_product_attention cannot be used here.
-        attn = (q @ k) * self.scale + self.attention_bias((h, w), (h, w), q.dtype)
-        attn = self.talking_head1(attn).softmax(dim=-1)
-        attn = self.talking_head2(attn)
-        out = (attn @ v).transpose(-2, -1).reshape(B, self.val_attn_dim, h, w) + v_local
+        attn = biased_scores(q, k, self.attention_bias((h, w), (h, w), q.dtype), self.scale)
+        attn = mix_heads(mix_heads(attn, self.talking_head1).softmax(dim=-1), self.talking_head2)
+        out = heads_to_map(torch.matmul(attn, v), v_local) + v_local
         if self.stride_conv is not None:
             # Same as the reference nn.Upsample(scale_factor=2, bilinear) when H, W are even; an explicit
             # size also restores odd H, W exactly.
             out = F.interpolate(out, size=(H, W), mode="bilinear", align_corners=False)
-        return self.proj(out)
+        return _gelu_conv_norm(self.proj, out, residual)
+
+
+def _gelu_conv_norm(proj: nn.Sequential, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``proj(x)`` [+ residual] for the ``GELU -> 1x1 conv -> BN`` output projections of the attentions.
+
+    Once the BN is folded (``Identity``), the residual add is fused into the conv's kernel in inference.
+    """
+    if isinstance(proj[2], nn.Identity):
+        return onednn.conv(proj[1], proj[0](x), residual=residual)
+    x = proj(x)
+    return x if residual is None else residual + x
 
 
 class LGQuery(nn.Module):
@@ -172,7 +187,7 @@ class LGQuery(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x[..., ::2, ::2] is the reference AvgPool2d(kernel 1, stride 2): same values, ceil(H / 2) rows.
-        return self.proj(self.local(x) + x[:, :, ::2, ::2])
+        return onednn.sequential(self.proj, onednn.conv(self.local[0], x, residual=x[:, :, ::2, ::2]))
 
 
 class Attention4DDownsample(OffsetBiasAttention):
@@ -204,18 +219,17 @@ class Attention4DDownsample(OffsetBiasAttention):
         self.proj = nn.Sequential(nn.GELU(), nn.Conv2d(self.val_attn_dim, out_dim, 1), SafeBatchNorm2d(out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, _, H, W = x.shape
+        H, W = x.shape[-2:]
         q = self.q(x)
         hq, wq = q.shape[-2:]
-        q = q.reshape(B, self.num_heads, self.key_dim, hq * wq).transpose(-2, -1)  # (B, heads, Nq, kd)
-        k = self.k(x).reshape(B, self.num_heads, self.key_dim, H * W).transpose(-2, -1)  # (B, heads, N, kd)
-        v = self.v(x)
-        v_local = self.v_local(v)  # (B, heads * vd, hq, wq)
-        v = v.reshape(B, self.num_heads, self.val_dim, H * W).transpose(-2, -1)  # (B, heads, N, vd)
+        q = map_to_heads(q, self.num_heads)  # (B, heads, Nq, kd)
+        k = map_to_heads(onednn.sequential(self.k, x), self.num_heads)  # (B, heads, N, kd)
+        v = onednn.sequential(self.v, x)
+        v_local = onednn.sequential(self.v_local, v)  # (B, heads * vd, hq, wq)
+        v = map_to_heads(v, self.num_heads)  # (B, heads, N, vd)
         bias = self.attention_bias((hq, wq), (H, W), q.dtype)  # (heads, Nq, N)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)  # (B, heads, Nq, vd)
-        out = out.transpose(-2, -1).reshape(B, self.val_attn_dim, hq, wq) + v_local
-        return self.proj(out)
+        out = softmax_attention(q, k, v, bias, self.scale)  # (B, heads, Nq, vd)
+        return _gelu_conv_norm(self.proj, heads_to_map(out, v_local) + v_local)
 
 
 class AttnDownsample(nn.Module):
@@ -231,6 +245,8 @@ class AttnDownsample(nn.Module):
         self.conv, self.bn = conv3x3_s2_bn(in_chans, out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.bn, nn.Identity):  # folded: the attention branch is added by the conv's kernel
+            return onednn.conv(self.conv, x, residual=self.attn(x))
         return self.bn(self.conv(x)) + self.attn(x)
 
     def fuse_(self) -> None:
@@ -360,6 +376,8 @@ class EfficientFormerV2(EfficientFormerBase):
         in_chans: input channels.
         drop_path_rate: stochastic depth, increased linearly over all blocks (reference rule; the official
             training values are in the config table as ``ref_drop_path``).
+        grad_checkpointing: recompute block activations in backward to save training memory
+            (see :meth:`~yolo_backbones.core.base.Backbone.set_grad_checkpointing`).
 
     Detection mode returns ``[(B, C_i, ceil(H / s_i), ceil(W / s_i)) for i in out_indices]`` with the
     ``embed_dims`` of the variant as channels; the stride-32 map passes through the final BatchNorm
@@ -373,9 +391,10 @@ class EfficientFormerV2(EfficientFormerBase):
     timm_to_official = staticmethod(timm_to_official)
 
     def __init__(self, variant: str = "s0", out_indices: Sequence[int] = (1, 2, 3), pretrained: str | None = None,
-                 *, num_classes: int = 0, in_chans: int = 3, drop_path_rate: float = 0.0) -> None:
+                 *, num_classes: int = 0, in_chans: int = 3, drop_path_rate: float = 0.0,
+                 grad_checkpointing: bool = False) -> None:
         super().__init__(variant, out_indices, pretrained, num_classes=num_classes, in_chans=in_chans,
-                         drop_path_rate=drop_path_rate)
+                         drop_path_rate=drop_path_rate, grad_checkpointing=grad_checkpointing)
 
     def make_downsample(self, index: int) -> nn.Module:
         """``conv3x3 s2 -> BN`` in front of stages 1 and 2; the attention downsampling in front of stage 3."""

@@ -5,6 +5,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .layout import is_tracing
+
 
 class OffsetBiasAttention(nn.Module):
     """Base class of attention layers with a learned per-head bias indexed by the token offset ``(|dy|, |dx|)``.
@@ -148,3 +150,48 @@ class OffsetBiasAttention(nn.Module):
         """True if ``idxs`` equals the reference ``attention_bias_idxs`` buffer of this layer."""
         ref = self.official_bias_idxs()
         return tuple(idxs.shape) == tuple(ref.shape) and bool(torch.equal(idxs.detach().cpu().long(), ref))
+
+
+def biased_scores(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
+    """Attention logits ``scale * q @ k^T + bias``.
+
+    Args:
+        q: ``(B, heads, Nq, d)``; k: ``(B, heads, Nk, d)`` (any strides, e.g. views of channels-last maps).
+        bias: ``(heads, Nq, Nk)``, broadcast over the batch.
+        scale: softmax scale.
+
+    Returns:
+        ``(B, heads, Nq, Nk)``. One pass writes the logits (``baddbmm``) for a single image; a batch adds the
+        bias and scale in place (no extra buffers; autograd needs none of them).
+    """
+    if q.shape[0] == 1 and not is_tracing():
+        return torch.baddbmm(bias, q[0], k[0].transpose(-1, -2), alpha=scale).unsqueeze(0)
+    return torch.matmul(q, k.transpose(-1, -2)).mul_(scale).add_(bias)
+
+
+def mix_heads(attn: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A ``1x1`` conv across the head axis of ``(B, heads, Nq, Nk)`` attention maps ("talking heads").
+
+    Computed as one ``heads x heads`` matrix product over the flattened maps (the same function as
+    ``conv(attn)``, without treating the ``Nq x Nk`` map as an image: no layout conversions). Returns
+    ``(B, heads, Nq, Nk)``.
+    """
+    h = attn.shape[1]
+    weight = conv.weight.reshape(h, h)
+    flat = attn.flatten(2)  # (B, heads, Nq * Nk)
+    if attn.shape[0] == 1 and conv.bias is not None and not is_tracing():
+        return torch.addmm(conv.bias[:, None], weight, flat[0]).view_as(attn)
+    out = torch.matmul(weight, flat)
+    return (out if conv.bias is None else out + conv.bias[:, None]).view_as(attn)
+
+
+def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+                      scale: float) -> torch.Tensor:
+    """``softmax(scale * q @ k^T + bias) @ v``: ``(B, h, Nq, dk)``, ``(B, h, Nk, dk)``, ``(B, h, Nk, dv)``,
+    bias ``(h, Nq, Nk)`` -> ``(B, h, Nq, dv)``.
+
+    Written out because the value dim differs from the key dim here, which PyTorch's fused CPU attention
+    kernel does not take: ``scaled_dot_product_attention`` then falls back to its reference path, which
+    also makes extra passes over the attention matrix (masking of fully masked rows).
+    """
+    return torch.matmul(biased_scores(q, k, bias, scale).softmax(dim=-1), v)

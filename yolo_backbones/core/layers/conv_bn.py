@@ -5,6 +5,7 @@ from torch import nn
 import torch
 
 from ..fuse import fuse_pair
+from . import onednn
 from .norms import SafeBatchNorm2d
 
 
@@ -46,6 +47,8 @@ class ConvBnDownsample(nn.Module):
         self.proj, self.norm = conv3x3_s2_bn(in_chans, out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.norm, nn.Identity):  # folded: the plain conv, on the fused kernel in inference
+            return onednn.conv(self.proj, x)
         return self.norm(self.proj(x))
 
     def fuse_(self) -> None:

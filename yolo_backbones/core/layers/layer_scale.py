@@ -54,9 +54,9 @@ class LayerScaleBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.token_mixer is not None:
             y = x if self.norm1 is None else self.norm1(x)
-            x = x + self.drop_path(scaled(self.layer_scale_1, self.token_mixer(y)))
+            x = residual_branch(self, self.token_mixer, self.layer_scale_1, y, x)
         y = x if self.norm2 is None else self.norm2(x)
-        return x + self.drop_path(scaled(self.layer_scale_2, self.mlp(y)))
+        return residual_branch(self, self.mlp, self.layer_scale_2, y, x)
 
     def fuse_(self) -> None:
         """Fold the layer scales into the last layer of their branch where ``layer_scale_targets`` names one."""
@@ -68,6 +68,18 @@ class LayerScaleBlock(nn.Module):
                     isinstance(m, nn.modules.batchnorm._BatchNorm) for m in branch.modules()):
                 scale_output_channels(self.get_submodule(target), getattr(self, name))
                 setattr(self, name, None)
+
+
+def residual_branch(block: nn.Module, branch: nn.Module, scale: torch.Tensor | None, y: torch.Tensor,
+                    x: torch.Tensor) -> torch.Tensor:
+    """``x + drop_path(scale * branch(y))`` of ``block``.
+
+    In inference with the layer scale folded away (``None``) and a branch that takes a ``residual``
+    argument (``accepts_residual``), the add is left to the branch's last layer, which fuses it.
+    """
+    if scale is None and not block.training and getattr(branch, "accepts_residual", False):
+        return branch(y, residual=x)  # drop_path is the identity in eval
+    return x + block.drop_path(scaled(scale, branch(y)))
 
 
 def scaled(scale: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:

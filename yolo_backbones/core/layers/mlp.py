@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from ..fuse import fuse_pair
+from . import onednn
 from .norms import SafeBatchNorm2d
 
 
@@ -19,8 +20,17 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, out_features or in_features)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+    # LayerScaleBlock may hand the residual in, to be added by the last layer (fused in inference).
+    accepts_residual = True
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``Mlp(x)``, or ``residual + Mlp(x)``."""
+        act = onednn.activation_name(self.act)
+        if not self.training and act is not None and onednn.enabled(x):
+            # Inference (dropout is the identity): the activation and the residual add fused into the linears.
+            return onednn.linear(self.fc2, onednn.linear(self.fc1, x, act), residual=residual)
+        x = self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        return x if residual is None else residual + x
 
 
 class ConvMlp(nn.Module):
@@ -71,14 +81,36 @@ class ConvBnMlp(nn.Module):
         self.norm1 = SafeBatchNorm2d(hidden_features)
         self.norm2 = SafeBatchNorm2d(in_features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    accepts_residual = True  # see Mlp
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``ConvBnMlp(x)``, or ``residual + ConvBnMlp(x)``."""
+        if not self.training and onednn.activation_name(self.act) == "gelu" and onednn.enabled(x):
+            return self._forward_fused(x, residual)
         x = self.act(self.norm1(self.fc1(x)))
         if self.mid is not None:
             x = self.act(self.mid_norm(self.mid(x)))
         x = self.drop(x)
-        return self.drop(self.norm2(self.fc2(x)))
+        x = self.drop(self.norm2(self.fc2(x)))
+        return x if residual is None else residual + x
+
+    def _forward_fused(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        # Inference: each GELU (and the residual add) fused into the conv before it once the BNs are folded.
+        x = _conv_norm(self.fc1, self.norm1, x, "gelu")
+        if self.mid is not None:
+            x = _conv_norm(self.mid, self.mid_norm, x, "gelu")
+        return _conv_norm(self.fc2, self.norm2, x, residual=residual)
 
     def fuse_(self) -> None:
         """Inference fold (see :mod:`yolo_backbones.fuse`): each ``conv -> BN`` pair becomes one conv, BN -> Identity."""
         for conv, norm in (("fc1", "norm1"), ("mid", "mid_norm"), ("fc2", "norm2")):
             fuse_pair(self, conv, norm)
+
+
+def _conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor, act: str | None = None,
+               residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``act(norm(conv(x)))`` [+ residual] in inference; one fused kernel once ``norm`` is folded (``Identity``)."""
+    if isinstance(norm, nn.Identity):
+        return onednn.conv(conv, x, act, residual)
+    x = onednn.ACTIVATIONS[act][0](norm(onednn.conv(conv, x)))
+    return x if residual is None else residual + x

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..checkpointing import recomputing
+
 
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channel dimension of a ``(B, C, H, W)`` tensor; returns ``(B, C, H, W)``."""
@@ -28,6 +30,9 @@ class SafeBatchNorm2d(nn.BatchNorm2d):
     layer normalises with its running statistics and leaves them untouched (eval-mode behaviour);
     any other input is handled exactly like ``nn.BatchNorm2d``. State-dict keys are unchanged.
 
+    When a checkpointed block is recomputed during backward (:mod:`yolo_backbones.core.checkpointing`) it
+    normalises with the batch statistics again but does not update the running statistics a second time.
+
     Being a subclass, YOLOv5's optimizer grouping (``isinstance`` on ``nn.*Norm*``) still exempts its
     weight from decay, while ``initialize_weights`` (``type(m) is nn.BatchNorm2d``) leaves its eps and
     momentum at the pretrained values.
@@ -38,4 +43,9 @@ class SafeBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.running_mean is not None and x.numel() == x.shape[1]:  # B * H * W == 1
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        if self.training and recomputing() and self.running_mean is not None:
+            # Re-run of a checkpointed block in backward: the same batch statistics and the same autograd
+            # record as the first pass (hence the running stats are passed), but momentum 0 keeps them as they
+            # are (r * 1 + 0 * batch) and num_batches_tracked is not incremented again.
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, 0.0, self.eps)
         return super().forward(x)

@@ -6,6 +6,7 @@ from typing import Any, Callable
 from torch import nn
 
 from ...core.base import Backbone
+from ...core.layers.layout import channels_last_weights
 
 
 def backbones_of(model: nn.Module) -> list[Backbone]:
@@ -13,19 +14,29 @@ def backbones_of(model: nn.Module) -> list[Backbone]:
     return [m for m in model.modules() if isinstance(m, Backbone)]
 
 
-def make_fuse(original: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+def make_fuse(original: Callable[..., nn.Module],
+              fold_host: Callable[[nn.Module], None] | None = None) -> Callable[..., nn.Module]:
     """Wrap a host's ``BaseModel.fuse(self, ...)`` (its Conv + BN folds, then a model summary).
 
     Every :class:`Backbone` in the model is fused first (:meth:`Backbone.fuse`: its Conv+BN pairs and other
-    exact re-parameterisations), then the original runs with the caller's arguments, so the printed
-    summary is that of the fully fused model. Idempotent like the original. As in the hosts, a fused
-    model is for inference (val / predict / export), not for training.
+    exact re-parameterisations); in a model with a backbone, ``fold_host(model)`` may then do some of the
+    host's own folds more precisely; then the original runs with the caller's arguments, so the printed
+    summary is that of the fully fused model. Finally the neck's weights are laid out channels-last, the
+    layout the fused backbones hand over, so its convolutions do not reorder them on every call (stock
+    models are left as they are). Idempotent like the original. As in the hosts, a fused model is for
+    inference (val / predict / export), not for training.
     """
 
     def fuse(self: nn.Module, *args: Any, **kwargs: Any) -> nn.Module:
-        for m in backbones_of(self):
+        backbones = backbones_of(self)
+        for m in backbones:
             m.fuse()
-        return original(self, *args, **kwargs)
+        if backbones and fold_host is not None:
+            fold_host(self)
+        fused = original(self, *args, **kwargs)
+        if backbones:
+            channels_last_weights(fused if isinstance(fused, nn.Module) else self)
+        return fused
 
     fuse.__wrapped__ = original
     fuse.__doc__ = original.__doc__

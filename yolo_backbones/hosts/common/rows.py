@@ -30,17 +30,26 @@ def unknown_module_error(name: str, host_names: Iterable[str], row: int) -> Mode
 def build_backbone(m: type[Backbone], args: list[Any], c1: Any, row: int) -> Backbone:
     """Build the backbone of YAML row ``row`` as ``m(*args, in_chans=c1)`` and apply the detector's size rule.
 
+    A mapping as the last argument gives keyword options, e.g. ``[xxs, [1, 2, 3], {grad_checkpointing: true}]``
+    builds ``EdgeViT("xxs", [1, 2, 3], grad_checkpointing=True, in_chans=c1)``.
+
     The PAN neck upsamples the deepest map by 2 and concatenates it with the next one, so the detector
     needs sides that are multiples of the largest output stride even when the backbone alone takes any
     size; the backbone then rejects other sizes up front with a clear message.
     """
     if isinstance(c1, list):
         raise ModelConfigError(f"layer {row}: {m.__name__} must take an image tensor, not a list output")
+    args, kwargs = list(args), {}
+    if args and isinstance(args[-1], dict):
+        kwargs = dict(args.pop())
+        if "in_chans" in kwargs or not all(isinstance(k, str) for k in kwargs):
+            raise ModelConfigError(f"layer {row} ({m.__name__}): keyword options must be names other than "
+                                   f"in_chans (taken from the previous layer), got {sorted(map(str, kwargs))}")
     args = [None if a in ("None", "none", "") else a for a in args]
     try:
-        module = m(*args, in_chans=c1)
+        module = m(*args, **kwargs, in_chans=c1)
     except (ValueError, TypeError, FileNotFoundError, CheckpointMismatchError, WeightsFileError) as e:
-        raise ModelConfigError(f"layer {row} ({m.__name__} {args}): {e}") from e
+        raise ModelConfigError(f"layer {row} ({m.__name__} {args}{f' {kwargs}' if kwargs else ''}): {e}") from e
     module.require_input_multiple(max(module.out_strides))
     return module
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ...core.base import Backbone
+from ...core.fuse import fuse_conv_bn, is_foldable_bn
 from ...core.registry import backbone_classes
 from ...core.select import Select
 from ..common.fuse import make_fuse
@@ -68,6 +69,20 @@ def make_initialize_weights(original: Callable[[nn.Module], None]) -> Callable[[
     return initialize_weights
 
 
+def _fold_host_conv_bn(model: nn.Module) -> None:
+    """Do YOLOv5's own ``Conv``/``DWConv`` + BN folds as ``BaseModel.fuse`` does, but in float64.
+
+    YOLOv5 folds in float32; folding in float64 (as the backbone folds are) keeps the fused detector closer to
+    the unfused one. The original ``fuse`` then finds no BN left to fold in these modules.
+    """
+    for m in model.modules():
+        conv, bn = getattr(m, "conv", None), getattr(m, "bn", None)
+        if isinstance(conv, nn.Conv2d) and is_foldable_bn(bn) and callable(getattr(m, "forward_fuse", None)):
+            m.conv = fuse_conv_bn(conv, bn)
+            delattr(m, "bn")
+            m.forward = m.forward_fuse
+
+
 def is_yolo_module(module: types.ModuleType) -> bool:
     """True if ``module`` looks like a YOLOv5 ``models/yolo.py`` (PyPI package or clone)."""
     return all(hasattr(module, a) for a in ("parse_model", "BaseModel", "DetectionModel", "Detect", "Conv"))
@@ -91,6 +106,6 @@ def patch_yolo_module(module: types.ModuleType) -> bool:
     # Kept for reference and tests: plugin checkpoints must also run under the stock forward.
     module.BaseModel._yolo_backbones_stock_forward_once = module.BaseModel._forward_once
     module.BaseModel._forward_once = make_forward_once(ns.get("feature_visualization"))
-    module.BaseModel.fuse = make_fuse(module.BaseModel.fuse)
+    module.BaseModel.fuse = make_fuse(module.BaseModel.fuse, fold_host=_fold_host_conv_bn)
     setattr(module, _PATCHED_FLAG, True)
     return True

@@ -1,0 +1,61 @@
+"""Activation checkpointing of backbone blocks: keep only block inputs for backward, recompute the rest.
+
+With :func:`run_block` a block's intermediate activations are not kept for the backward pass; the block's
+forward runs a second time during backward (``torch.utils.checkpoint``, non-reentrant) to recreate them. Peak
+training memory then holds the block boundaries plus one block's activations instead of every activation of
+the backbone, for about one extra backbone forward of compute.
+
+The recomputation must not be a second training step of the block's BatchNorms: during it,
+:class:`~yolo_backbones.core.layers.SafeBatchNorm2d` normalises with the batch statistics as in the first
+pass but leaves ``running_mean`` / ``running_var`` / ``num_batches_tracked`` alone (:func:`recomputing`).
+Dropout and stochastic-depth masks are replayed (the RNG state is restored), so the gradients are those of
+the plain forward.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["run_block", "recomputing"]
+
+_RECOMPUTING: contextvars.ContextVar[bool] = contextvars.ContextVar("yolo_backbones_recomputing", default=False)
+
+
+def recomputing() -> bool:
+    """True while a checkpointed block's forward is being re-run during backward."""
+    return _RECOMPUTING.get()
+
+
+@contextlib.contextmanager
+def _recompute_context() -> Iterator[None]:
+    token = _RECOMPUTING.set(True)
+    try:
+        yield
+    finally:
+        _RECOMPUTING.reset(token)
+
+
+def _contexts() -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+    return contextlib.nullcontext(), _recompute_context()
+
+
+def run_block(block: nn.Module, *args: Any, enabled: bool = True, fn: Callable[..., Any] | None = None) -> Any:
+    """``block(*args)`` (or ``fn(*args)``), checkpointed when ``enabled``, ``block`` is training and autograd
+    is recording.
+
+    Args:
+        block: a backbone block (or stem / downsampling layer); may return a tensor or a tuple.
+        args: its inputs.
+        enabled: the backbone's ``grad_checkpointing`` setting.
+        fn: what to run instead of ``block.__call__`` (e.g. a fused-kernel path for the same module).
+    """
+    fn = block if fn is None else fn
+    # Parameter-free layers (reshapes) keep nothing worth recomputing.
+    if not (enabled and block.training and torch.is_grad_enabled() and next(block.parameters(), None) is not None):
+        return fn(*args)
+    return checkpoint(fn, *args, use_reentrant=False, context_fn=_contexts)
