@@ -462,3 +462,17 @@ def test_sources_imports_nothing_else_from_the_package_at_top_level():
             top.add(node.module.split(".")[0])
     assert top <= {"__future__", "argparse", "hashlib", "os", "pickle", "re", "urllib", "dataclasses", "pathlib", "typing",
                    "torch"}, top
+
+
+def test_default_pickle_reader_is_the_restricted_loader(env, monkeypatch):
+    """Without a ``pickle_loader`` the file goes through ``load_checkpoint`` (training checkpoints with
+    their ``argparse.Namespace`` options load; nothing else reads pickles)."""
+    import yolo_backbones.core.weights.safe_load as safe_load
+
+    sd = small_sd()
+    f = write(env / "train_ckpt.pth", {"model": sd, "opt": argparse.Namespace(lr=0.01), "epoch": 3})
+    seen = []
+    real = safe_load.load_checkpoint
+    monkeypatch.setattr(safe_load, "load_checkpoint", lambda p, **kw: seen.append(p) or real(p, **kw))
+    assert_same(S.read_weights_file(f), sd)
+    assert seen == [f]

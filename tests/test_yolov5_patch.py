@@ -207,3 +207,17 @@ def test_checkpoint_yaml_with_a_renamed_variant_gives_a_clear_error() -> None:
     cfg["backbone"][0] = [-1, 1, "EdgeViT", ["xxs_v0", [1, 2, 3]]]
     with pytest.raises(ModelConfigError, match=r"layer 0 .*unknown EdgeViT variant 'xxs_v0'; known variants: xxs, xs, s"):
         build(cfg)
+
+
+def test_yolov5_clone_detection_ignores_a_yaml_only_models_folder(tmp_path, monkeypatch):
+    """A folder named ``models`` holding only YAMLs (like this project's) is not a YOLOv5 clone: clone
+    checkpoints must then be read through the pip package's ``yolov5.models``; a real clone is used as is."""
+    from yolo_backbones.hosts.yolov5 import _yolov5_clone_on_path
+
+    monkeypatch.delitem(sys.modules, "models", raising=False)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "yolov5s.yaml").write_text("nc: 80\n")
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])  # only this folder: the pip package puts its root on sys.path
+    assert _yolov5_clone_on_path() is False
+    (tmp_path / "models" / "yolo.py").write_text("")
+    assert _yolov5_clone_on_path() is True

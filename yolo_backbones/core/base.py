@@ -240,12 +240,11 @@ class Backbone(nn.Module):
         Names are resolved by :mod:`yolo_backbones.core.weights.sources` (local folders, the Hugging Face
         cache, then a download when allowed). In detection mode the classifier keys are skipped.
         """
-        from .weights.safe_load import load_checkpoint
         from .weights.sources import locate_weights, read_weights_file
         from .weights.state_dict import load_backbone_weights
 
         found = locate_weights(f"{self.family}_{self.variant}", weights)
-        state_dict = read_weights_file(found.path, pickle_loader=lambda path: load_checkpoint(path, map_location="cpu"))
+        state_dict = read_weights_file(found.path)  # pickles go through the restricted loader
         load_backbone_weights(self, state_dict, source=str(found.path))
         self.train(self.training)  # re-derive caches computed from the loaded parameters
         return self

@@ -32,10 +32,8 @@ backbones and the CLI can import it without import cycles.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
-import pickle
 import re
 import urllib.error
 import urllib.request
@@ -466,9 +464,8 @@ def read_weights_file(path: PathLike, pickle_loader: Optional[PickleLoader] = No
     Args:
         path: a ``.safetensors`` file (recognised by its header, whatever its suffix), or a torch
             pickle (``.pth``, ``.pth.tar``, ``.pt``, ``.bin``).
-        pickle_loader: ``loader(path) -> object`` for torch pickles, e.g. the project's safe
-            checkpoint loader; default ``torch.load(weights_only=True)`` that also admits the
-            ``argparse.Namespace`` of training checkpoints.
+        pickle_loader: ``loader(path) -> object`` for torch pickles; default the project's
+            restricted loader (:func:`yolo_backbones.load_checkpoint`, which never runs code from the file).
 
     Returns:
         The state dict: a raw one, or the one under ``model`` / ``state_dict`` / ``model_ema`` /
@@ -499,18 +496,22 @@ def read_weights_file(path: PathLike, pickle_loader: Optional[PickleLoader] = No
             raise WeightsFileError(f"{path} cannot be read as safetensors ({_first_line(e)}): {redo}") from e
     if pickle_loader is not None:  # its own errors (refusals, bad files) are already one clear line each
         return _unwrap(pickle_loader(path), path)
+    return _unwrap(_load_pickle_safely(path, redo), path)
+
+
+def _load_pickle_safely(path: Path, redo: str) -> Any:
+    """Unpickle ``path`` with the project's restricted loader, its refusals turned into one-line
+    :class:`WeightsFileError` s (the file, the cause, the fix)."""
+    from .safe_load import CheckpointFileError, UntrustedCheckpointError, load_checkpoint
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - zip, pickle, EOF and allowlist errors all mean "unreadable"
-        refused = re.search(r"GLOBAL ([\w.]+)", str(e))  # torch's weights_only allowlist said no
-        if isinstance(e, pickle.UnpicklingError) and refused:
-            raise WeightsFileError(
-                f"{path} holds Python objects beyond tensors and containers (e.g. {refused.group(1)}), so it was "
-                f"not loaded and nothing in it ran: if you trust it, save its state dict once with "
-                f"torch.save(torch.load(path, weights_only=False)['model'], new_path) and pass new_path") from e
+        return load_checkpoint(path, map_location="cpu")
+    except UntrustedCheckpointError as e:
+        raise WeightsFileError(
+            f"{path} holds Python objects beyond tensors and containers (it asks for {e.global_name or 'a callable'}), "
+            f"so it was not loaded and nothing in it ran: if you trust it, save its state dict once with "
+            f"torch.save(torch.load(path, weights_only=False)['model'], new_path) and pass new_path") from e
+    except CheckpointFileError as e:
         raise WeightsFileError(f"{path} cannot be read as a PyTorch checkpoint ({_first_line(e)}): {redo}") from e
-    return _unwrap(obj, path)
 
 
 def guess_key_format(keys: Any) -> str:
