@@ -24,9 +24,10 @@ the ratios stay comparable even on a noisy machine.
   per-operator overhead dominates, at least ``--target-small`` (0.5). Models below target are flagged and
   explained (FLOP and time breakdown by op type).
 * vs reference (``--reference``): how much faster the backbone's ImageNet classifier (``create(name,
-  num_classes=1000)``, batch 1, 224x224) is than timm's implementation with the same weights, as eval model /
-  fused eval model; EfficientFormer and EfficientFormerV2 only (timm has no EdgeViT or Mobile-Former; those were
-  compared with the official code, see the README).
+  num_classes=1000)``, batch 1) is than the reference implementation with the same weights, as eval model /
+  fused eval model: timm's EfficientFormer(V2) at 224x224; the authors' EdgeViT and Mobile-Former at 640x640
+  when ``--official-edgevit DIR`` / ``--official-mobileformer DIR`` point at checkouts of their repositories
+  (imported from there at run time, see ``scripts/reference_models.py``).
 * train mem GB (``--train-memory``): peak memory of one training step (forward, ``ComputeLoss``, backward) of
   a ``--train-memory-batch`` x ``--train-memory-img`` batch above the process's memory before the step (the
   built model), measured as peak resident memory in a fresh process per model; ``ckpt mem GB`` is the same
@@ -46,6 +47,7 @@ Usage:
     python scripts/benchmark.py --models yolov5_edgevit.yaml --runs 30 --threads 2
     python scripts/benchmark.py --no-onnx --no-openvino --no-train --out /tmp/bench
     python scripts/benchmark.py --reference --train-memory   # also the timm ratio and training memory
+    python scripts/benchmark.py --reference --official-edgevit ../edgevit --official-mobileformer ../MobileFormer
 """
 from __future__ import annotations
 
@@ -75,6 +77,7 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "scripts"
 sys.path.insert(0, str(ROOT))
 
 import yolo_backbones  # noqa: E402,F401  (installs the plugin)
@@ -202,6 +205,11 @@ def resolve_models(names: list[str] | None, yolo11: bool = False) -> list[tuple[
         names = list(names) + sorted(p.name for p in MODELS_DIR.glob("yolo11_*.yaml"))
     for n in names:
         path = Path(n) if Path(n).exists() else MODELS_DIR / n
+        if not path.exists() and path.suffix != ".yaml":
+            path = path.with_name(path.name + ".yaml")  # a bare model name
+        if not path.is_file():
+            raise SystemExit(f"benchmark: no model YAML {n!r} (looked in {MODELS_DIR}); "
+                             f"choose from: {', '.join(sorted(p.stem for p in MODELS_DIR.glob('*.yaml')))}")
         if path.stem not in {p.stem for p, _ in paths}:
             paths.append((path, True))
     return paths
@@ -453,50 +461,37 @@ def profile_model(cfg_path: Path, plugin: bool, args: argparse.Namespace) -> tup
 
 
 # ------------------------------------------------------------------------------------- reference implementation
-def timm_reference(backbone: torch.nn.Module) -> tuple[str, torch.nn.Module, torch.nn.Module] | None:
-    """(name, our ImageNet classifier, timm's) with the same random weights, for an EfficientFormer(V2) backbone.
-
-    ``None`` for the other families: timm has no EdgeViT or Mobile-Former.
-    """
-    import timm
-
-    from yolo_backbones import create
-
-    family = getattr(backbone, "family", None)
-    prefix = {"efficientformer": "efficientformer_", "efficientformerv2": "efficientformerv2_"}.get(family)
-    if prefix is None:
-        return None
-    torch.manual_seed(0)
-    reference = timm.create_model(prefix + backbone.variant, num_classes=1000).eval()
-    ours = create(f"{family}_{backbone.variant}", num_classes=1000)
-    ours.load_state_dict(ours.convert_state_dict(reference.state_dict()))
-    return f"{family}_{backbone.variant}", ours.eval(), reference
-
-
-def reference_speedups(backbone: torch.nn.Module, img: int = 224, rounds: int = 5, per_round: int = 4
+def reference_speedups(backbone: torch.nn.Module, args: argparse.Namespace, rounds: int = 5, per_round: int = 4
                        ) -> tuple[float, float] | None:
-    """(timm ms / our eval ms, timm ms / our fused ms) of the ImageNet classifiers at batch 1, ``img x img``.
+    """(reference ms / our eval ms, reference ms / our fused ms) of the backbone's ImageNet classifiers, batch 1.
 
-    Minimum of interleaved runs (the three models alternate, so load on the machine hits them alike); the
-    outputs are checked to agree first.
+    The reference is timm's EfficientFormer(V2) at 224, or the authors' EdgeViT / Mobile-Former at 640 when a
+    checkout was given (:mod:`reference_models`); None when there is none. Minimum of interleaved runs (the
+    three models alternate, so load on the machine hits them alike); the outputs agree (checked first).
     """
-    built = timm_reference(backbone)
-    if built is None:
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    from reference_models import ReferenceUnavailable, reference_pair
+
+    official = {"edgevit": args.official_edgevit, "mobileformer": args.official_mobileformer}
+    try:
+        pair = reference_pair(backbone.family, backbone.variant, official)
+    except ReferenceUnavailable as e:
+        print(f"[benchmark] no reference for {backbone.family}_{backbone.variant}: {e}")
         return None
-    _, ours, reference = built
+    ours, reference = pair.ours, pair.reference
     fused = copy.deepcopy(ours).fuse()
-    x = torch.rand(1, 3, img, img)
+    x = torch.rand(1, 3, pair.img, pair.img)
     times: dict[str, list[float]] = {"ours": [], "fused": [], "reference": []}
     models = {"ours": ours, "fused": fused, "reference": reference}
     with torch.no_grad():
-        expected = reference(x)
-        for key in ("ours", "fused"):
-            got = models[key](x)
-            if not torch.allclose(got, expected, atol=1e-3, rtol=1e-3):
-                raise RuntimeError(f"{key} ImageNet model disagrees with timm (max diff {(got - expected).abs().max():.3g})")
+        expected, got = reference(x), fused(x)
+        if not torch.allclose(got, expected, atol=1e-3, rtol=1e-3):
+            raise RuntimeError(f"fused {pair.name} disagrees with the reference (max diff {(got - expected).abs().max():.3g})")
         for _ in range(rounds):
-            for key, m in models.items():
+            for m in models.values():
                 m(x)  # warm-up of this round
+            for key, m in models.items():
                 for _ in range(per_round):
                     t0 = time.perf_counter()
                     m(x)
@@ -510,7 +505,7 @@ def reference_cell(detector: torch.nn.Module, args: argparse.Namespace) -> str |
     from yolo_backbones.core.base import Backbone
 
     backbone = next((m for m in detector.modules() if isinstance(m, Backbone)), None)
-    speedups = reference_speedups(backbone) if backbone is not None else None
+    speedups = reference_speedups(backbone, args) if backbone is not None else None
     return None if speedups is None else f"{speedups[0]:.2f}x / {speedups[1]:.2f}x"
 
 
@@ -819,7 +814,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--target-small", type=float, default=0.50,
                         help="minimum efficiency of models with fewer GFLOPs than YOLOv5n")
     parser.add_argument("--reference", action="store_true",
-                        help="time the EfficientFormer(V2) ImageNet classifiers against timm's (same weights, 224)")
+                        help="time each backbone's ImageNet classifier against the reference implementation with the "
+                             "same weights: timm's EfficientFormer(V2) at 224; EdgeViT / Mobile-Former at 640 with "
+                             "--official-edgevit / --official-mobileformer")
+    parser.add_argument("--official-edgevit", type=Path, default=None, metavar="DIR",
+                        help="checkout of github.com/saic-fi/edgevit (for --reference; imported from there, never copied)")
+    parser.add_argument("--official-mobileformer", type=Path, default=None, metavar="DIR",
+                        help="checkout of github.com/AAboys/MobileFormer (for --reference)")
     parser.add_argument("--train-memory", action="store_true",
                         help="peak memory of one training step, without and with activation checkpointing (slow)")
     parser.add_argument("--train-memory-batch", type=int, default=8)

@@ -156,3 +156,13 @@ def test_checkpoint_load_measurement_returns_both_timings() -> None:
 
     safe_s, plain_s, size = measure(repeats=1, target_mb=2.0)
     assert safe_s > 0 and plain_s > 0 and size > 1e6
+
+
+def test_official_reference_needs_a_checkout() -> None:
+    """EdgeViT / Mobile-Former have no pip reference: without a checkout the benchmark says which option to pass."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from reference_models import ReferenceUnavailable, reference_pair
+
+    for family in ("edgevit", "mobileformer"):
+        with pytest.raises(ReferenceUnavailable, match=f"--official-{family} DIR"):
+            reference_pair(family, "xxs" if family == "edgevit" else "52m", {})
