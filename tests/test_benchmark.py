@@ -129,6 +129,8 @@ def test_reference_and_memory_columns(tmp_path, monkeypatch) -> None:
 def test_png_is_written(out) -> None:
     data = (out / "benchmark.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width > 2.5 * height  # one latency-vs-GFLOPs panel per engine: eager, onnxruntime, OpenVINO
 
 
 def test_failure_is_recorded_not_raised(tmp_path, monkeypatch) -> None:
