@@ -1,6 +1,7 @@
 """Activation checkpointing of the backbones: same outputs, gradients and BatchNorm statistics as without it."""
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -108,3 +109,36 @@ def test_dynamic_relu_keeps_only_its_input_for_backward() -> None:
     assert sum(n for n in saved if n == x.numel()) == x.numel()  # one full-size map, not three
     for a, b in zip(torch.autograd.grad(out, (x, coeffs), grad), expected):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name, at_most", [("efficientformer_l1", 0.97), ("efficientformerv2_s0", 0.85)])
+def test_recomputed_intermediates_change_nothing_but_memory(name, at_most) -> None:
+    """BN -> GELU chains and attention matrices recomputed in backward (always on in training): the same
+    outputs, gradients and BatchNorm statistics as keeping them, and less kept for backward."""
+    from yolo_backbones.core import checkpointing
+
+    cls, variant, kwargs = CASES[name]
+    torch.manual_seed(0)
+    recomputing = cls(variant, **kwargs)
+    keeping = copy.deepcopy(recomputing)
+    x = torch.rand(2, 3, 64, 64)
+    saved = {}
+    for key, model in (("recompute", recomputing), ("keep", keeping)):
+        seen: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        # Inside a checkpointed block nothing is recomputed locally: that is the "keep everything" baseline.
+        flag = checkpointing._flag(checkpointing._IN_CHECKPOINT) if key == "keep" else contextlib.nullcontext()
+        with flag, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            outs = step(model, x)
+        saved[key] = (sum(seen.values()), outs)
+    for a, b in zip(saved["recompute"][1], saved["keep"][1]):
+        assert torch.equal(a, b)
+    for (n, p), q in zip(recomputing.named_parameters(), keeping.parameters()):
+        assert p.grad is not None and torch.equal(p.grad, q.grad), n
+    for (n, s), t in zip(recomputing.state_dict().items(), keeping.state_dict().values()):
+        assert torch.equal(s, t), n
+    assert saved["recompute"][0] < at_most * saved["keep"][0]

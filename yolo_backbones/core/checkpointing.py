@@ -21,9 +21,11 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["run_block", "recomputing"]
+__all__ = ["run_block", "recomputing", "recompute_in_backward"]
 
 _RECOMPUTING: contextvars.ContextVar[bool] = contextvars.ContextVar("yolo_backbones_recomputing", default=False)
+# True inside a checkpointed block (first pass and recomputation): nothing there is kept for backward anyway.
+_IN_CHECKPOINT: contextvars.ContextVar[bool] = contextvars.ContextVar("yolo_backbones_in_checkpoint", default=False)
 
 
 def recomputing() -> bool:
@@ -32,16 +34,22 @@ def recomputing() -> bool:
 
 
 @contextlib.contextmanager
-def _recompute_context() -> Iterator[None]:
-    token = _RECOMPUTING.set(True)
+def _flag(var: contextvars.ContextVar[bool]) -> Iterator[None]:
+    token = var.set(True)
     try:
         yield
     finally:
-        _RECOMPUTING.reset(token)
+        var.reset(token)
+
+
+@contextlib.contextmanager
+def _recompute_context() -> Iterator[None]:
+    with _flag(_RECOMPUTING), _flag(_IN_CHECKPOINT):
+        yield
 
 
 def _contexts() -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
-    return contextlib.nullcontext(), _recompute_context()
+    return _flag(_IN_CHECKPOINT), _recompute_context()
 
 
 def run_block(block: nn.Module, *args: Any, enabled: bool = True, fn: Callable[..., Any] | None = None) -> Any:
@@ -59,3 +67,16 @@ def run_block(block: nn.Module, *args: Any, enabled: bool = True, fn: Callable[.
     if not (enabled and block.training and torch.is_grad_enabled() and next(block.parameters(), None) is not None):
         return fn(*args)
     return checkpoint(fn, *args, use_reentrant=False, context_fn=_contexts)
+
+
+def recompute_in_backward(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
+    """``fn(*tensors)`` keeping only its inputs for backward; ``fn``'s intermediates are recomputed there.
+
+    For cheap chains whose intermediates are large: BatchNorm -> GELU on wide maps, the attention matrices
+    of an attention core. Same values and gradients as ``fn(*tensors)``; BatchNorm running statistics are
+    updated once (see :func:`recomputing`). Plain ``fn(*tensors)`` when autograd is off or inside a block that
+    is already checkpointed.
+    """
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) or _IN_CHECKPOINT.get():
+        return fn(*tensors)
+    return checkpoint(fn, *tensors, use_reentrant=False, context_fn=_contexts)

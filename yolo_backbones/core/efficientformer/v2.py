@@ -55,6 +55,7 @@ converted by :meth:`EfficientFormerV2.convert_state_dict`. Differences from the 
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Any, Sequence
 
 import torch
@@ -63,6 +64,7 @@ import torch.nn.functional as F
 
 from ..layers import (ConvBnMlp, LayerScaleBlock, OffsetBiasAttention, SafeBatchNorm2d, biased_scores, conv3x3_s2_bn,
                       heads_to_map, map_to_heads, mix_heads, onednn, softmax_attention)
+from ..checkpointing import recompute_in_backward
 from ..registry import register
 from .v1 import TIMM_LAYER_SCALE_RULE, EfficientFormerBase, apply_rules, rename_timm_keys, stage_blocks
 
@@ -146,16 +148,24 @@ class Attention4D(OffsetBiasAttention):
         v_local = onednn.sequential(self.v_local, v)
         v = map_to_heads(v, self.num_heads)
 
-        # Explicit softmax attention: the talking heads (1x1 convs over the head axis) act on the logits
-        # and on the probabilities, so scaled_dot_product_attention cannot be used here.
-        attn = biased_scores(q, k, self.attention_bias((h, w), (h, w), q.dtype), self.scale)
-        attn = mix_heads(mix_heads(attn, self.talking_head1).softmax(dim=-1), self.talking_head2)
-        out = heads_to_map(torch.matmul(attn, v), v_local) + v_local
+        # Training keeps q, k, v for backward and recomputes the four attention matrices there.
+        out = heads_to_map(recompute_in_backward(partial(self._attend, (h, w)), q, k, v), v_local) + v_local
         if self.stride_conv is not None:
             # Same as the reference nn.Upsample(scale_factor=2, bilinear) when H, W are even; an explicit
             # size also restores odd H, W exactly.
             out = F.interpolate(out, size=(H, W), mode="bilinear", align_corners=False)
         return _gelu_conv_norm(self.proj, out, residual)
+
+    def _attend(self, hw: tuple[int, int], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Talking-heads softmax attention of ``(B, heads, N, d)`` queries/keys/values on an ``hw`` grid ->
+        ``(B, heads, N, dv)``.
+
+        Explicit: the talking heads (1x1 convs over the head axis) act on the logits and on the probabilities,
+        so ``scaled_dot_product_attention`` cannot be used here.
+        """
+        attn = biased_scores(q, k, self.attention_bias(hw, hw, q.dtype), self.scale)
+        attn = mix_heads(mix_heads(attn, self.talking_head1).softmax(dim=-1), self.talking_head2)
+        return torch.matmul(attn, v)
 
 
 def _gelu_conv_norm(proj: nn.Sequential, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..checkpointing import recompute_in_backward
 from ..fuse import fuse_pair
 from . import onednn
 from .norms import SafeBatchNorm2d
@@ -87,12 +88,25 @@ class ConvBnMlp(nn.Module):
         """``ConvBnMlp(x)``, or ``residual + ConvBnMlp(x)``."""
         if not self.training and onednn.activation_name(self.act) == "gelu" and onednn.enabled(x):
             return self._forward_fused(x, residual)
-        x = self.act(self.norm1(self.fc1(x)))
+        # Training keeps the conv outputs and the last GELU output for backward; what lies between them (BN
+        # outputs, the GELU output feeding the cheap depth-wise conv) is recomputed there.
+        x = self.fc1(x)
         if self.mid is not None:
-            x = self.act(self.mid_norm(self.mid(x)))
+            x = recompute_in_backward(self._mid_norm_act, recompute_in_backward(self._norm1_act_mid, x))
+        else:
+            x = recompute_in_backward(self._norm1_act, x)
         x = self.drop(x)
         x = self.drop(self.norm2(self.fc2(x)))
         return x if residual is None else residual + x
+
+    def _norm1_act(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm1(x))
+
+    def _norm1_act_mid(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mid(self.act(self.norm1(x)))
+
+    def _mid_norm_act(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.mid_norm(x))
 
     def _forward_fused(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         # Inference: each GELU (and the residual add) fused into the conv before it once the BNs are folded.
