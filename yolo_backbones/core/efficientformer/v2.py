@@ -63,7 +63,6 @@ import torch.nn.functional as F
 
 from ..layers import (ConvBnMlp, LayerScaleBlock, OffsetBiasAttention, SafeBatchNorm2d, biased_scores, conv3x3_s2_bn,
                       heads_to_map, map_to_heads, mix_heads, onednn, softmax_attention)
-from ..layers.tiling import tiled_rows
 from ..registry import register
 from .v1 import TIMM_LAYER_SCALE_RULE, EfficientFormerBase, apply_rules, rename_timm_keys, stage_blocks
 
@@ -153,32 +152,10 @@ class Attention4D(OffsetBiasAttention):
         attn = mix_heads(mix_heads(attn, self.talking_head1).softmax(dim=-1), self.talking_head2)
         out = heads_to_map(torch.matmul(attn, v), v_local) + v_local
         if self.stride_conv is not None:
-            if (residual is not None and (H, W) == (2 * h, 2 * w) and isinstance(self.proj[2], nn.Identity)
-                    and onednn.enabled(out)):
-                # Large maps: upsampling, GELU and projection strip by strip, so the wide upsampled map
-                # stays in the cache (see tiling).
-                tiled = tiled_rows(residual, lambda src, crop, rows: self._upsample_project(out, rows, residual),
-                                   out.shape[1], multiple=2)
-                if tiled is not None:
-                    return tiled
             # Same as the reference nn.Upsample(scale_factor=2, bilinear) when H, W are even; an explicit
             # size also restores odd H, W exactly.
             out = F.interpolate(out, size=(H, W), mode="bilinear", align_corners=False)
         return _gelu_conv_norm(self.proj, out, residual)
-
-    def _upsample_project(self, out: torch.Tensor, rows: slice, residual: torch.Tensor) -> torch.Tensor:
-        """Rows ``rows`` (even bounds) of ``residual + proj(upsample_x2(out))`` for a ``(B, C, h, w)`` map ``out``.
-
-        Bilinear x2 upsampling (``align_corners=False``) maps output row ``o`` to input row ``o / 2 - 0.25``, the
-        same for any even shift of both grids; so input rows ``[r0 / 2 - 1, r1 / 2 + 1)`` (clipped) upsampled by 2
-        give output rows ``[r0, r1)`` exactly, away from the one-row margins where the slab is clamped.
-        """
-        h = out.shape[2]
-        a, b = max(0, rows.start // 2 - 1), min(h, rows.stop // 2 + 1)
-        slab = out[:, :, a:b]
-        up = F.interpolate(slab, size=(2 * (b - a), 2 * slab.shape[3]), mode="bilinear", align_corners=False)
-        up = up[:, :, rows.start - 2 * a:rows.stop - 2 * a]
-        return _gelu_conv_norm(self.proj, up, residual[:, :, rows])
 
 
 def _gelu_conv_norm(proj: nn.Sequential, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
