@@ -25,7 +25,7 @@ __all__ = ["TILE_BYTES", "row_tiles", "tiled_rows"]
 
 # Target size of one strip's widest intermediate map: a few MB, about what the L2 + L3 share of a core
 # holds, while keeping the strips few (each layer call on a strip is one more parallel region).
-TILE_BYTES = 2 * 1024 * 1024
+TILE_BYTES = 4 * 1024 * 1024
 
 
 def row_tiles(height: int, row_bytes: int, multiple: int = 1, budget: int | None = None
