@@ -83,6 +83,25 @@ def test_fused_backbone_matches_unfused(pair, size) -> None:
         torch.testing.assert_close(b, a, **TOL)
 
 
+@pytest.mark.parametrize("size", ((128, 96),))
+def test_row_tiled_inference_matches_unfused(pair, size, monkeypatch) -> None:
+    """With a tiny tile budget every wide per-pixel chain of a batch-1 fused model runs strip by strip (halo rows,
+    strips at the map borders) and the large attention head by head; the outputs stay those of the unfused model."""
+    from yolo_backbones.core.layers import tiling
+
+    case, model, fused = pair
+    calls = []
+    row_tiles = tiling.row_tiles
+    monkeypatch.setattr(tiling, "TILE_BYTES", 4096)
+    monkeypatch.setattr(tiling, "row_tiles", lambda *a, **k: calls.append(r := row_tiles(*a, **k)) or r)
+    x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(2))
+    ref, got = outputs(model, x), outputs(fused, x)
+    if not case.startswith("mobileformer"):
+        assert any(t is not None and len(t) > 2 for t in calls), "no chain was tiled"
+    for a, b in zip(ref, got):
+        torch.testing.assert_close(b, a, **TOL)
+
+
 def test_batchnorms_are_folded(pair) -> None:
     case, model, fused = pair
     _, _, before, remaining = CASES[case]

@@ -41,6 +41,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .layers import ConvMlp, DropPath, LayerNorm2d, Mlp, SafeBatchNorm2d, onednn
+from .layers.tiling import tiled_rows
 from .registry import register
 from .base import Backbone
 
@@ -127,8 +128,15 @@ class LocalAgg(nn.Module):
     def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
         # Inference: the same function with each residual add and the GELU fused into the conv before it.
         x = onednn.conv(self.pos_embed, x, residual=None if self.pos_embed_has_identity else x)
-        y = onednn.conv(self.attn, onednn.conv(self.conv1, self.norm1(x)))
-        x = onednn.conv(self.conv2, y, residual=x)
+        # Large maps: the rest strip by strip (halo 2 for the 5x5 conv), so the 4x wide MLP map stays in cache.
+        out = tiled_rows(x, lambda src, crop, rows: self._fused_tail(x[:, :, src], crop), self.mlp.fc1.out_channels,
+                         halo=self.attn.padding[0])
+        return self._fused_tail(x, slice(None)) if out is None else out
+
+    def _fused_tail(self, x: torch.Tensor, crop: slice) -> torch.Tensor:
+        # Everything after the position encoding, for output rows `crop` of the input rows `x`.
+        y = onednn.conv(self.attn, onednn.conv(self.conv1, self.norm1(x)))[:, :, crop]
+        x = onednn.conv(self.conv2, y, residual=x[:, :, crop])
         return onednn.conv(self.mlp.fc2, onednn.conv(self.mlp.fc1, self.norm2(x), "gelu"), residual=x)
 
     def fuse_(self) -> None:
@@ -190,27 +198,50 @@ class GlobalSparseAttn(nn.Module):
             self.LocalProp = None
             self.norm = nn.Identity()
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """``GSA(x)``, or ``residual + GSA(x)`` (fused into the output projection in inference)."""
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None,
+                pre_norm: nn.Module | None = None) -> torch.Tensor:
+        """``GSA(pre_norm(x))``, or ``residual + GSA(pre_norm(x))`` (fused into the output projection in inference).
+
+        ``pre_norm`` is a per-token norm; it is applied to the delegate tokens only (the same values).
+        """
+        x = self.propagate(self.attend(x, pre_norm))
+        if residual is not None and not self.training:
+            return onednn.linear(self.proj, x, residual=residual)  # proj_drop is the identity in eval
+        x = self.proj_drop(self.proj(x))
+        return x if residual is None else residual + x
+
+    def attend(self, x: torch.Tensor, pre_norm: nn.Module | None = None) -> torch.Tensor:
+        """Attention among the delegate tokens of ``pre_norm(x)``: ``(B, H, W, C)`` -> ``(B, H / r, W / r, C)``."""
         r = self.sr_ratio
         if r > 1:
             # Delegate tokens: the top-left token of every r x r cell (== AvgPool2d(kernel 1, stride r)).
             x = x[:, ::r, ::r, :]
+        if pre_norm is not None:
+            x = pre_norm(x)  # per token, so only the delegates need it
         B, h, w, C = x.shape
         # (B, h, w, 3C) -> (3, B, heads, h*w, head_dim)
         qkv = onednn.linear(self.qkv, x).reshape(B, h * w, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0,
                                            scale=self.scale)
-        x = x.transpose(1, 2).reshape(B, h, w, C)
-        if self.LocalProp is not None:
+        return x.transpose(1, 2).reshape(B, h, w, C)
+
+    def propagate(self, x: torch.Tensor) -> torch.Tensor:
+        """Local propagation + norm of the delegates' results: ``(B, h, w, C)`` -> ``(B, h * r, w * r, C)``."""
+        if self.LocalProp is None:
+            return self.norm(x)
+        if self.training:
             # Spread every delegate's result over its r x r cell: (B, C, h, w) -> (B, C, h*r, w*r).
-            x = self.LocalProp(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        x = self.norm(x)
-        if residual is not None and not self.training:
-            return onednn.linear(self.proj, x, residual=residual)  # proj_drop is the identity in eval
-        x = self.proj_drop(self.proj(x))
-        return x if residual is None else residual + x
+            return self.norm(self.LocalProp(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+        # Inference: the transposed conv with kernel = stride = r and one channel per group writes
+        # bias + x * w[i, j] to pixel (i, j) of each cell; one broadcast multiply-add computes exactly that,
+        # straight into the token-grid layout (the conv kernel is much slower for this degenerate geometry).
+        B, h, w, C = x.shape
+        r, weight = self.sr_ratio, self.LocalProp.weight  # (C, 1, r, r)
+        cell = weight[:, 0].permute(1, 2, 0).reshape(1, 1, r, 1, r, C)
+        bias = self.LocalProp.bias if self.LocalProp.bias is not None else weight.new_zeros(C)
+        y = torch.addcmul(bias, x.reshape(B, h, 1, w, 1, C), cell)
+        return self.norm(y.reshape(B, h * r, w * r, C))
 
 
 class SelfAttn(nn.Module):
@@ -250,7 +281,7 @@ class SelfAttn(nn.Module):
         x = self.pos_embed(x) if self.pos_embed_has_identity else x + self.pos_embed(x)
         # Channels-last token grid so LayerNorm / Linear act on the channel dim without reshapes.
         x = x.permute(0, 2, 3, 1)
-        x = x + self.drop_path(self.attn(self.norm1(x)))
+        x = x + self.drop_path(self.attn(x, pre_norm=self.norm1))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x.permute(0, 3, 1, 2)
 
@@ -258,9 +289,20 @@ class SelfAttn(nn.Module):
         # Inference: the same function with each residual add and the GELU fused into the layer before it.
         x = onednn.conv(self.pos_embed, x, residual=None if self.pos_embed_has_identity else x)
         x = x.permute(0, 2, 3, 1)
-        x = self.attn(self.norm1(x), residual=x)
-        x = onednn.linear(self.mlp.fc2, onednn.linear(self.mlp.fc1, self.norm2(x), "gelu"), residual=x)
-        return x.permute(0, 3, 1, 2)
+        d = self.attn.attend(x, self.norm1)  # (B, H / r, W / r, C)
+        r = self.attn.sr_ratio
+
+        def tail(src: slice, crop: slice, rows: slice) -> torch.Tensor:
+            # Propagation, projection and MLP of token rows `rows` (a multiple of r): all per token.
+            y = self.attn.propagate(d[:, rows.start // r:rows.stop // r])
+            y = onednn.linear(self.attn.proj, y, residual=x[:, rows])
+            return onednn.linear(self.mlp.fc2, onednn.linear(self.mlp.fc1, self.norm2(y), "gelu"), residual=y)
+
+        # Large grids run strip by strip, so the 4x wide MLP tokens stay in the cache (see tiling).
+        out = tiled_rows(x, tail, self.mlp.fc1.out_features, row_dim=1, multiple=r)
+        if out is None:
+            out = tail(slice(None), slice(None), slice(0, x.shape[1]))
+        return out.permute(0, 3, 1, 2)
 
     def fuse_(self) -> None:
         fuse_position_encoding(self)

@@ -171,9 +171,13 @@ class Attention4D(OffsetBiasAttention):
 def _gelu_conv_norm(proj: nn.Sequential, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
     """``proj(x)`` [+ residual] for the ``GELU -> 1x1 conv -> BN`` output projections of the attentions.
 
-    Once the BN is folded (``Identity``), the residual add is fused into the conv's kernel in inference.
+    Once the BN is folded (``Identity``), the residual add is fused into the conv's kernel in inference, and
+    the GELU overwrites ``x`` (callers pass a temporary they own).
     """
     if isinstance(proj[2], nn.Identity):
+        if onednn.enabled(x) and onednn.activation_name(proj[0]) == "gelu":
+            # Fused inference: x is a temporary of the attention, so the GELU can overwrite it (no new map).
+            return onednn.conv(proj[1], torch.ops.aten.gelu_(x), residual=residual)
         return onednn.conv(proj[1], proj[0](x), residual=residual)
     x = proj(x)
     return x if residual is None else residual + x

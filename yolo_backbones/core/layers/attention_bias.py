@@ -6,6 +6,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .layout import is_tracing
+from . import tiling
 
 
 class OffsetBiasAttention(nn.Module):
@@ -193,5 +194,19 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: t
     Written out because the value dim differs from the key dim here, which PyTorch's fused CPU attention
     kernel does not take: ``scaled_dot_product_attention`` then falls back to its reference path, which
     also makes extra passes over the attention matrix (masking of fully masked rows).
+
+    Batch-1 inference with a large attention matrix (e.g. the 400 x 1600 maps of the EfficientFormerV2
+    downsampling attention at 640x640) runs head by head in one reused buffer: the same operations, but
+    each head's logits stay in the cache between the product, the softmax and the product with ``v``.
     """
+    heads, nq, nk = q.shape[1], q.shape[2], k.shape[2]
+    if (q.shape[0] == 1 and not torch.is_grad_enabled() and not is_tracing() and bias.dim() == 3
+            and heads * nq * nk * q.element_size() > tiling.TILE_BYTES and q.dtype == k.dtype == v.dtype == bias.dtype):
+        out = q.new_empty(1, heads, nq, v.shape[-1])
+        buf = q.new_empty(nq, nk)
+        for h in range(heads):
+            torch.addmm(bias[h], q[0, h], k[0, h].transpose(0, 1), alpha=scale, out=buf)
+            torch.softmax(buf, dim=-1, out=buf)  # row-wise: each row is read before it is overwritten
+            torch.mm(buf, v[0, h], out=out[0, h])
+        return out
     return torch.matmul(biased_scores(q, k, bias, scale).softmax(dim=-1), v)

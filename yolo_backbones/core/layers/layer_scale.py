@@ -6,6 +6,7 @@ from torch import nn
 
 from ..fuse import scale_output_channels
 from .drop import DropPath
+from .layout import is_tracing
 
 
 class LayerScaleBlock(nn.Module):
@@ -79,6 +80,12 @@ def residual_branch(block: nn.Module, branch: nn.Module, scale: torch.Tensor | N
     """
     if scale is None and not block.training and getattr(branch, "accepts_residual", False):
         return branch(y, residual=x)  # drop_path is the identity in eval
+    if scale is not None and not block.training and not torch.is_grad_enabled() and not is_tracing():
+        out = branch(y)
+        if out.dtype == x.dtype == scale.dtype:
+            # Inference: x + scale * out in one pass over the map (drop_path is the identity in eval).
+            return torch.addcmul(x, scale, out)
+        return x + scale * out
     return x + block.drop_path(scaled(scale, branch(y)))
 
 

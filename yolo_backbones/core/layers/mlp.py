@@ -8,6 +8,7 @@ from ..checkpointing import recompute_in_backward
 from ..fuse import fuse_pair
 from . import onednn
 from .norms import SafeBatchNorm2d
+from .tiling import tiled_rows
 
 
 class Mlp(nn.Module):
@@ -110,10 +111,21 @@ class ConvBnMlp(nn.Module):
 
     def _forward_fused(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         # Inference: each GELU (and the residual add) fused into the conv before it once the BNs are folded.
+        # Large maps run strip by strip so the wide hidden maps stay in the cache (see tiling).
+        if isinstance(self.norm1, nn.Identity) and (residual is None or residual.shape == x.shape):
+            out = tiled_rows(x, lambda src, crop, rows: self._forward_tile(
+                x[:, :, src], crop, None if residual is None else residual[:, :, rows]),
+                self.fc1.out_channels, halo=0 if self.mid is None else 1)
+            if out is not None:
+                return out
+        return self._forward_tile(x, slice(None), residual)
+
+    def _forward_tile(self, x: torch.Tensor, crop: slice, residual: torch.Tensor | None) -> torch.Tensor:
+        # Rows `crop` of the output, from input rows `x` (which include the mid conv's halo rows).
         x = _conv_norm(self.fc1, self.norm1, x, "gelu")
         if self.mid is not None:
             x = _conv_norm(self.mid, self.mid_norm, x, "gelu")
-        return _conv_norm(self.fc2, self.norm2, x, residual=residual)
+        return _conv_norm(self.fc2, self.norm2, x[:, :, crop], residual=residual)
 
     def fuse_(self) -> None:
         """Inference fold (see :mod:`yolo_backbones.fuse`): each ``conv -> BN`` pair becomes one conv, BN -> Identity."""
