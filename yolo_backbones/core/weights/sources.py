@@ -27,8 +27,9 @@ by :data:`ETAG_TIMEOUT` / :data:`HTTP_TIMEOUT`.
 wrapped state dict) into a flat ``{key: tensor}`` dict. The entry returned by
 :func:`locate_weights` tells which key names it holds (``official`` or ``timm``).
 
-This module is self-contained (stdlib, torch, and lazily safetensors / huggingface_hub), so the
-backbones and the CLI can import it without import cycles.
+This module imports only the stdlib, torch, the restricted loader (``safe_load``, which every torch
+pickle goes through) and lazily safetensors / huggingface_hub, so the backbones and the CLI can import
+it without import cycles.
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
+
+from .safe_load import CheckpointFileError, UntrustedCheckpointError, load_checkpoint
 
 __all__ = [
     "WeightsEntry", "ResolvedWeights", "WeightsNotFoundError", "WeightsDownloadError", "WeightsFileError",
@@ -76,6 +79,20 @@ class WeightsDownloadError(WeightsNotFoundError):
 
 class WeightsFileError(RuntimeError):
     """A weights file exists but holds no readable state dict (empty, truncated, not a checkpoint)."""
+
+
+class DamagedWeightsFileError(WeightsFileError, CheckpointFileError):
+    """A torch pickle the restricted loader cannot read (truncated, damaged): both error kinds."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        CheckpointFileError.__init__(self, message, path)
+
+
+class RefusedWeightsFileError(WeightsFileError, UntrustedCheckpointError):
+    """A torch pickle asking for something the restricted loader refuses; nothing from it ran."""
+
+    def __init__(self, message: str, global_name: str | None = None) -> None:
+        UntrustedCheckpointError.__init__(self, message, global_name)
 
 
 @dataclass(frozen=True)
@@ -496,22 +513,22 @@ def read_weights_file(path: PathLike, pickle_loader: Optional[PickleLoader] = No
             raise WeightsFileError(f"{path} cannot be read as safetensors ({_first_line(e)}): {redo}") from e
     if pickle_loader is not None:  # its own errors (refusals, bad files) are already one clear line each
         return _unwrap(pickle_loader(path), path)
-    return _unwrap(_load_pickle_safely(path, redo), path)
+    return _unwrap(_load_pickle_safely(path), path)
 
 
-def _load_pickle_safely(path: Path, redo: str) -> Any:
+def _load_pickle_safely(path: Path) -> Any:
     """Unpickle ``path`` with the project's restricted loader, its refusals turned into one-line
     :class:`WeightsFileError` s (the file, the cause, the fix)."""
-    from .safe_load import CheckpointFileError, UntrustedCheckpointError, load_checkpoint
     try:
         return load_checkpoint(path, map_location="cpu")
     except UntrustedCheckpointError as e:
-        raise WeightsFileError(
+        raise RefusedWeightsFileError(
             f"{path} holds Python objects beyond tensors and containers (it asks for {e.global_name or 'a callable'}), "
             f"so it was not loaded and nothing in it ran: if you trust it, save its state dict once with "
-            f"torch.save(torch.load(path, weights_only=False)['model'], new_path) and pass new_path") from e
+            f"torch.save(torch.load(path, weights_only=False)['model'], new_path) and pass new_path",
+            e.global_name) from None
     except CheckpointFileError as e:
-        raise WeightsFileError(f"{path} cannot be read as a PyTorch checkpoint ({_first_line(e)}): {redo}") from e
+        raise DamagedWeightsFileError(f"{e}; or pass a different .pth/.safetensors checkpoint", str(path)) from None
 
 
 def guess_key_format(keys: Any) -> str:
