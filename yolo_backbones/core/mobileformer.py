@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from .layers import SafeBatchNorm2d, onednn
 from .layers.layout import heads_to_map, is_channels_last, is_tracing, map_to_heads
 from .registry import register
+from .runtime import single_threaded
 from .base import Backbone
 
 __all__ = ["MobileFormer", "TokenLinear", "TokenLayerNorm", "ChannelShuffle", "HyperFunc", "dynamic_relu", "dynamic_relu_conv",
@@ -406,15 +407,18 @@ class Local2Global(nn.Module):
         self.layer_norm = TokenLayerNorm(token_dim)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        if self.q_alpha is not None and onednn.enabled(x):
-            q, gate = F.linear(tokens, *self.q_alpha).chunk(2, dim=-1)
-            gate = F.hardtanh(gate, 0.0, 2.0)                                # = 2 * hard_sigmoid(alpha(tokens))
+        fused = self.q_alpha is not None and onednn.enabled(x)
+        if fused:  # token-only work on one thread (see single_threaded)
+            with single_threaded():
+                q, gate = F.linear(tokens, *self.q_alpha).chunk(2, dim=-1)
+                gate = F.hardtanh(gate, 0.0, 2.0)                            # = 2 * hard_sigmoid(alpha(tokens))
         else:
             q, gate = self.q(tokens), 2.0 * self.alpha(tokens)
         q = _split_heads(q, self.num_heads)                                   # (B, h, M, C/h)
         kv = map_to_heads(x, self.num_heads)                                 # (B, h, HW, C/h)
         out = F.scaled_dot_product_attention(q, kv, kv).transpose(1, 2).flatten(2)  # (B, M, C)
-        return self.layer_norm(onednn.linear(self.proj, out * gate, residual=tokens))
+        with single_threaded(fused):
+            return self.layer_norm(onednn.linear(self.proj, out * gate, residual=tokens))
 
     def fuse_(self) -> None:
         """Inference fold: ``q`` and ``alpha`` as one Linear whose gate half gives ``2 * hard_sigmoid(z) = clamp(z / 3 + 1, 0, 2)``."""
@@ -522,8 +526,9 @@ class Global2Local(nn.Module):
         """:meth:`_forward_pixels_first` with the masked, scaled keys and values of all heads from one Linear
         (built by :meth:`fuse_`): ``(B, M, d) -> (B, M, 2, h, C)``, reordered to ``(2, B, h*M, C)``."""
         h, (B, M, _) = self.num_heads, tokens.shape
-        kv = F.linear(tokens, self.keys_values_weight, self.keys_values_bias)
-        kv = kv.view(B, M, 2, h, -1).permute(2, 0, 3, 1, 4).reshape(2, B, h * M, -1)
+        with single_threaded():  # token-only work
+            kv = F.linear(tokens, self.keys_values_weight, self.keys_values_bias)
+            kv = kv.view(B, M, 2, h, -1).permute(2, 0, 3, 1, 4).reshape(2, B, h * M, -1)
         return self._attend(x, kv[0], kv[1], h)
 
     @staticmethod
@@ -634,9 +639,8 @@ class DnaBlock(nn.Module):
         self.use_shortcut = stride == 1 and inp == oup
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = self.global_block(self.local_global(x, tokens))
+        tokens, slopes = _former(self, x, tokens, self.conv2, self.conv3)
         residual = x if self.use_shortcut else None
-        slopes = _fused_slopes(self, x, tokens, self.conv2, self.conv3)
         if slopes is not None:  # fused single-image inference: both slope sets at once, folded into the convs
             (r1, p1), (r2, p2) = slopes
             out = _prelu_conv(onednn.sequential(self.conv1, x), r1, p1, self.conv2)
@@ -689,8 +693,7 @@ class DnaBlock3(nn.Module):
         self.use_shortcut = stride == 1 and inp == oup
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = self.global_block(self.local_global(x, tokens))
-        slopes = _fused_slopes(self, x, tokens, self.conv2, self.conv4)
+        tokens, slopes = _former(self, x, tokens, self.conv2, self.conv4)
         if slopes is not None:  # fused single-image inference: both slope sets at once, folded into the convs
             (r1, p1), (r3, p3) = slopes
             mid = _prelu_conv(onednn.sequential(self.conv1, x), r1, p1, self.conv2)
@@ -708,14 +711,22 @@ class DnaBlock3(nn.Module):
         self.fused_slopes = FusedSlopes([self.hyper1, self.hyper3])
 
 
-def _fused_slopes(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor, *convs: nn.Sequential
-                  ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    """``block.fused_slopes(tokens)`` when the block was fused and this call may fold slopes into ``convs``
-    (one CPU image, fused kernels allowed, nothing observing the convs), else ``None``."""
-    slopes = getattr(block, "fused_slopes", None)
-    if slopes is None or not onednn.enabled(x) or not all(_can_fold_slopes(x, c) for c in convs):
-        return None
-    return slopes(tokens)
+def _former(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor, *convs: nn.Sequential
+            ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+    """The token half of a block: ``Former(Mobile->Former(x, tokens))``, and the dynamic-ReLU slopes.
+
+    The slopes are ``block.fused_slopes(tokens)`` when the block was fused and this call may fold them into
+    ``convs`` (one CPU image, fused kernels allowed, nothing observing the convs); the token-only work then
+    runs on one thread (:func:`~yolo_backbones.core.runtime.single_threaded`). Otherwise they are ``None``
+    and the block computes them with its :class:`HyperFunc` s.
+    """
+    tokens = block.local_global(x, tokens)
+    fused = getattr(block, "fused_slopes", None)
+    if fused is None or not onednn.enabled(x) or not all(_can_fold_slopes(x, c) for c in convs):
+        return block.global_block(tokens), None
+    with single_threaded():
+        tokens = block.global_block(tokens)
+        return tokens, fused(tokens)
 
 
 def _make_block(kind: str, inp: int, oup: int, stride: int, e1: int, e2: int, token_dim: int,
