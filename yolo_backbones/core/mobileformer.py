@@ -125,6 +125,8 @@ _FORMER_HEADS = 4      # heads of the Former (the reference leaves GlobalBlock a
 _FFN_RATIO = 2         # Former FFN width relative to d
 _HYPER_REDUCTION = 4   # hidden width d / 4 of the MLP computing the dynamic-ReLU coefficients
 _HEAD_EXPANSION = 6    # MergeClassifier 1x1 conv expands the last map to 6C channels
+# Fused inference: Mobile->Former heads up to this width use two matmuls instead of the attention kernel.
+_NARROW_HEAD = 12
 
 
 def _conv_bn(inp: int, oup: int, kernel_size: int, stride: int = 1, groups: int = 1,
@@ -407,25 +409,57 @@ class Local2Global(nn.Module):
         self.layer_norm = TokenLayerNorm(token_dim)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        fused = self.q_alpha is not None and onednn.enabled(x)
-        if fused:  # token-only work on one thread (see single_threaded)
-            with single_threaded():
-                q, gate = F.linear(tokens, *self.q_alpha).chunk(2, dim=-1)
-                gate = F.hardtanh(gate, 0.0, 2.0)                            # = 2 * hard_sigmoid(alpha(tokens))
+        fused = self.q_alpha is not None and is_channels_last(x) and onednn.enabled(x)
+        if not fused:
+            q = _split_heads(self.q(tokens), self.num_heads)                  # (B, h, M, C/h)
+            kv = map_to_heads(x, self.num_heads)                             # (B, h, HW, C/h)
+            out = F.scaled_dot_product_attention(q, kv, kv).transpose(1, 2).flatten(2)  # (B, M, C)
+            return self.layer_norm(tokens + self.proj(out * (2.0 * self.alpha(tokens))))
+        weight, bias = self.q_alpha
+        channels = self.proj.in_features
+        with single_threaded():  # token-only work on one thread
+            q, gate = F.linear(tokens, weight, bias).split([weight.shape[0] - channels, channels], dim=-1)
+            gate = F.hardtanh(gate, 0.0, 2.0)                                # = 2 * hard_sigmoid(alpha(tokens))
+        if q.shape[-1] == channels:
+            q, kv = _split_heads(q, self.num_heads), map_to_heads(x, self.num_heads)
+            out = F.scaled_dot_product_attention(q, kv, kv).transpose(1, 2).flatten(2)
         else:
-            q, gate = self.q(tokens), 2.0 * self.alpha(tokens)
-        q = _split_heads(q, self.num_heads)                                   # (B, h, M, C/h)
-        kv = map_to_heads(x, self.num_heads)                                 # (B, h, HW, C/h)
-        out = F.scaled_dot_product_attention(q, kv, kv).transpose(1, 2).flatten(2)  # (B, M, C)
-        with single_threaded(fused):
+            out = self._attend_narrow_heads(x, q)
+        with single_threaded():
             return self.layer_norm(onednn.linear(self.proj, out * gate, residual=tokens))
 
+    def _attend_narrow_heads(self, x: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """The attention as two matrix products over the pixels of a channels-last map, for narrow heads.
+
+        A fused attention kernel does little work per key when heads are a few channels wide (6-12 at the
+        stride-4/8 maps). Here every head's queries are one row block of a block-diagonal ``(heads * M, C)``
+        matrix (``queries``, ``(B, M, heads * C)`` from :meth:`fuse_`, already scaled), so the logits of all
+        heads are one product with the ``(C, HW)`` pixels, the softmax runs along the pixels, and one product
+        with the ``(HW, C)`` pixels gives every head's output over all channels; the diagonal blocks (head
+        ``h``'s rows and channels) are the result ``(B, M, C)``.
+        """
+        h, (B, M, _), C = self.num_heads, queries.shape, x.shape[1]
+        rows = queries.view(B, M, h, C).transpose(1, 2).reshape(B, h * M, C)
+        pixels = x.permute(0, 2, 3, 1).flatten(1, 2)                          # (B, HW, C), a view
+        weights = torch.bmm(rows, pixels.transpose(1, 2)).softmax(dim=-1)    # (B, h*M, HW)
+        out = torch.bmm(weights, pixels).view(B, h, M, h, C // h)              # (B, h, M, h, C/h)
+        return torch.diagonal(out, dim1=1, dim2=3).permute(0, 1, 3, 2).reshape(B, M, C)
+
     def fuse_(self) -> None:
-        """Inference fold: ``q`` and ``alpha`` as one Linear whose gate half gives ``2 * hard_sigmoid(z) = clamp(z / 3 + 1, 0, 2)``."""
+        """Inference fold: ``q`` and ``alpha`` as one Linear whose gate half gives ``2 * hard_sigmoid(z) = clamp(z / 3 + 1, 0, 2)``.
+
+        For heads of at most ``_NARROW_HEAD`` channels the query half holds every head's masked, scaled
+        queries (``heads * C`` outputs) for :meth:`_attend_narrow_heads`.
+        """
+        h, C = self.num_heads, self.q.out_features
         with torch.no_grad():
             a = self.alpha[0]
-            w = torch.cat([self.q.weight.double(), a.weight.double() / 3.0])
-            b = torch.cat([self.q.bias.double(), a.bias.double() / 3.0 + 1.0])
+            wq, bq = self.q.weight.double(), self.q.bias.double()
+            if C // h <= _NARROW_HEAD:
+                scale = _head_mask(h, 1, C, wq.device, torch.float64) * (C // h) ** -0.5   # (h, C)
+                wq, bq = (wq[None] * scale[..., None]).flatten(0, 1), (bq[None] * scale).flatten()
+            w = torch.cat([wq, a.weight.double() / 3.0])
+            b = torch.cat([bq, a.bias.double() / 3.0 + 1.0])
         self.register_buffer("q_alpha_weight", w.to(a.weight.dtype), persistent=False)
         self.register_buffer("q_alpha_bias", b.to(a.weight.dtype), persistent=False)
 
