@@ -634,10 +634,56 @@ class LiteBlock(nn.Module):
         self.use_shortcut = stride == 1 and inp == oup
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        split = getattr(self, "split_dw", None)
+        if (split is not None and is_channels_last(x) and onednn.enabled(x)
+                and all(onednn._fusable(m, x) for m in (*split, *self.split_pw))):
+            return self._forward_split(x), tokens
         out = onednn.sequential(self.conv, x)
         if self.use_shortcut:
             out = out + x
         return out, tokens
+
+    def _forward_split(self, x: torch.Tensor) -> torch.Tensor:
+        """Fused inference: copy ``j`` of every channel as its own depth-wise conv, each read by its slice of the 1x1.
+
+        oneDNN has no fast kernel for a depth-wise conv with a channel multiplier in channels-last (at stride 1
+        it runs several times slower than ``e1`` plain depth-wise convs). Since the ReLU6 acts per channel and
+        the 1x1 conv is linear, ``1x1(relu6(dw(x)))`` is the sum over ``j`` of ``1x1_j(relu6(dw_j(x)))``, where
+        ``dw_j`` makes output ``c * e1 + j`` of input ``c``; the sum, and the shortcut, are added inside the 1x1
+        kernels. Same function up to float rounding.
+        """
+        out = x if self.use_shortcut else None
+        for dw, pw in zip(self.split_dw, self.split_pw):
+            y = onednn.conv(dw, x, "relu6")
+            out = onednn.conv(pw, y) if out is None else onednn.conv(pw, y, residual=out)
+        return out
+
+    def fuse_(self) -> None:
+        """Inference fold: for a stride-1 depth-wise conv with a channel multiplier and dense 1x1 (BNs folded,
+        ReLU6 between), the per-copy convs of :meth:`_forward_split`."""
+        dw, act, shuffle, pw = self.conv[0], self.conv[2], self.conv[3], self.conv[4]
+        mult = dw.out_channels // dw.in_channels
+        if not (tuple(dw.stride) == (1, 1) and mult > 1 and pw.groups == 1 and isinstance(shuffle, nn.Identity)
+                and onednn.activation_name(act) == "relu6" and all(isinstance(self.conv[i], nn.Identity) for i in (1, 5))):
+            return
+        c = dw.in_channels
+        self.split_dw = nn.ModuleList(
+            _conv_like(dw, dw.weight[j::mult], dw.bias[j::mult], out_channels=c, groups=c) for j in range(mult))
+        self.split_pw = nn.ModuleList(
+            _conv_like(pw, pw.weight[:, j::mult], pw.bias if j == 0 else None, in_channels=c) for j in range(mult))
+
+
+def _conv_like(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, **changes: int) -> nn.Conv2d:
+    """A ``Conv2d`` with ``conv``'s geometry except ``changes`` (channels, groups), holding copies of ``weight`` / ``bias``."""
+    args = dict(in_channels=conv.in_channels, out_channels=conv.out_channels, groups=conv.groups) | changes
+    # Built on the meta device: no random initialisation, so fusing leaves the global RNG alone.
+    new = nn.Conv2d(kernel_size=conv.kernel_size, stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+                    bias=bias is not None, device="meta", dtype=weight.dtype, **args).to_empty(device=weight.device)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if bias is not None:
+            new.bias.copy_(bias)
+    return new.requires_grad_(conv.weight.requires_grad).train(conv.training)
 
 
 class DnaBlock(nn.Module):
