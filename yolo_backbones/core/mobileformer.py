@@ -127,6 +127,9 @@ _HYPER_REDUCTION = 4   # hidden width d / 4 of the MLP computing the dynamic-ReL
 _HEAD_EXPANSION = 6    # MergeClassifier 1x1 conv expands the last map to 6C channels
 # Fused inference: Mobile->Former heads up to this width use two matmuls instead of the attention kernel.
 _NARROW_HEAD = 12
+# Fused inference: the bridges' attention over maps of at most this many values runs on one thread (a few
+# microseconds of work per operator, less than a thread team's fork/join; see runtime.single_threaded).
+_SMALL_MAP = 1 << 16
 
 
 def _conv_bn(inp: int, oup: int, kernel_size: int, stride: int = 1, groups: int = 1,
@@ -420,11 +423,12 @@ class Local2Global(nn.Module):
         with single_threaded():  # token-only work on one thread
             q, gate = F.linear(tokens, weight, bias).split([weight.shape[0] - channels, channels], dim=-1)
             gate = F.hardtanh(gate, 0.0, 2.0)                                # = 2 * hard_sigmoid(alpha(tokens))
-        if q.shape[-1] == channels:
-            q, kv = _split_heads(q, self.num_heads), map_to_heads(x, self.num_heads)
-            out = F.scaled_dot_product_attention(q, kv, kv).transpose(1, 2).flatten(2)
-        else:
-            out = self._attend_narrow_heads(x, q)
+        with single_threaded(x.numel() <= _SMALL_MAP):
+            if q.shape[-1] == channels:
+                q, kv = _split_heads(q, self.num_heads), map_to_heads(x, self.num_heads)
+                out = F.scaled_dot_product_attention(q, kv, kv).transpose(1, 2).flatten(2)
+            else:
+                out = self._attend_narrow_heads(x, q)
         with single_threaded():
             return self.layer_norm(onednn.linear(self.proj, out * gate, residual=tokens))
 
@@ -560,9 +564,11 @@ class Global2Local(nn.Module):
         """:meth:`_forward_pixels_first` with the masked, scaled keys and values of all heads from one Linear
         (built by :meth:`fuse_`): ``(B, M, d) -> (B, M, 2, h, C)``, reordered to ``(2, B, h*M, C)``."""
         h, (B, M, _) = self.num_heads, tokens.shape
-        with single_threaded():  # token-only work
+        with single_threaded():  # token-only work, and a small map's attention
             kv = F.linear(tokens, self.keys_values_weight, self.keys_values_bias)
             kv = kv.view(B, M, 2, h, -1).permute(2, 0, 3, 1, 4).reshape(2, B, h * M, -1)
+            if x.numel() <= _SMALL_MAP:
+                return self._attend(x, kv[0], kv[1], h)
         return self._attend(x, kv[0], kv[1], h)
 
     @staticmethod
