@@ -154,6 +154,32 @@ def test_global_to_local_matrix_form_matches_attention() -> None:
     torch.testing.assert_close(got, ref.detach(), **TOL)
 
 
+@pytest.mark.parametrize("variant", ["52m", "294m", "26m"])
+@pytest.mark.parametrize("classes", [0, 1000])
+def test_fused_mobileformer_token_path_matches_unfused(variant, classes) -> None:
+    """Single-image fused inference (merged slope / bridge Linears, narrow-head matmuls, one-thread token work)
+    computes the unfused model's function, also where a slope a1 is 0 (the fold steps aside for that block)."""
+    g = torch.Generator().manual_seed(3)
+    model = randomise(MobileFormer(variant, num_classes=classes).eval())
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):  # varied slopes and gates, several saturated
+                m.weight.normal_(0.0, 0.3, generator=g)
+                m.bias.normal_(0.0, 1.0, generator=g)
+        model.features[1].hyper1.hyper[2].bias[0] = -50.0  # a1 = 0 for one channel of block 1
+    fused = copy.deepcopy(model).fuse()
+    x = torch.rand(1, 3, 64, 96, generator=g)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ref, got = run(model, x), run(fused, x)
+        assert torch.get_num_threads() == 2  # the one-thread token sections restore the thread count
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, atol=1e-4 * float(b.abs().max()), rtol=1e-4)
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_explicit_attention_helpers(batch) -> None:
     g = torch.Generator().manual_seed(0)

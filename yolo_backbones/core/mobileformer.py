@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from .layers import SafeBatchNorm2d, onednn
 from .layers.layout import heads_to_map, is_channels_last, is_tracing, map_to_heads
 from .registry import register
+from .runtime import single_threaded
 from .base import Backbone
 
 __all__ = ["MobileFormer", "TokenLinear", "TokenLayerNorm", "ChannelShuffle", "HyperFunc", "dynamic_relu", "dynamic_relu_conv",
@@ -124,6 +125,11 @@ _FORMER_HEADS = 4      # heads of the Former (the reference leaves GlobalBlock a
 _FFN_RATIO = 2         # Former FFN width relative to d
 _HYPER_REDUCTION = 4   # hidden width d / 4 of the MLP computing the dynamic-ReLU coefficients
 _HEAD_EXPANSION = 6    # MergeClassifier 1x1 conv expands the last map to 6C channels
+# Fused inference: Mobile->Former heads up to this width use two matmuls instead of the attention kernel.
+_NARROW_HEAD = 12
+# Fused inference: the bridges' attention over maps of at most this many values runs on one thread (a few
+# microseconds of work per operator, less than a thread team's fork/join; see runtime.single_threaded).
+_SMALL_MAP = 1 << 16
 
 
 def _conv_bn(inp: int, oup: int, kernel_size: int, stride: int = 1, groups: int = 1,
@@ -260,7 +266,7 @@ def _scale_input_channels(w: torch.Tensor, groups: int, scale: torch.Tensor) -> 
         return w * scale.view(1, -1, 1, 1)
     ipg, opg = w.shape[1], w.shape[0] // groups
     if ipg == 1:  # depth-wise (with a channel multiplier): output o reads input o // opg
-        return w * scale.repeat_interleave(opg).view(-1, 1, 1, 1)
+        return w * (scale if opg == 1 else scale.repeat_interleave(opg)).view(-1, 1, 1, 1)
     # Output o of group o // opg reads input channels (o // opg) * ipg + i, i < ipg.
     idx = (torch.arange(w.shape[0], device=w.device) // opg)[:, None] * ipg + torch.arange(ipg, device=w.device)
     return w * scale[idx][:, :, None, None]
@@ -305,14 +311,76 @@ def dynamic_relu_conv(x: torch.Tensor, coeffs: torch.Tensor, conv: nn.Sequential
         a1, a2 = _slopes(coeffs)
         high, low = torch.maximum(a1, a2).flatten(), torch.minimum(a1, a2).flatten()
         if bool((high > 0).all()):
-            first, rest = conv[0], [m for m in list(conv)[1:] if not isinstance(m, nn.Identity)]
-            y = onednn.conv(first, F.prelu(x, low / high), residual=None if rest else residual,
-                            weight=_scale_input_channels(first.weight, first.groups, high))
-            for m in rest:
-                y = m(y)
-            return y if residual is None or not rest else y + residual
+            return _prelu_conv(x, low / high, high, conv, residual)
     y = onednn.sequential(conv, dynamic_relu(x, coeffs))
     return y if residual is None else y + residual
+
+
+def _prelu_conv(x: torch.Tensor, ratio: torch.Tensor, high: torch.Tensor, conv: nn.Sequential,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``conv(high * prelu(x, ratio))`` [``+ residual``] with ``high`` folded into the conv's input channels.
+
+    The single-image form of a dynamic ReLU followed by a conv (see :func:`dynamic_relu_conv`): ``ratio`` and
+    ``high`` are ``(C,)``, ``high > 0``. The residual is fused into the conv's kernel when nothing but folded
+    BNs follows the conv.
+    """
+    first, rest = conv[0], [m for m in list(conv)[1:] if not isinstance(m, nn.Identity)]
+    y = onednn.conv(first, F.prelu(x, ratio), residual=None if rest else residual,
+                    weight=_scale_input_channels(first.weight, first.groups, high))
+    for m in rest:
+        y = m(y)
+    return y if residual is None or not rest else y + residual
+
+
+class FusedSlopes(nn.Module):
+    """The dynamic-ReLU slopes of one block's :class:`HyperFunc` s, computed together (fused inference only).
+
+    Built by a block's ``fuse_()`` from its hyper-functions, which all read the same token: their first
+    Linears are stacked into one, their second Linears form one block-diagonal Linear, and the slope map
+    ``a1 = 1 + 2 (h1 - 0.5) = clamp(z1 / 3 + 1, 0, 2)``, ``a2 = 2 (h2 - 0.5) = clamp(z2 / 3, -1, 1)`` (with
+    ``h = hard_sigmoid(z)``) is folded into the second Linear's weights, leaving one clamp. Rows are ordered
+    ``[a1 of every function, a2 of every function]``, so one ``aminmax`` gives every per-channel pair
+    ``(min(a1, a2), max(a1, a2))``. The same function as the separate :class:`HyperFunc` s up to float rounding.
+
+    Args:
+        hypers: the block's hyper-functions (same token width and token id).
+
+    ``forward(tokens)`` ``(1, M, d)`` -> ``None`` when some ``a1`` is 0 (the single-image fold needs
+    ``max(a1, a2) > 0``; the caller then runs the plain path), else per function ``(ratio, high)``, each
+    ``(C_i,)``: ``high = max(a1, a2)``, ``ratio = min(a1, a2) / high``.
+    """
+
+    def __init__(self, hypers: Sequence[HyperFunc]) -> None:
+        super().__init__()
+        self.token_id = hypers[0].token_id
+        self.sizes = [h.hyper[2].out_features // 2 for h in hypers]
+        with torch.no_grad():
+            w1 = torch.cat([h.hyper[0].weight for h in hypers]).double()
+            b1 = torch.cat([h.hyper[0].bias for h in hypers]).double()
+            hidden = [h.hyper[0].out_features for h in hypers]
+            n, k = sum(self.sizes), sum(hidden)
+            w2 = torch.zeros(2 * n, k, dtype=torch.float64, device=w1.device)
+            b2 = torch.zeros(2 * n, dtype=torch.float64, device=w1.device)
+            row, col = 0, 0
+            for h, c, j in zip(hypers, self.sizes, hidden):
+                w, b = h.hyper[2].weight.double() / 3.0, h.hyper[2].bias.double() / 3.0
+                for half, (dst, shift) in enumerate(((row, 1.0), (n + row, 0.0))):  # a1 rows, then a2 rows
+                    w2[dst:dst + c, col:col + j] = w[half * c:(half + 1) * c]
+                    b2[dst:dst + c] = b[half * c:(half + 1) * c] + shift
+                row, col = row + c, col + j
+            lo = torch.cat([torch.zeros(n), -torch.ones(n)]).to(w1)
+            dtype = hypers[0].hyper[0].weight.dtype
+        for name, t in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2), ("lo", lo), ("hi", lo + 2.0)):
+            self.register_buffer(name, t.to(dtype), persistent=False)
+
+    def forward(self, tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        hidden = F.relu(F.linear(tokens[:, self.token_id], self.w1, self.b1))
+        slopes = torch.clamp(F.linear(hidden, self.w2, self.b2), self.lo, self.hi)[0]   # (2N,): a1 | a2
+        n = slopes.shape[0] // 2
+        if not float(slopes[:n].min()) > 0:
+            return None
+        low, high = torch.aminmax(slopes.view(2, n), dim=0)
+        return list(zip((low / high).split(self.sizes), high.split(self.sizes)))
 
 
 def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -344,11 +412,66 @@ class Local2Global(nn.Module):
         self.layer_norm = TokenLayerNorm(token_dim)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        q = _split_heads(self.q(tokens), self.num_heads)                   # (B, h, M, C/h)
-        kv = map_to_heads(x, self.num_heads)                                 # (B, h, HW, C/h)
-        out = F.scaled_dot_product_attention(q, kv, kv).transpose(1, 2).flatten(2)  # (B, M, C)
-        out = out * (2.0 * self.alpha(tokens))
-        return self.layer_norm(tokens + self.proj(out))
+        fused = self.q_alpha is not None and is_channels_last(x) and onednn.enabled(x)
+        if not fused:
+            q = _split_heads(self.q(tokens), self.num_heads)                  # (B, h, M, C/h)
+            kv = map_to_heads(x, self.num_heads)                             # (B, h, HW, C/h)
+            out = F.scaled_dot_product_attention(q, kv, kv).transpose(1, 2).flatten(2)  # (B, M, C)
+            return self.layer_norm(tokens + self.proj(out * (2.0 * self.alpha(tokens))))
+        weight, bias = self.q_alpha
+        channels = self.proj.in_features
+        with single_threaded():  # token-only work on one thread
+            q, gate = F.linear(tokens, weight, bias).split([weight.shape[0] - channels, channels], dim=-1)
+            gate = F.hardtanh(gate, 0.0, 2.0)                                # = 2 * hard_sigmoid(alpha(tokens))
+        with single_threaded(x.numel() <= _SMALL_MAP):
+            if q.shape[-1] == channels:
+                q, kv = _split_heads(q, self.num_heads), map_to_heads(x, self.num_heads)
+                out = F.scaled_dot_product_attention(q, kv, kv).transpose(1, 2).flatten(2)
+            else:
+                out = self._attend_narrow_heads(x, q)
+        with single_threaded():
+            return self.layer_norm(onednn.linear(self.proj, out * gate, residual=tokens))
+
+    def _attend_narrow_heads(self, x: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """The attention as two matrix products over the pixels of a channels-last map, for narrow heads.
+
+        A fused attention kernel does little work per key when heads are a few channels wide (6-12 at the
+        stride-4/8 maps). Here every head's queries are one row block of a block-diagonal ``(heads * M, C)``
+        matrix (``queries``, ``(B, M, heads * C)`` from :meth:`fuse_`, already scaled), so the logits of all
+        heads are one product with the ``(C, HW)`` pixels, the softmax runs along the pixels, and one product
+        with the ``(HW, C)`` pixels gives every head's output over all channels; the diagonal blocks (head
+        ``h``'s rows and channels) are the result ``(B, M, C)``.
+        """
+        h, (B, M, _), C = self.num_heads, queries.shape, x.shape[1]
+        rows = queries.view(B, M, h, C).transpose(1, 2).reshape(B, h * M, C)
+        pixels = x.permute(0, 2, 3, 1).flatten(1, 2)                          # (B, HW, C), a view
+        weights = torch.bmm(rows, pixels.transpose(1, 2)).softmax(dim=-1)    # (B, h*M, HW)
+        out = torch.bmm(weights, pixels).view(B, h, M, h, C // h)              # (B, h, M, h, C/h)
+        return torch.diagonal(out, dim1=1, dim2=3).permute(0, 1, 3, 2).reshape(B, M, C)
+
+    def fuse_(self) -> None:
+        """Inference fold: ``q`` and ``alpha`` as one Linear whose gate half gives ``2 * hard_sigmoid(z) = clamp(z / 3 + 1, 0, 2)``.
+
+        For heads of at most ``_NARROW_HEAD`` channels the query half holds every head's masked, scaled
+        queries (``heads * C`` outputs) for :meth:`_attend_narrow_heads`.
+        """
+        h, C = self.num_heads, self.q.out_features
+        with torch.no_grad():
+            a = self.alpha[0]
+            wq, bq = self.q.weight.double(), self.q.bias.double()
+            if C // h <= _NARROW_HEAD:
+                scale = _head_mask(h, 1, C, wq.device, torch.float64) * (C // h) ** -0.5   # (h, C)
+                wq, bq = (wq[None] * scale[..., None]).flatten(0, 1), (bq[None] * scale).flatten()
+            w = torch.cat([wq, a.weight.double() / 3.0])
+            b = torch.cat([bq, a.bias.double() / 3.0 + 1.0])
+        self.register_buffer("q_alpha_weight", w.to(a.weight.dtype), persistent=False)
+        self.register_buffer("q_alpha_bias", b.to(a.weight.dtype), persistent=False)
+
+    @property
+    def q_alpha(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The fused ``(weight, bias)`` of :meth:`fuse_`, or ``None`` before fusing."""
+        w = self._buffers.get("q_alpha_weight")
+        return None if w is None else (w, self._buffers["q_alpha_bias"])
 
 
 class GlobalBlock(nn.Module):
@@ -380,8 +503,13 @@ class GlobalBlock(nn.Module):
         q = _split_heads(self.q(tokens), self.num_heads)     # (B, h, M, d/h)
         kv = _split_heads(tokens, self.num_heads)            # (B, h, M, d/h)
         out = F.scaled_dot_product_attention(q, kv, kv).transpose(1, 2).flatten(2)  # (B, M, d)
-        tokens = self.layer_norm(tokens + self.channel_mlp(out))
-        return self.ffn_norm(tokens + self.ffn(tokens))
+        # The residual adds and the GELU run inside the Linear kernels in fused inference (onednn.linear).
+        tokens = self.layer_norm(onednn.linear(self.channel_mlp, out, residual=tokens))
+        if onednn.activation_name(self.ffn[1]) == "gelu":
+            hidden = onednn.linear(self.ffn[0], tokens, act="gelu")
+        else:
+            hidden = self.ffn[1](self.ffn[0](tokens))
+        return self.ffn_norm(onednn.linear(self.ffn[2], hidden, residual=tokens))
 
 
 class Global2Local(nn.Module):
@@ -407,6 +535,8 @@ class Global2Local(nn.Module):
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         if not torch.is_grad_enabled() and is_channels_last(x):
+            if self._buffers.get("keys_values_weight") is not None and onednn.enabled(x):
+                return self._forward_fused(x, tokens)
             return self._forward_pixels_first(x, self.k(tokens), self.proj(tokens))
         q = map_to_heads(x, self.num_heads)                     # (B, h, HW, C/h)
         k = _split_heads(self.k(tokens), self.num_heads)      # (B, h, M, C/h)
@@ -428,11 +558,40 @@ class Global2Local(nn.Module):
         mask = _head_mask(h, M, C, x.device, x.dtype)                        # (h*M, C)
         keys = k.repeat(1, h, 1) * (mask * (C // h) ** -0.5)                  # (B, h*M, C), scaled
         values = v.repeat(1, h, 1) * mask                                     # (B, h*M, C)
+        return self._attend(x, keys, values, h)
+
+    def _forward_fused(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """:meth:`_forward_pixels_first` with the masked, scaled keys and values of all heads from one Linear
+        (built by :meth:`fuse_`): ``(B, M, d) -> (B, M, 2, h, C)``, reordered to ``(2, B, h*M, C)``."""
+        h, (B, M, _) = self.num_heads, tokens.shape
+        with single_threaded():  # token-only work, and a small map's attention
+            kv = F.linear(tokens, self.keys_values_weight, self.keys_values_bias)
+            kv = kv.view(B, M, 2, h, -1).permute(2, 0, 3, 1, 4).reshape(2, B, h * M, -1)
+            if x.numel() <= _SMALL_MAP:
+                return self._attend(x, kv[0], kv[1], h)
+        return self._attend(x, kv[0], kv[1], h)
+
+    @staticmethod
+    def _attend(x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, heads: int) -> torch.Tensor:
+        """``x + attention`` from the block-diagonal ``(B, heads*M, C)`` keys (scaled) and values; see above."""
         pixels = x.permute(0, 2, 3, 1).flatten(1, 2)                          # (B, HW, C), a view
         logits = torch.bmm(keys, pixels.transpose(1, 2))                      # (B, h*M, HW)
-        weights = logits.unflatten(1, (h, M)).softmax(dim=2).flatten(1, 2)   # softmax over each head's M
+        weights = logits.unflatten(1, (heads, -1)).softmax(dim=2).flatten(1, 2)  # softmax over each head's M
         out = torch.baddbmm(pixels, weights.transpose(1, 2), values)          # x + attention, (B, HW, C)
         return out.reshape_as(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def fuse_(self) -> None:
+        """Inference fold: one Linear giving every head's masked, scaled keys and masked values
+        (``(2 * heads * C, d)``; rows ``(kind, head, channel)``), as :meth:`_forward_pixels_first` builds them."""
+        h, C = self.num_heads, self.k.out_features
+        with torch.no_grad():
+            mask = _head_mask(h, 1, C, self.k.weight.device, torch.float64)   # (h, C)
+            scales = torch.stack([mask * (C // h) ** -0.5, mask])              # (2, h, C)
+            w = torch.stack([self.k.weight.double(), self.proj.weight.double()])[:, None] * scales[..., None]
+            b = torch.stack([self.k.bias.double(), self.proj.bias.double()])[:, None] * scales
+        dtype = self.k.weight.dtype
+        self.register_buffer("keys_values_weight", w.flatten(0, 2).to(dtype), persistent=False)
+        self.register_buffer("keys_values_bias", b.flatten().to(dtype), persistent=False)
 
 
 _HEAD_MASKS: dict[tuple, torch.Tensor] = {}
@@ -481,10 +640,56 @@ class LiteBlock(nn.Module):
         self.use_shortcut = stride == 1 and inp == oup
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        split = getattr(self, "split_dw", None)
+        if (split is not None and is_channels_last(x) and onednn.enabled(x)
+                and all(onednn._fusable(m, x) for m in (*split, *self.split_pw))):
+            return self._forward_split(x), tokens
         out = onednn.sequential(self.conv, x)
         if self.use_shortcut:
             out = out + x
         return out, tokens
+
+    def _forward_split(self, x: torch.Tensor) -> torch.Tensor:
+        """Fused inference: copy ``j`` of every channel as its own depth-wise conv, each read by its slice of the 1x1.
+
+        oneDNN has no fast kernel for a depth-wise conv with a channel multiplier in channels-last (at stride 1
+        it runs several times slower than ``e1`` plain depth-wise convs). Since the ReLU6 acts per channel and
+        the 1x1 conv is linear, ``1x1(relu6(dw(x)))`` is the sum over ``j`` of ``1x1_j(relu6(dw_j(x)))``, where
+        ``dw_j`` makes output ``c * e1 + j`` of input ``c``; the sum, and the shortcut, are added inside the 1x1
+        kernels. Same function up to float rounding.
+        """
+        out = x if self.use_shortcut else None
+        for dw, pw in zip(self.split_dw, self.split_pw):
+            y = onednn.conv(dw, x, "relu6")
+            out = onednn.conv(pw, y) if out is None else onednn.conv(pw, y, residual=out)
+        return out
+
+    def fuse_(self) -> None:
+        """Inference fold: for a stride-1 depth-wise conv with a channel multiplier and dense 1x1 (BNs folded,
+        ReLU6 between), the per-copy convs of :meth:`_forward_split`."""
+        dw, act, shuffle, pw = self.conv[0], self.conv[2], self.conv[3], self.conv[4]
+        mult = dw.out_channels // dw.in_channels
+        if not (tuple(dw.stride) == (1, 1) and mult > 1 and pw.groups == 1 and isinstance(shuffle, nn.Identity)
+                and onednn.activation_name(act) == "relu6" and all(isinstance(self.conv[i], nn.Identity) for i in (1, 5))):
+            return
+        c = dw.in_channels
+        self.split_dw = nn.ModuleList(
+            _conv_like(dw, dw.weight[j::mult], dw.bias[j::mult], out_channels=c, groups=c) for j in range(mult))
+        self.split_pw = nn.ModuleList(
+            _conv_like(pw, pw.weight[:, j::mult], pw.bias if j == 0 else None, in_channels=c) for j in range(mult))
+
+
+def _conv_like(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, **changes: int) -> nn.Conv2d:
+    """A ``Conv2d`` with ``conv``'s geometry except ``changes`` (channels, groups), holding copies of ``weight`` / ``bias``."""
+    args = dict(in_channels=conv.in_channels, out_channels=conv.out_channels, groups=conv.groups) | changes
+    # Built on the meta device: no random initialisation, so fusing leaves the global RNG alone.
+    new = nn.Conv2d(kernel_size=conv.kernel_size, stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+                    bias=bias is not None, device="meta", dtype=weight.dtype, **args).to_empty(device=weight.device)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if bias is not None:
+            new.bias.copy_(bias)
+    return new.requires_grad_(conv.weight.requires_grad).train(conv.training)
 
 
 class DnaBlock(nn.Module):
@@ -520,10 +725,20 @@ class DnaBlock(nn.Module):
         self.use_shortcut = stride == 1 and inp == oup
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = self.global_block(self.local_global(x, tokens))
-        out = dynamic_relu_conv(onednn.sequential(self.conv1, x), self.hyper1(tokens), self.conv2)
-        out = dynamic_relu_conv(out, self.hyper2(tokens), self.conv3, residual=x if self.use_shortcut else None)
+        tokens, slopes = _former(self, x, tokens, self.conv2, self.conv3)
+        residual = x if self.use_shortcut else None
+        if slopes is not None:  # fused single-image inference: both slope sets at once, folded into the convs
+            (r1, p1), (r2, p2) = slopes
+            out = _prelu_conv(onednn.sequential(self.conv1, x), r1, p1, self.conv2)
+            out = _prelu_conv(out, r2, p2, self.conv3, residual=residual)
+        else:
+            out = dynamic_relu_conv(onednn.sequential(self.conv1, x), self.hyper1(tokens), self.conv2)
+            out = dynamic_relu_conv(out, self.hyper2(tokens), self.conv3, residual=residual)
         return self.global_local(out, tokens), tokens
+
+    def fuse_(self) -> None:
+        """Inference fold (see :mod:`yolo_backbones.core.fuse`): the two hyper-functions as one :class:`FusedSlopes`."""
+        self.fused_slopes = FusedSlopes([self.hyper1, self.hyper2])
 
 
 class DnaBlock3(nn.Module):
@@ -564,13 +779,40 @@ class DnaBlock3(nn.Module):
         self.use_shortcut = stride == 1 and inp == oup
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = self.global_block(self.local_global(x, tokens))
-        mid = dynamic_relu_conv(onednn.sequential(self.conv1, x), self.hyper1(tokens), self.conv2)
-        out = dynamic_relu_conv(onednn.sequential(self.conv3, mid), self.hyper3(tokens), self.conv4, residual=mid)
+        tokens, slopes = _former(self, x, tokens, self.conv2, self.conv4)
+        if slopes is not None:  # fused single-image inference: both slope sets at once, folded into the convs
+            (r1, p1), (r3, p3) = slopes
+            mid = _prelu_conv(onednn.sequential(self.conv1, x), r1, p1, self.conv2)
+            out = _prelu_conv(onednn.sequential(self.conv3, mid), r3, p3, self.conv4, residual=mid)
+        else:
+            mid = dynamic_relu_conv(onednn.sequential(self.conv1, x), self.hyper1(tokens), self.conv2)
+            out = dynamic_relu_conv(onednn.sequential(self.conv3, mid), self.hyper3(tokens), self.conv4, residual=mid)
         out = self.global_local(out, tokens)
         if self.use_shortcut:
             out = out + x
         return out, tokens
+
+    def fuse_(self) -> None:
+        """Inference fold (see :mod:`yolo_backbones.core.fuse`): the two hyper-functions as one :class:`FusedSlopes`."""
+        self.fused_slopes = FusedSlopes([self.hyper1, self.hyper3])
+
+
+def _former(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor, *convs: nn.Sequential
+            ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+    """The token half of a block: ``Former(Mobile->Former(x, tokens))``, and the dynamic-ReLU slopes.
+
+    The slopes are ``block.fused_slopes(tokens)`` when the block was fused and this call may fold them into
+    ``convs`` (one CPU image, fused kernels allowed, nothing observing the convs); the token-only work then
+    runs on one thread (:func:`~yolo_backbones.core.runtime.single_threaded`). Otherwise they are ``None``
+    and the block computes them with its :class:`HyperFunc` s.
+    """
+    tokens = block.local_global(x, tokens)
+    fused = getattr(block, "fused_slopes", None)
+    if fused is None or not onednn.enabled(x) or not all(_can_fold_slopes(x, c) for c in convs):
+        return block.global_block(tokens), None
+    with single_threaded():
+        tokens = block.global_block(tokens)
+        return tokens, fused(tokens)
 
 
 def _make_block(kind: str, inp: int, oup: int, stride: int, e1: int, e2: int, token_dim: int,

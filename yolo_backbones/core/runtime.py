@@ -13,12 +13,16 @@ Set ``YOLO_BACKBONES_MALLOC_TUNING=0`` to leave the allocator alone.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import sys
+from typing import Iterator
 
-__all__ = ["tune_cpu_allocator"]
+import torch
+
+__all__ = ["tune_cpu_allocator", "single_threaded"]
 
 # mallopt(3) parameters of glibc.
 _M_TRIM_THRESHOLD = -1
@@ -53,3 +57,25 @@ def tune_cpu_allocator() -> bool:
     # Setting the mmap threshold also stops glibc from moving it (and the trim threshold) dynamically.
     _tuned = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
     return _tuned
+
+
+@contextlib.contextmanager
+def single_threaded(active: bool = True) -> Iterator[None]:
+    """Run the body on one intra-op thread (if ``active``), then restore the thread count.
+
+    For runs of tiny operators (a handful of global tokens: Linear, LayerNorm, attention among ``M <= 6``
+    tokens) between large ones: each tiny operator that opens an OpenMP parallel region costs a fork/join of
+    the thread team, far more than its arithmetic, and on a shared, oversubscribed CPU a team member that is
+    not scheduled stalls it for a whole time slice. One thread computes the same function (float rounding
+    may differ where a kernel's blocking depends on the thread count). Used by fused-inference code paths only; the switch itself costs well
+    under a microsecond.
+    """
+    threads = torch.get_num_threads() if active else 1
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
