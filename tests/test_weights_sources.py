@@ -416,7 +416,7 @@ def test_untrusted_pickle_is_refused_without_running_it(env):
             return (ran.append, ("ran",))
     f = env / "evil.pth"
     torch.save({"model": small_sd(), "x": Evil()}, f)
-    with pytest.raises(S.WeightsFileError, match=r"objects beyond tensors .*getattr.* nothing in it ran") as err:
+    with pytest.raises(S.WeightsFileError, match=r"Refusing to load .*getattr.*Nothing from the file was executed") as err:
         S.read_weights_file(f)
     assert ran == [] and "\n" not in str(err.value)
 

@@ -522,11 +522,7 @@ def _load_pickle_safely(path: Path) -> Any:
     try:
         return load_checkpoint(path, map_location="cpu")
     except UntrustedCheckpointError as e:
-        raise RefusedWeightsFileError(
-            f"{path} holds Python objects beyond tensors and containers (it asks for {e.global_name or 'a callable'}), "
-            f"so it was not loaded and nothing in it ran: if you trust it, save its state dict once with "
-            f"torch.save(torch.load(path, weights_only=False)['model'], new_path) and pass new_path",
-            e.global_name) from None
+        raise RefusedWeightsFileError(str(e), e.global_name) from None  # the loader's own one-line message
     except CheckpointFileError as e:
         raise DamagedWeightsFileError(f"{e}; or pass a different .pth/.safetensors checkpoint", str(path)) from None
 
