@@ -252,7 +252,7 @@ class Backbone(nn.Module):
     def fuse(self) -> "Backbone":
         """Fold BatchNorms and other exact re-parameterisations in place for inference; returns ``self``.
 
-        See :mod:`yolo_backbones.fuse`: ``Conv2d -> BN`` pairs in ``nn.Sequential`` containers plus the
+        See :mod:`yolo_backbones.core.fuse`: ``Conv2d -> BN`` pairs in ``nn.Sequential`` containers plus the
         patterns each block declares in its ``fuse_()`` method; the outputs stay equal to the unfused
         eval-mode outputs (float rounding only), at any input size. BNs are folded with their running
         statistics, so the fused backbone is for inference only (not for training). Its 4-D weights are
