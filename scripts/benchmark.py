@@ -24,8 +24,8 @@ the ratios stay comparable even on a noisy machine.
   per-operator overhead dominates, at least ``--target-small`` (0.5). Models below target are flagged and
   explained (FLOP and time breakdown by op type).
 * vs reference (``--reference``): how much faster the backbone's ImageNet classifier (``create(name,
-  num_classes=1000)``, batch 1) is than the reference implementation with the same weights, as eval model /
-  fused eval model: timm's EfficientFormer(V2) at 224x224; the authors' EdgeViT and Mobile-Former at 640x640
+  num_classes=1000)``, batch 1) is than the reference implementation with the same weights, as eval model
+  (eval fusion on, the default) / fused model / eval model on its own layers (eval fusion off): timm's EfficientFormer(V2) at 224x224; the authors' EdgeViT and Mobile-Former at 640x640
   when ``--official-edgevit DIR`` / ``--official-mobileformer DIR`` point at checkouts of their repositories
   (imported from there at run time, see ``scripts/reference_models.py``).
 * train mem GB (``--train-memory``): peak memory of one training step (forward, ``ComputeLoss``, backward) of
@@ -102,7 +102,7 @@ METRICS = (
     ("train_ips", "train img/s", "{:.1f}"),
     ("gflops_per_s", "GFLOP/s", "{:.1f}"),
     ("efficiency", "vs CNN curve", "{:.2f}"),
-    ("reference", "vs reference (eval / fused)", "{}"),
+    ("reference", "vs reference (eval / fused / own layers)", "{}"),
     ("train_mem_gb", "train mem GB", "{:.2f}"),
     ("train_mem_ckpt_gb", "ckpt mem GB", "{:.2f}"),
 )
@@ -462,12 +462,14 @@ def profile_model(cfg_path: Path, plugin: bool, args: argparse.Namespace) -> tup
 
 # ------------------------------------------------------------------------------------- reference implementation
 def reference_speedups(backbone: torch.nn.Module, args: argparse.Namespace, rounds: int = 5, per_round: int = 4
-                       ) -> tuple[float, float] | None:
-    """(reference ms / our eval ms, reference ms / our fused ms) of the backbone's ImageNet classifiers, batch 1.
+                       ) -> dict[str, float] | None:
+    """Reference ms / our ms of the backbone's ImageNet classifier, batch 1, for three ways to run it.
 
-    The reference is timm's EfficientFormer(V2) at 224, or the authors' EdgeViT / Mobile-Former at 640 when a
-    checkout was given (:mod:`reference_models`); None when there is none. Minimum of interleaved runs (the
-    three models alternate, so load on the machine hits them alike); the outputs agree (checked first).
+    ``eval``: ``create(...).eval()`` as users run it (eval fusion on, the default); ``fused``: after ``fuse()``;
+    ``own``: the eval model on its own, unfused layers (``set_eval_fusion(False)``). The reference is timm's
+    EfficientFormer(V2) at 224, or the authors' EdgeViT / Mobile-Former at 640 when a checkout was given
+    (:mod:`reference_models`); None when there is none. Minimum of interleaved runs (the models alternate, so
+    load on the machine hits them alike); the outputs agree (checked first).
     """
     if str(SCRIPTS) not in sys.path:
         sys.path.insert(0, str(SCRIPTS))
@@ -479,15 +481,18 @@ def reference_speedups(backbone: torch.nn.Module, args: argparse.Namespace, roun
     except ReferenceUnavailable as e:
         print(f"[benchmark] no reference for {backbone.family}_{backbone.variant}: {e}")
         return None
-    ours, reference = pair.ours, pair.reference
-    fused = copy.deepcopy(ours).fuse()
+    ours, reference = pair.ours.eval(), pair.reference
+    own = copy.deepcopy(ours).set_eval_fusion(False)
+    models = {"eval": ours, "fused": copy.deepcopy(ours).fuse(), "own": own, "reference": reference}
     x = torch.rand(1, 3, pair.img, pair.img)
-    times: dict[str, list[float]] = {"ours": [], "fused": [], "reference": []}
-    models = {"ours": ours, "fused": fused, "reference": reference}
+    times: dict[str, list[float]] = {key: [] for key in models}
     with torch.no_grad():
-        expected, got = reference(x), fused(x)
-        if not torch.allclose(got, expected, atol=1e-3, rtol=1e-3):
-            raise RuntimeError(f"fused {pair.name} disagrees with the reference (max diff {(got - expected).abs().max():.3g})")
+        expected = reference(x)
+        for key in ("eval", "fused", "own"):
+            got = models[key](x)
+            if not torch.allclose(got, expected, atol=1e-3, rtol=1e-3):
+                raise RuntimeError(f"{key} {pair.name} disagrees with the reference "
+                                   f"(max diff {(got - expected).abs().max():.3g})")
         for _ in range(rounds):
             for m in models.values():
                 m(x)  # warm-up of this round
@@ -497,16 +502,19 @@ def reference_speedups(backbone: torch.nn.Module, args: argparse.Namespace, roun
                     m(x)
                     times[key].append(time.perf_counter() - t0)
     ref = min(times["reference"])
-    return ref / min(times["ours"]), ref / min(times["fused"])
+    return {key: ref / min(times[key]) for key in ("eval", "fused", "own")}
 
 
 def reference_cell(detector: torch.nn.Module, args: argparse.Namespace) -> str | None:
-    """The 'vs reference' cell of a fused detector's backbone: ``'1.25x / 1.60x'``, or None when not available."""
+    """The 'vs reference' cell of a detector's backbone, ``'1.41x / 1.42x / 1.15x'`` (eval / fused / own layers),
+    or None when not available."""
     from yolo_backbones.core.base import Backbone
 
     backbone = next((m for m in detector.modules() if isinstance(m, Backbone)), None)
     speedups = reference_speedups(backbone, args) if backbone is not None else None
-    return None if speedups is None else f"{speedups[0]:.2f}x / {speedups[1]:.2f}x"
+    if speedups is None:
+        return None
+    return " / ".join(f"{speedups[key]:.2f}x" for key in ("eval", "fused", "own"))
 
 
 # ------------------------------------------------------------------------------------------- training memory

@@ -32,3 +32,14 @@ def trained(tmp_path_factory) -> Path:
          "--batch-size", "4", "--workers", "0", "--device", "cpu", "--project", str(work / "runs"), "--name", "exp"],
         cwd=work)
     return work / "runs" / "exp" / "weights" / "best.pt"
+
+
+@pytest.fixture(autouse=True)
+def own_layers_in_eval(request, monkeypatch):
+    """In-process tests run eval-mode backbones on their own layers (eval fusion off), so every comparison of an
+    unfused eval model with a fused one, a reference or a gradient compares what it names; tests marked
+    ``eval_fusion`` (and every subprocess: the CLI end-to-end runs) use the default."""
+    if request.node.get_closest_marker("eval_fusion") is None:
+        from yolo_backbones.core import eval_fusion
+
+        monkeypatch.setattr(eval_fusion, "ENABLED", False)

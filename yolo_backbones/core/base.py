@@ -53,6 +53,8 @@ class Backbone(nn.Module):
     input_scale_folded: bool = False
     # Activation checkpointing of the blocks in training (a class default, so older pickled models have it).
     grad_checkpointing: bool = False
+    # Eval-mode forwards run a fused copy (see core/eval_fusion.py); a class default like grad_checkpointing.
+    eval_fusion: bool = True
 
     def __init__(self, variant: str, out_indices: Sequence[int] = (1, 2, 3), num_classes: int = 0,
                  in_chans: int = 3, grad_checkpointing: bool = False) -> None:
@@ -123,6 +125,42 @@ class Backbone(nn.Module):
         self.grad_checkpointing = bool(enable)
         return self
 
+    def set_eval_fusion(self, enable: bool = True) -> "Backbone":
+        """Let eval-mode forwards without autograd run a fused copy of this backbone (on by default); returns ``self``.
+
+        The copy computes the same outputs (within the fusion tolerance, < 1e-4) on fused layers; it is built
+        on first use and rebuilt whenever a parameter or buffer changes (:mod:`~yolo_backbones.core.eval_fusion`).
+        Turn it off to run the module's own layers in eval mode, e.g. to compare them with a fused model.
+        """
+        from .eval_fusion import drop_twin
+
+        self.eval_fusion = bool(enable)
+        if not enable:
+            drop_twin(self)
+        return self
+
+    def train(self, mode: bool = True) -> "Backbone":
+        """``nn.Module.train``; entering training mode also frees the eval-fusion copy. Returns ``self``."""
+        if mode:
+            from .eval_fusion import drop_twin
+
+            drop_twin(self)
+        return super().train(mode)
+
+    def _apply(self, *args, **kwargs):  # .to(), .half(), .cuda(), ...: the eval-fusion copy would be stale
+        from .eval_fusion import drop_twin
+
+        drop_twin(self)
+        return super()._apply(*args, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickles and deep copies (YOLOv5 checkpoints, EMA) never carry the eval-fusion copy: it is derived data.
+        from .eval_fusion import TWIN_ATTRIBUTE
+
+        state = super().__getstate__()
+        state.pop(TWIN_ATTRIBUTE, None)
+        return state
+
     def run_block(self, block: nn.Module, *args, fn=None):
         """``block(*args)`` (or ``fn(*args)``), checkpointed in training when :attr:`grad_checkpointing` is on."""
         from .checkpointing import run_block
@@ -163,14 +201,24 @@ class Backbone(nn.Module):
 
         In eval mode the input is converted to channels-last (:meth:`inference_layout`), so the returned maps
         are channels-last tensors (same values; ``.contiguous()`` gives the NCHW layout if needed). A fused
-        backbone runs its conv / linear layers on fused CPU kernels (see :meth:`kernels`).
+        backbone runs its conv / linear layers on fused CPU kernels (see :meth:`kernels`). An eval-mode forward
+        without autograd runs a fused copy of the backbone instead (:meth:`set_eval_fusion`).
         """
         self.check_input(x)
+        twin = self.eval_twin()
+        if twin is not None:
+            return twin(x)
         with self.kernels():
             if self.num_classes:
                 return self.forward_head(self.forward_stages(self.inference_layout(x), len(self.stage_strides) - 1)[-1])
             stages = self.forward_stages(self.normalize_input(x), self.out_indices[-1])
         return [stages[i] for i in self.out_indices]
+
+    def eval_twin(self) -> "Backbone | None":
+        """The fused copy an eval-mode forward delegates to now, or None to run this module's own layers."""
+        from .eval_fusion import eval_twin
+
+        return eval_twin(self)
 
     def normalize_input(self, x: torch.Tensor) -> torch.Tensor:
         """Detection mode: ``(x - mean) / std`` of ``[0, 1]`` RGB input, in the :meth:`inference_layout`.
@@ -204,7 +252,7 @@ class Backbone(nn.Module):
     def fuse(self) -> "Backbone":
         """Fold BatchNorms and other exact re-parameterisations in place for inference; returns ``self``.
 
-        See :mod:`yolo_backbones.fuse`: ``Conv2d -> BN`` pairs in ``nn.Sequential`` containers plus the
+        See :mod:`yolo_backbones.core.fuse`: ``Conv2d -> BN`` pairs in ``nn.Sequential`` containers plus the
         patterns each block declares in its ``fuse_()`` method; the outputs stay equal to the unfused
         eval-mode outputs (float rounding only), at any input size. BNs are folded with their running
         statistics, so the fused backbone is for inference only (not for training). Its 4-D weights are
@@ -213,9 +261,11 @@ class Backbone(nn.Module):
         ``YOLO_BACKBONES_MALLOC_TUNING=0`` disables it). Idempotent.
         YOLOv5's ``model.fuse()`` calls this through the YOLOv5 patch.
         """
+        from .eval_fusion import drop_twin
         from .fuse import fuse_backbone, scale_input_channels
         from .runtime import tune_cpu_allocator
 
+        drop_twin(self)
         fuse_backbone(self)
         stem = None if self.num_classes or self.input_norm_folded or self.input_scale_folded else self.stem_conv()
         if stem is not None:

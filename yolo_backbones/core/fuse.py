@@ -2,8 +2,8 @@
 
 YOLOv5's ``BaseModel.fuse()`` (called by ``val.py``, ``detect.py`` and ``export.py`` through
 ``attempt_load(..., fuse=True)``) folds the BatchNorm of its own ``Conv`` / ``DWConv`` layers only. The
-YOLOv5 patch (:mod:`yolo_backbones.yolov5_patch`) makes it also call :meth:`Backbone.fuse
-<yolo_backbones.backbones.base.Backbone.fuse>`, which runs :func:`fuse_backbone`: every rewrite below
+YOLOv5 patch (:mod:`yolo_backbones.hosts.yolov5.model_patch`) makes it also call :meth:`Backbone.fuse
+<yolo_backbones.core.base.Backbone.fuse>`, which runs :func:`fuse_backbone`: every rewrite below
 is **exact** (the same function up to float rounding, no approximation):
 
 * ``Conv2d -> BatchNorm2d`` → one ``Conv2d`` (:func:`fuse_conv_bn`), the BN becomes ``nn.Identity``;

@@ -1016,6 +1016,9 @@ class MobileFormer(Backbone):
         """Detection mode: list of the ``out_indices`` maps of ``[0, 1]`` RGB input. Classification: logits."""
         if self.num_classes:
             self.check_input(x)
+            twin = self.eval_twin()
+            if twin is not None:
+                return twin(x)
             with self.kernels():
                 stages, tokens = self.forward_features(self.inference_layout(x), len(self.stage_strides) - 1)
                 return self.forward_head(stages[-1], tokens)
