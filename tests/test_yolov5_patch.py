@@ -221,3 +221,34 @@ def test_yolov5_clone_detection_ignores_a_yaml_only_models_folder(tmp_path, monk
     assert _yolov5_clone_on_path() is False
     (tmp_path / "models" / "yolo.py").write_text("")
     assert _yolov5_clone_on_path() is True
+
+
+def test_fused_plugin_detect_head_decodes_in_place_with_the_stock_values() -> None:
+    """A fused plugin model's Detect writes the decoded boxes straight into its output: the stock head's values
+    (bitwise for one image; with a batch the sigmoid writes strided rows, rounding may differ in the last bit),
+    at any size, also after pickling; stock models keep the stock head."""
+    import pickle
+
+    from yolo_backbones.hosts.yolov5.model_patch import _FAST_DETECT
+
+    torch.manual_seed(0)
+    model = build(load_cfg("yolov5_mobileformer_52m.yaml")).eval()
+    model.fuse()
+    head = model.model[-1]
+    assert getattr(head, _FAST_DETECT) is True
+    with torch.no_grad():
+        for shape in ((1, 3, 96, 128), (2, 3, 64, 64)):
+            x = torch.rand(*shape)
+            fast = model(x)
+            setattr(head, _FAST_DETECT, False)
+            stock = model(x)
+            setattr(head, _FAST_DETECT, True)
+            if shape[0] == 1:
+                assert torch.equal(fast[0], stock[0])
+            torch.testing.assert_close(fast[0], stock[0], rtol=1e-6, atol=1e-6)
+            assert all(torch.equal(a, b) and a.is_contiguous() for a, b in zip(fast[1], stock[1]))
+        again = pickle.loads(pickle.dumps(model))
+        assert torch.equal(again(x)[0], fast[0])
+    stock_model = build(yaml.safe_load((Path(yolo.__file__).parent / "yolov5n.yaml").read_text())).eval()
+    stock_model.fuse()
+    assert not getattr(stock_model.model[-1], _FAST_DETECT, False)

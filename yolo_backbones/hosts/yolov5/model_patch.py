@@ -1,4 +1,5 @@
-"""Installing the plugin into one YOLOv5 ``models/yolo.py``: names, ``parse_model``, forward, fuse, BN stats.
+"""Installing the plugin into one YOLOv5 ``models/yolo.py``: names, ``parse_model``, forward, fuse, BN stats, and the
+in-place box decoding of fused plugin models' ``Detect`` heads.
 
 YOLOv5's stock ``_forward_once`` already stores list outputs and hands them to the layers that refer
 to them, so a checkpoint built here also runs under an unpatched YOLOv5; the patched ``_forward_once``
@@ -15,6 +16,7 @@ from torch import nn
 
 from ...core.base import Backbone
 from ...core.fuse import fuse_conv_bn, is_foldable_bn
+from ...core.layers.layout import is_tracing
 from ...core.registry import backbone_classes
 from ...core.select import Select
 from ..common.fuse import make_fuse
@@ -83,6 +85,68 @@ def _fold_host_conv_bn(model: nn.Module) -> None:
             m.forward = m.forward_fuse
 
 
+# Set on a plugin model's Detect head by the fuse wrapper: its inference runs :func:`_detect_inference`.
+_FAST_DETECT = "_yolo_backbones_fast_inference"
+
+
+def make_detect_forward(original: Callable, detect_cls: type) -> Callable:
+    """Wrap YOLOv5's ``Detect.forward``: a fused plugin model's head (flag :data:`_FAST_DETECT`) decodes in place.
+
+    Stock models, subclasses (``Segment``), training, export mode, autograd and tracing run ``original``.
+    """
+
+    def forward(self: nn.Module, x: list[torch.Tensor]) -> Any:
+        if (not getattr(self, _FAST_DETECT, False) or type(self) is not detect_cls or self.training
+                or getattr(self, "export", False) or is_tracing()
+                or (torch.is_grad_enabled() and any(t.requires_grad for t in x))):
+            return original(self, x)
+        return _detect_inference(self, x)
+
+    forward.__wrapped__ = original
+    forward.__doc__ = original.__doc__
+    return forward
+
+
+def _detect_inference(self: nn.Module, x: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """YOLOv5 ``Detect`` inference with the decoded boxes written straight into the returned ``(B, N, no)`` tensor.
+
+    The stock head decodes each level into a new tensor (sigmoid), concatenates the pieces into another (per level)
+    and those into the result: three passes over every level's ``(B, na, ny, nx, no)`` values. Here the sigmoid
+    writes into the level's rows of the result and the box terms are updated in place with the same operations in
+    the same order (``(xy * 2 + grid) * stride``, ``(wh * 2) ** 2 * anchor_grid``), so the values are the stock
+    head's (bitwise for one image; for a batch the sigmoid writes strided rows and may round differently in the
+    last bit). Returns ``(z, x)`` like the stock head, ``x[i]`` the raw ``(B, na, ny, nx, no)`` level outputs.
+    """
+    for i in range(self.nl):
+        y = self.m[i](x[i])
+        bs, _, ny, nx = y.shape
+        x[i] = y.view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
+        if self.dynamic or self.grid[i].shape[2:4] != x[i].shape[2:4]:
+            self.grid[i], self.anchor_grid[i] = self._make_grid(nx, ny, i)
+    rows = [t.shape[1] * t.shape[2] * t.shape[3] for t in x]
+    z = x[0].new_empty((x[0].shape[0], sum(rows), self.no))
+    for i, level in enumerate(z.split(rows, 1)):
+        level = level.view(x[i].shape)                     # (B, na, ny, nx, no) rows of z
+        torch.sigmoid(x[i], out=level)
+        level[..., 0:2].mul_(2).add_(self.grid[i]).mul_(self.stride[i])
+        level[..., 2:4].mul_(2).pow_(2).mul_(self.anchor_grid[i])
+    return z, x
+
+
+def enable_fast_detect(model: nn.Module) -> None:
+    """Mark every ``Detect`` head of a fused plugin model for :func:`_detect_inference` (a plain flag: the model
+    still pickles, and loads in an unpatched YOLOv5, which ignores it)."""
+    for m in model.modules():
+        if type(m).__name__ == "Detect" and hasattr(m, "anchor_grid"):
+            setattr(m, _FAST_DETECT, True)
+
+
+def _fuse_host(model: nn.Module) -> None:
+    """The YOLOv5 host's extra inference folds for a model with a plugin backbone (see :func:`make_fuse`)."""
+    _fold_host_conv_bn(model)
+    enable_fast_detect(model)
+
+
 def is_yolo_module(module: types.ModuleType) -> bool:
     """True if ``module`` looks like a YOLOv5 ``models/yolo.py`` (PyPI package or clone)."""
     return all(hasattr(module, a) for a in ("parse_model", "BaseModel", "DetectionModel", "Detect", "Conv"))
@@ -106,6 +170,7 @@ def patch_yolo_module(module: types.ModuleType) -> bool:
     # Kept for reference and tests: plugin checkpoints must also run under the stock forward.
     module.BaseModel._yolo_backbones_stock_forward_once = module.BaseModel._forward_once
     module.BaseModel._forward_once = make_forward_once(ns.get("feature_visualization"))
-    module.BaseModel.fuse = make_fuse(module.BaseModel.fuse, fold_host=_fold_host_conv_bn)
+    module.BaseModel.fuse = make_fuse(module.BaseModel.fuse, fold_host=_fuse_host)
+    module.Detect.forward = make_detect_forward(module.Detect.forward, module.Detect)
     setattr(module, _PATCHED_FLAG, True)
     return True
