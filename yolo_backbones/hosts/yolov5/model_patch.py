@@ -137,7 +137,8 @@ def enable_fast_detect(model: nn.Module) -> None:
     """Mark every ``Detect`` head of a fused plugin model for :func:`_detect_inference` (a plain flag: the model
     still pickles, and loads in an unpatched YOLOv5, which ignores it)."""
     for m in model.modules():
-        if type(m).__name__ == "Detect" and hasattr(m, "anchor_grid"):
+        # The head of YOLOv5 v7.0 (``dynamic`` flag, per-level grid lists); older clones keep their own head.
+        if type(m).__name__ == "Detect" and all(hasattr(m, a) for a in ("anchor_grid", "dynamic", "_make_grid")):
             setattr(m, _FAST_DETECT, True)
 
 
