@@ -365,16 +365,19 @@ def test_formats(env, name):
     assert_same(S.read_weights_file(write(env / name, FORMATS[name](sd))), sd)
 
 
-def test_safetensors_is_recognised_by_content_and_bypasses_pickle_loader(env):
+def test_safetensors_is_recognised_by_content_and_bypasses_pickle_loader(env, monkeypatch):
     sd = small_sd(2)
     f = write(env / "w.safetensors", sd).rename(env / "w.bin")  # e.g. renamed by hand
-    assert_same(S.read_weights_file(f, pickle_loader=lambda p: pytest.fail("pickle loader used")), sd)
+    monkeypatch.setattr(S, "load_checkpoint", lambda p, **kw: pytest.fail("pickle loader used"))
+    assert_same(S.read_weights_file(f), sd)
 
 
-def test_pickle_loader_is_used_for_torch_files(env):
+def test_pickle_loader_is_used_for_torch_files(env, monkeypatch):
     seen = []
     f = write(env / "w.pth", {"model": small_sd()})
-    out = S.read_weights_file(f, pickle_loader=lambda p: seen.append(p) or torch.load(p, weights_only=True))
+    real = S.load_checkpoint
+    monkeypatch.setattr(S, "load_checkpoint", lambda p, **kw: seen.append(p) or real(p, **kw))
+    out = S.read_weights_file(f)
     assert seen == [f] and list(out) == list(small_sd())
 
 
@@ -470,8 +473,8 @@ def test_sources_imports_nothing_else_from_the_package_at_top_level():
 
 
 def test_default_pickle_reader_is_the_restricted_loader(env, monkeypatch):
-    """Without a ``pickle_loader`` the file goes through ``load_checkpoint`` (training checkpoints with
-    their ``argparse.Namespace`` options load; nothing else reads pickles)."""
+    """Torch pickles go through ``load_checkpoint`` (training checkpoints with their ``argparse.Namespace``
+    options load; nothing else reads pickles)."""
     sd = small_sd()
     f = write(env / "train_ckpt.pth", {"model": sd, "opt": argparse.Namespace(lr=0.01), "epoch": 3})
     seen = []

@@ -40,7 +40,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
 
@@ -66,7 +66,6 @@ HF_FILENAMES = ("model.safetensors", "pytorch_model.bin")  # what timm's hub rep
 WRAPPER_KEYS = ("model", "state_dict", "model_ema", "state_dict_ema")
 
 PathLike = Union[str, "os.PathLike[str]"]
-PickleLoader = Callable[[Path], Any]
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -475,14 +474,13 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
-def read_weights_file(path: PathLike, pickle_loader: Optional[PickleLoader] = None) -> dict[str, torch.Tensor]:
+def read_weights_file(path: PathLike) -> dict[str, torch.Tensor]:
     """Read a weights file into a flat ``{key: tensor}`` dict on the CPU.
 
     Args:
         path: a ``.safetensors`` file (recognised by its header, whatever its suffix), or a torch
-            pickle (``.pth``, ``.pth.tar``, ``.pt``, ``.bin``).
-        pickle_loader: ``loader(path) -> object`` for torch pickles; default the project's
-            restricted loader (:func:`yolo_backbones.load_checkpoint`, which never runs code from the file).
+            pickle (``.pth``, ``.pth.tar``, ``.pt``, ``.bin``), read by the project's restricted loader
+            (:func:`yolo_backbones.load_checkpoint`, which never runs code from the file).
 
     Returns:
         The state dict: a raw one, or the one under ``model`` / ``state_dict`` / ``model_ema`` /
@@ -511,8 +509,6 @@ def read_weights_file(path: PathLike, pickle_loader: Optional[PickleLoader] = No
             raise
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
             raise WeightsFileError(f"{path} cannot be read as safetensors ({_first_line(e)}): {redo}") from e
-    if pickle_loader is not None:  # its own errors (refusals, bad files) are already one clear line each
-        return _unwrap(pickle_loader(path), path)
     return _unwrap(_load_pickle_safely(path), path)
 
 
