@@ -85,18 +85,18 @@ def _install_hooks() -> None:
         _hooks_installed = True
 
 
-def _needs_own_layers(model: nn.Module, held: _Twin | None) -> bool:
-    """Conditions under which ``model`` must run its own layers (see the module docstring)."""
+def _own_layers_required(model: nn.Module) -> bool:
+    """The mode and context conditions under which ``model`` must run its own layers (see the module docstring)."""
     if not ENABLED or not getattr(model, "eval_fusion", True) or model.training or getattr(model, "fused", False):
         return True
-    if is_tracing() or torch.compiler.is_compiling():
+    return is_tracing() or torch.compiler.is_compiling()
+
+
+def _observed(params: list[torch.Tensor], modules: list[nn.Module]) -> bool:
+    """True if autograd would record the parameters, or a layer has forward hooks (they would not fire on the
+    twin's copies of the layers: feature extraction, thop FLOP counting)."""
+    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
         return True
-    if torch.is_grad_enabled():
-        params = held.params if held is not None else model.parameters()
-        if any(p.requires_grad for p in params):
-            return True
-    modules = held.modules if held is not None else [m for m in model.modules() if m is not model]
-    # Hooks on the layers would not fire on the twin's copies of them (feature extraction, thop FLOP counting).
     return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
@@ -105,24 +105,29 @@ def eval_twin(model: nn.Module) -> nn.Module | None:
 
     Builds (``copy.deepcopy(model).fuse()``) or rebuilds the twin when the weights changed since the last call.
     """
-    held = model.__dict__.get(TWIN_ATTRIBUTE)
-    if _needs_own_layers(model, held):
+    if _own_layers_required(model):
         return None
-    if held is not None and _stamp(held.tensors) == held.stamp:
-        return held.model
-    drop_twin(model)  # free the old copy before building the new one
-    tensors = list(model.parameters()) + list(model.buffers())
+    held = model.__dict__.get(TWIN_ATTRIBUTE)
+    if held is not None:
+        if _observed(held.params, held.modules):
+            return None
+        if _stamp(held.tensors) == held.stamp:
+            return held.model
+        drop_twin(model)  # free the old copy before building the new one
+    params = list(model.parameters())
+    modules = [m for m in model.modules() if m is not model]
+    if _observed(params, modules):
+        return None
+    tensors = params + list(model.buffers())
     if any(t.is_inference() for t in tensors):
         return None  # no version counters: in-place changes would go unnoticed
     with torch.inference_mode(False), torch.no_grad():  # normal tensors, even when called in inference mode
         twin = copy.deepcopy(model).fuse()
-    modules = [m for m in model.modules() if m is not model]
-    held = _Twin(twin, modules, list(model.parameters()), tensors, _stamp(tensors))
+    model.__dict__[TWIN_ATTRIBUTE] = _Twin(twin, modules, params, tensors, _stamp(tensors))
     _install_hooks()
     ref = weakref.ref(model)
     for m in [model, *modules]:
         _OWNERS[m] = ref
-    model.__dict__[TWIN_ATTRIBUTE] = held
     return twin
 
 
