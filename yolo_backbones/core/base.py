@@ -210,9 +210,14 @@ class Backbone(nn.Module):
             return twin(x)
         with self.kernels():
             if self.num_classes:
-                return self.forward_head(self.forward_stages(self.inference_layout(x), len(self.stage_strides) - 1)[-1])
+                return self.classify(self.inference_layout(x))
             stages = self.forward_stages(self.normalize_input(x), self.out_indices[-1])
         return [stages[i] for i in self.out_indices]
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Classification mode: logits ``(B, num_classes)`` of a ``(B, in_chans, H, W)`` input (ImageNet-normalised,
+        in the :meth:`inference_layout`); runs all stages and :meth:`forward_head`."""
+        return self.forward_head(self.forward_stages(x, len(self.stage_strides) - 1)[-1])
 
     def eval_twin(self) -> "Backbone | None":
         """The fused copy an eval-mode forward delegates to now, or None to run this module's own layers."""

@@ -564,12 +564,11 @@ class Global2Local(nn.Module):
         """:meth:`_forward_pixels_first` with the masked, scaled keys and values of all heads from one Linear
         (built by :meth:`fuse_`): ``(B, M, d) -> (B, M, 2, h, C)``, reordered to ``(2, B, h*M, C)``."""
         h, (B, M, _) = self.num_heads, tokens.shape
-        with single_threaded():  # token-only work, and a small map's attention
+        with single_threaded():  # token-only work
             kv = F.linear(tokens, self.keys_values_weight, self.keys_values_bias)
             kv = kv.view(B, M, 2, h, -1).permute(2, 0, 3, 1, 4).reshape(2, B, h * M, -1)
-            if x.numel() <= _SMALL_MAP:
-                return self._attend(x, kv[0], kv[1], h)
-        return self._attend(x, kv[0], kv[1], h)
+        with single_threaded(x.numel() <= _SMALL_MAP):  # a small map's attention too
+            return self._attend(x, kv[0], kv[1], h)
 
     @staticmethod
     def _attend(x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, heads: int) -> torch.Tensor:
@@ -1012,17 +1011,10 @@ class MobileFormer(Backbone):
         """
         return self.classifier(x, self.local_global(x, tokens))
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
-        """Detection mode: list of the ``out_indices`` maps of ``[0, 1]`` RGB input. Classification: logits."""
-        if self.num_classes:
-            self.check_input(x)
-            twin = self.eval_twin()
-            if twin is not None:
-                return twin(x)
-            with self.kernels():
-                stages, tokens = self.forward_features(self.inference_layout(x), len(self.stage_strides) - 1)
-                return self.forward_head(stages[-1], tokens)
-        return super().forward(x)
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)``: the classifier reads the last stage map and the tokens."""
+        stages, tokens = self.forward_features(x, len(self.stage_strides) - 1)
+        return self.forward_head(stages[-1], tokens)
 
     def convert_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Official keys are this model's keys; in detection mode, drop the blocks after the last tap.
