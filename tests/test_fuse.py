@@ -63,6 +63,19 @@ def outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
+def assert_detections_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-5) -> None:
+    """Compare YOLOv5 ``Detect`` inference outputs ``(B, N, 5 + nc)``: box ``xywh`` in pixels, then scores.
+
+    Box coordinates reach hundreds of pixels, where float32 spacing is ~3e-5 and the re-associated sums of a
+    fused model differ from the unfused ones by up to ~2e-4, so a fixed ``1e-4`` is rounding-noise-limited.
+    Each part (boxes; objectness and class scores) is therefore compared to ``rtol`` times its own largest
+    magnitude: still far below what a wrong fold does (the box decoding multiplies logit errors by the stride).
+    """
+    for part in (slice(0, 4), slice(4, None)):
+        e = expected[..., part]
+        torch.testing.assert_close(actual[..., part], e, rtol=0.0, atol=rtol * float(e.abs().max()))
+
+
 @pytest.fixture(scope="module", params=sorted(CASES))
 def pair(request) -> tuple[str, nn.Module, nn.Module]:
     """(case, unfused eval backbone, fused deep copy) in detection mode with randomised statistics."""
@@ -184,11 +197,12 @@ def test_yolov5_model_fuse_also_fuses_backbone() -> None:
     assert count_batchnorms(fused.model[0]) < before
     assert fused.model[0].fused
     assert count_batchnorms(fused) < count_batchnorms(model)  # YOLOv5's own Conv+BN folds still happen
-    x = torch.rand(1, 3, 96, 128)
+    # Own generator: the input must not depend on how much global RNG the model build or fuse() consumed.
+    x = torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(3))
     ref = outputs(model, x)[0]
-    torch.testing.assert_close(outputs(fused, x)[0], ref, **TOL)
+    assert_detections_close(outputs(fused, x)[0], ref)
     state = {k: v.clone() for k, v in fused.state_dict().items()}
     fused.fuse()  # second call: no-op
     assert list(state) == list(fused.state_dict())
     assert all(torch.equal(v, fused.state_dict()[k]) for k, v in state.items())
-    torch.testing.assert_close(outputs(copy.deepcopy(fused), x)[0], ref, **TOL)
+    assert_detections_close(outputs(copy.deepcopy(fused), x)[0], ref)
