@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 __all__ = ["fuse_conv_bn", "bn_affine", "fold_affine_into_conv", "scale_input_channels", "fuse_bn_conv", "scale_output_channels",
-           "absorb_identity", "fuse_pair", "fuse_sequential", "fuse_backbone", "count_batchnorms", "is_foldable_bn"]
+           "absorb_identity", "fuse_pair", "fuse_sequential", "fuse_backbone", "count_batchnorms", "is_foldable_bn", "conv_like"]
 
 _Conv = nn.Conv2d
 _Linear = nn.Linear
@@ -59,15 +59,23 @@ def bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     return scale, shift
 
 
-def _like(conv: _Conv, weight: torch.Tensor, bias: torch.Tensor) -> _Conv:
-    """A new ``Conv2d`` with ``conv``'s geometry, device, dtype, ``requires_grad`` and mode, with ``bias``."""
+def conv_like(conv: _Conv, weight: torch.Tensor, bias: torch.Tensor | None, **changes: int) -> _Conv:
+    """A new ``Conv2d`` shaped like ``conv``, holding copies of ``weight`` and ``bias`` (``None``: no bias).
+
+    Kernel, stride, padding (and its mode), dilation, channels and groups are ``conv``'s except the keyword
+    ``changes`` (``in_channels``, ``out_channels``, ``groups``). Device, dtype (``weight`` / ``bias`` are cast
+    to it, e.g. from a fold's float64), ``requires_grad`` and train / eval mode are ``conv``'s too.
+    """
     w = conv.weight
-    new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
-                    dilation=conv.dilation, groups=conv.groups, bias=True, padding_mode=conv.padding_mode,
-                    device=w.device, dtype=w.dtype)
+    channels = dict(in_channels=conv.in_channels, out_channels=conv.out_channels, groups=conv.groups) | changes
+    # Built on the meta device: no random initialisation, so fusing leaves the global RNG alone.
+    new = nn.Conv2d(kernel_size=conv.kernel_size, stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+                    bias=bias is not None, padding_mode=conv.padding_mode, device="meta", dtype=w.dtype,
+                    **channels).to_empty(device=w.device)
     with torch.no_grad():
-        new.weight.copy_(weight.to(w.dtype))
-        new.bias.copy_(bias.to(w.dtype))
+        new.weight.copy_(weight)
+        if bias is not None:
+            new.bias.copy_(bias)
     return new.requires_grad_(w.requires_grad).train(conv.training)
 
 
@@ -83,7 +91,7 @@ def fuse_conv_bn(conv: _Conv, bn: nn.BatchNorm2d) -> _Conv:
         raise ValueError(f"BatchNorm of {bn.num_features} channels cannot follow a conv with {conv.out_channels}")
     scale, shift = bn_affine(bn)
     weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
-    return _like(conv, weight, _bias64(conv) * scale + shift)
+    return conv_like(conv, weight, _bias64(conv) * scale + shift)
 
 
 @torch.no_grad()
@@ -107,7 +115,7 @@ def fold_affine_into_conv(conv: _Conv, scale: torch.Tensor, shift: torch.Tensor,
     idx = group_of_out[:, None] * ipg + torch.arange(ipg, device=w.device)[None, :]  # (out, ipg) input channel
     s, t = scale.to(w.device)[idx], shift.to(w.device)[idx]
     bias = _bias64(conv) + (w.sum(dim=(2, 3)) * t).sum(1)
-    return _like(conv, w * s[:, :, None, None], bias)
+    return conv_like(conv, w * s[:, :, None, None], bias)
 
 
 @torch.no_grad()

@@ -67,6 +67,7 @@ from .layers.layout import heads_to_map, is_channels_last, is_tracing, map_to_he
 from .registry import register
 from .runtime import single_threaded
 from .base import Backbone
+from .fuse import conv_like
 
 __all__ = ["MobileFormer", "TokenLinear", "TokenLayerNorm", "ChannelShuffle", "HyperFunc", "dynamic_relu", "dynamic_relu_conv",
            "Local2Global", "GlobalBlock", "Global2Local", "LiteBlock", "DnaBlock", "DnaBlock3", "MergeClassifier"]
@@ -673,22 +674,9 @@ class LiteBlock(nn.Module):
             return
         c = dw.in_channels
         self.split_dw = nn.ModuleList(
-            _conv_like(dw, dw.weight[j::mult], dw.bias[j::mult], out_channels=c, groups=c) for j in range(mult))
+            conv_like(dw, dw.weight[j::mult], dw.bias[j::mult], out_channels=c, groups=c) for j in range(mult))
         self.split_pw = nn.ModuleList(
-            _conv_like(pw, pw.weight[:, j::mult], pw.bias if j == 0 else None, in_channels=c) for j in range(mult))
-
-
-def _conv_like(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, **changes: int) -> nn.Conv2d:
-    """A ``Conv2d`` with ``conv``'s geometry except ``changes`` (channels, groups), holding copies of ``weight`` / ``bias``."""
-    args = dict(in_channels=conv.in_channels, out_channels=conv.out_channels, groups=conv.groups) | changes
-    # Built on the meta device: no random initialisation, so fusing leaves the global RNG alone.
-    new = nn.Conv2d(kernel_size=conv.kernel_size, stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
-                    bias=bias is not None, device="meta", dtype=weight.dtype, **args).to_empty(device=weight.device)
-    with torch.no_grad():
-        new.weight.copy_(weight)
-        if bias is not None:
-            new.bias.copy_(bias)
-    return new.requires_grad_(conv.weight.requires_grad).train(conv.training)
+            conv_like(pw, pw.weight[:, j::mult], pw.bias if j == 0 else None, in_channels=c) for j in range(mult))
 
 
 class DnaBlock(nn.Module):
