@@ -22,7 +22,9 @@ the ratios stay comparable even on a noisy machine.
   interpolated linearly in log GFLOPs between YOLOv5n/s/m measured in the same run (clamped at the ends).
   Target: every plugin model reaches at least ``--target`` (0.7); models smaller than YOLOv5n, where
   per-operator overhead dominates, at least ``--target-small`` (0.5). Models below target are flagged and
-  explained (FLOP and time breakdown by op type).
+  explained (FLOP and time breakdown by op type). Below YOLOv5n the curve is flat, so the run also measures
+  ``yolov5n-half`` (yolov5n.yaml at width 0.125, ~1.3 GFLOPs: a stock CNN of that size) and such a model's
+  explanation gives its GFLOP/s against that CNN's.
 * vs reference (``--reference``): how much faster the backbone's ImageNet classifier (``create(name,
   num_classes=1000)``, batch 1) is than the reference implementation with the same weights, as eval model
   (eval fusion on, the default) / fused model / eval model on its own layers (eval fusion off): timm's EfficientFormer(V2) at 224x224; the authors' EdgeViT and Mobile-Former at 640x640
@@ -89,6 +91,9 @@ BASELINES = ("yolov5n.yaml", "yolov5s.yaml", "yolov5m.yaml")
 # The YOLOv5 CNNs whose GFLOP/s, interpolated in log GFLOPs, give the efficiency baseline of a model.
 CURVE = ("yolov5n", "yolov5s", "yolov5m")
 YOLO11_BASELINES = ("yolo11n.yaml", "yolo11s.yaml")
+# A YOLOv5 CNN below the curve: yolov5n.yaml at half its width (~1.3 GFLOPs at 640), measured as a reference for
+# plugin models smaller than yolov5n, where the curve is flat at yolov5n's GFLOP/s.
+SMALL_CNN = ("yolov5n-half", "yolov5n.yaml", 0.125)
 # YOLOv5's default loss hyper-parameters (data/hyps/hyp.scratch-low.yaml), as in tests/test_yaml_models.py.
 HYP = {"box": 0.05, "cls": 0.5, "cls_pw": 1.0, "obj": 1.0, "obj_pw": 1.0, "anchor_t": 4.0, "fl_gamma": 0.0,
        "label_smoothing": 0.0}
@@ -195,11 +200,26 @@ def baseline_yaml(name: str) -> Path:
     return Path(yolov5.__file__).parent / "models" / name
 
 
-def resolve_models(names: list[str] | None, yolo11: bool = False) -> list[tuple[Path, bool]]:
+def small_cnn_yaml(out: Path) -> Path:
+    """Write the :data:`SMALL_CNN` model YAML (a stock YOLOv5 YAML at another width) into ``out``; returns its path."""
+    name, source, width = SMALL_CNN
+    cfg = yaml.safe_load(baseline_yaml(source).read_text())
+    cfg["width_multiple"] = width
+    path = out / f"{name}.yaml"
+    path.write_text(f"# {source} with width_multiple {width} (written by scripts/benchmark.py)\n"
+                    + yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def resolve_models(names: list[str] | None, yolo11: bool = False, out: Path | None = None
+                   ) -> list[tuple[Path, bool]]:
     """(YAML path, is-plugin) for the baselines then the requested plugin YAMLs (default: the yolov5_* YAMLs;
-    with ``yolo11`` also YOLO11n/s and the yolo11_* YAMLs)."""
+    with ``yolo11`` also YOLO11n/s and the yolo11_* YAMLs). With ``out``, the :data:`SMALL_CNN` baseline is
+    written there and measured too."""
     names = names or sorted(p.name for p in MODELS_DIR.glob("yolov5_*.yaml"))
     paths = [(baseline_yaml(n), False) for n in BASELINES]
+    if out is not None:
+        paths.insert(0, (small_cnn_yaml(out), False))
     if yolo11:
         paths += [(Path(n), False) for n in YOLO11_BASELINES]  # resolved by ultralytics from its own cfg folder
         names = list(names) + sorted(p.name for p in MODELS_DIR.glob("yolo11_*.yaml"))
@@ -704,6 +724,17 @@ def explain_model(res: Result, reference: Result | None) -> str:
     return text + " " + likely_cause(res)
 
 
+def small_cnn_text(res: Result, results: list[Result]) -> str:
+    """For a model smaller than every curve CNN: its GFLOP/s against the :data:`SMALL_CNN` measured in this run."""
+    small = next((r for r in results if r.name == SMALL_CNN[0] and r.gflops_per_s), None)
+    smallest = min((r.gflops for r in results if r.name in CURVE and r.gflops), default=None)
+    if small is None or smallest is None or not res.gflops or res.gflops >= smallest or not res.gflops_per_s:
+        return ""
+    return (f" Against a YOLOv5 CNN of its own size ({small.name}: {SMALL_CNN[1]} at width {SMALL_CNN[2]}, "
+            f"{small.gflops:.1f} GFLOPs, {small.gflops_per_s:.1f} GFLOP/s = {small.efficiency:.2f}x the curve) "
+            f"it reaches {res.gflops_per_s / small.gflops_per_s:.2f}x.")
+
+
 def likely_cause(res: Result) -> str:
     """A short reading of the breakdown: which kind of op makes the model slow per FLOP."""
     flops, time_share = res.breakdown.get("flop_share", {}), res.breakdown.get("time_share", {})
@@ -734,7 +765,7 @@ def explanation(results: list[Result], reference: Result | None, args: argparse.
         return lines + [f"Not evaluated: none of {'/'.join(CURVE)} has a GFLOP/s in this run."]
     if not low:
         return lines + ["None: every plugin model reaches the target."]
-    return lines + [explain_model(r, reference) for r in low]
+    return lines + [explain_model(r, reference) + small_cnn_text(r, results) for r in low]
 
 
 def write_raw(results: list[Result], args: argparse.Namespace, out: Path) -> None:
@@ -877,7 +908,7 @@ def main(argv: list[str] | None = None) -> int:
     tune_cpu_allocator()
     args.out.mkdir(parents=True, exist_ok=True)
     results, models = [], {}
-    for path, plugin in resolve_models(args.models, args.yolo11):
+    for path, plugin in resolve_models(args.models, args.yolo11, args.out):
         t0 = time.perf_counter()
         res, model = profile_model(path, plugin, args)
         results.append(res)

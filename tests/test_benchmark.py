@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "yolov5_mobileformer_52m"
-MODELS = ["yolov5n", "yolov5s", "yolov5m", MODEL]
+MODELS = ["yolov5n-half", "yolov5n", "yolov5s", "yolov5m", MODEL]
 METRICS = ["params_m", "gflops", "eager_ms", "onnx_ms", "openvino_ms", "train_ips", "gflops_per_s", "efficiency"]
 HEADERS = ["model", "params (M)", "GFLOPs @128", "eager ms", "ONNX ms", "OpenVINO ms", "train img/s", "GFLOP/s",
            "vs CNN curve", "vs reference (eval / fused / own layers)", "train mem GB", "ckpt mem GB",
@@ -97,6 +97,27 @@ def test_curve_interpolates_in_log_gflops() -> None:
     points = [(math.log(1.0), 10.0), (math.log(4.0), 30.0)]
     assert script.curve_gflops_per_s(points, 2.0) == pytest.approx(20.0)
     assert script.curve_gflops_per_s(points, 0.5) == 10.0 and script.curve_gflops_per_s(points, 9.0) == 30.0
+
+
+def test_small_cnn_is_yolov5n_at_half_width(out) -> None:
+    import yaml
+
+    cfg = yaml.safe_load((out / "yolov5n-half.yaml").read_text())
+    assert cfg["width_multiple"] == 0.125 and cfg["depth_multiple"] == 0.33
+    rows = {r[0]: r for r in table_rows((out / "benchmark.md").read_text())[1:]}
+    assert rows["yolov5n-half"][-1] == "baseline"
+
+
+def test_models_below_yolov5n_are_compared_with_the_small_cnn() -> None:
+    script = load_script()
+    R = script.Result
+    results = [R("yolov5n-half", False, gflops=1.3, gflops_per_s=50.0, efficiency=0.5),
+               R("yolov5n", False, gflops=4.5, gflops_per_s=100.0, efficiency=1.0),
+               R("tiny", True, gflops=1.2, gflops_per_s=40.0, efficiency=0.4),
+               R("big", True, gflops=6.0, gflops_per_s=60.0, efficiency=0.6)]
+    assert "it reaches 0.80x" in script.small_cnn_text(results[2], results)
+    assert script.small_cnn_text(results[3], results) == ""  # within the curve: no extra comparison
+    assert script.small_cnn_text(results[2], results[1:]) == ""  # small CNN not measured
 
 
 def test_cpu_attention_flops_are_counted() -> None:

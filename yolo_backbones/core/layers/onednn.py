@@ -109,22 +109,30 @@ _ALLOWED: contextvars.ContextVar[bool] = contextvars.ContextVar("yolo_backbones_
 
 @contextlib.contextmanager
 def allowed(flag: bool = True) -> Iterator[None]:
-    """Context in which fused kernels may run (if ``flag``); a fused backbone's forward runs inside it."""
-    token = _ALLOWED.set(bool(flag))
+    """Context in which fused kernels may run (if ``flag``); a fused backbone's forward runs inside it.
+
+    The conditions that hold for a whole forward (autograd off, no tracing / exporting / compiling, no dispatch
+    mode, kernels available) are checked once on entry: :func:`enabled` runs some hundred times per forward.
+    """
+    token = _ALLOWED.set(bool(flag) and _inference_context())
     try:
         yield
     finally:
         _ALLOWED.reset(token)
 
 
+def _inference_context() -> bool:
+    """Autograd off, not tracing / exporting / compiling, no ``TorchDispatchMode``, fused kernels available."""
+    return (not torch.is_grad_enabled() and not (is_tracing() or torch.compiler.is_compiling())
+            and fused_kernels_available() and not _dispatch_mode_active())
+
+
 def enabled(x: torch.Tensor) -> bool:
-    """Whether fused kernels may run for input ``x``: inside :func:`allowed`, CPU float32 inference, no tracing /
-    dispatch mode. Blocks use it to pick their inference code path; :func:`conv` / :func:`linear` also check
+    """Whether fused kernels may run for input ``x``: inside :func:`allowed` (CPU float32 inference, no tracing /
+    dispatch mode). Blocks use it to pick their inference code path; :func:`conv` / :func:`linear` also check
     each module.
     """
-    return (_ALLOWED.get() and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
-            and not (is_tracing() or torch.compiler.is_compiling())
-            and fused_kernels_available() and not _dispatch_mode_active())
+    return _ALLOWED.get() and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
 
 
 def _fusable(module: nn.Module, x: torch.Tensor) -> bool:
