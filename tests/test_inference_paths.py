@@ -116,6 +116,14 @@ def test_fused_kernels_step_aside_for_hooks_and_flop_counting() -> None:
         with counter:
             onednn.conv(conv, x, "relu")
         assert counter.get_total_flops() == 2 * 8 * 16 * 36
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        class Recorder(TorchDispatchMode):  # a mode without module hooks, entered inside the forward
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                return func(*args, **(kwargs or {}))
+
+        with Recorder():
+            assert not onednn._fusable(conv, x)
     assert not onednn._fusable(conv, x)  # outside a fused backbone's forward
 
 

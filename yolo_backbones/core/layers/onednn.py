@@ -113,6 +113,7 @@ def allowed(flag: bool = True) -> Iterator[None]:
 
     The conditions that hold for a whole forward (autograd off, no tracing / exporting / compiling, no dispatch
     mode, kernels available) are checked once on entry: :func:`enabled` runs some hundred times per forward.
+    A dispatch mode entered inside the forward is still seen by each fused call (:func:`_fusable`).
     """
     token = _ALLOWED.set(bool(flag) and _inference_context())
     try:
@@ -141,7 +142,7 @@ def _fusable(module: nn.Module, x: torch.Tensor) -> bool:
     return (not module.training and w.dtype == torch.float32 and w.device.type == "cpu"
             and not (module._forward_hooks or module._forward_pre_hooks
                      or nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
-            and enabled(x))
+            and enabled(x) and not _dispatch_mode_active())  # a mode entered inside the forward must see plain ops
 
 
 def conv(module: nn.Conv2d, x: torch.Tensor, act: str | None = None, residual: torch.Tensor | None = None,
