@@ -628,9 +628,14 @@ def apply_curve(results: list[Result]) -> None:
         r.efficiency = r.gflops_per_s / expected if expected else None
 
 
+def smallest_curve_gflops(results: list[Result]) -> float | None:
+    """GFLOPs of the smallest curve CNN measured in this run (None if none was)."""
+    return min((r.gflops for r in results if r.name in CURVE and r.gflops), default=None)
+
+
 def target_for(result: Result, results: list[Result], args: argparse.Namespace) -> float:
     """``--target-small`` for a model smaller (in GFLOPs) than every curve CNN, ``--target`` otherwise."""
-    smallest = min((r.gflops for r in results if r.name in CURVE and r.gflops), default=None)
+    smallest = smallest_curve_gflops(results)
     return args.target_small if smallest and result.gflops and result.gflops < smallest else args.target
 
 
@@ -727,7 +732,7 @@ def explain_model(res: Result, reference: Result | None) -> str:
 def small_cnn_text(res: Result, results: list[Result]) -> str:
     """For a model smaller than every curve CNN: its GFLOP/s against the :data:`SMALL_CNN` measured in this run."""
     small = next((r for r in results if r.name == SMALL_CNN[0] and r.gflops_per_s), None)
-    smallest = min((r.gflops for r in results if r.name in CURVE and r.gflops), default=None)
+    smallest = smallest_curve_gflops(results)
     if small is None or smallest is None or not res.gflops or res.gflops >= smallest or not res.gflops_per_s:
         return ""
     return (f" Against a YOLOv5 CNN of its own size ({small.name}: {SMALL_CNN[1]} at width {SMALL_CNN[2]}, "
