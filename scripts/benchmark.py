@@ -24,7 +24,8 @@ the ratios stay comparable even on a noisy machine.
   per-operator overhead dominates, at least ``--target-small`` (0.5). Models below target are flagged and
   explained (FLOP and time breakdown by op type). Below YOLOv5n the curve is flat, so the run also measures
   ``yolov5n-half`` (yolov5n.yaml at width 0.125, ~1.3 GFLOPs: a stock CNN of that size) and such a model's
-  explanation gives its GFLOP/s against that CNN's.
+  explanation gives its GFLOP/s against that CNN's. The explanation also gives the model's per-operator
+  floor (its latency at 64x64, where almost no arithmetic is left) and the efficiency that caps.
 * vs reference (``--reference``): how much faster the backbone's ImageNet classifier (``create(name,
   num_classes=1000)``, batch 1) is than the reference implementation with the same weights, as eval model
   (eval fusion on, the default) / fused model / eval model on its own layers (eval fusion off): timm's EfficientFormer(V2) at 224x224; the authors' EdgeViT and Mobile-Former at 640x640
@@ -94,6 +95,9 @@ YOLO11_BASELINES = ("yolo11n.yaml", "yolo11s.yaml")
 # A YOLOv5 CNN below the curve: yolov5n.yaml at half its width (~1.3 GFLOPs at 640), measured as a reference for
 # plugin models smaller than yolov5n, where the curve is flat at yolov5n's GFLOP/s.
 SMALL_CNN = ("yolov5n-half", "yolov5n.yaml", 0.125)
+# Side of the tiny input whose latency is a model's per-operator floor (1 % of the FLOPs of 640x640; a multiple
+# of every model's stride 32): what the forward costs when its arithmetic is almost nothing.
+FLOOR_IMG = 64
 # YOLOv5's default loss hyper-parameters (data/hyps/hyp.scratch-low.yaml), as in tests/test_yaml_models.py.
 HYP = {"box": 0.05, "cls": 0.5, "cls_pw": 1.0, "obj": 1.0, "obj_pw": 1.0, "anchor_t": 4.0, "fl_gamma": 0.0,
        "label_smoothing": 0.0}
@@ -452,6 +456,9 @@ def profile_eval(model: torch.nn.Module, result: Result, args: argparse.Namespac
                                                                               args.runs))
     if args.explain:
         result.breakdown.update(attempt(result, "breakdown", lambda: time_breakdown(model, args.img)) or {})
+        floor = attempt(result, "floor_ms", lambda: eager_latency_ms(model, FLOOR_IMG, args.warmup, args.runs))
+        if floor is not None:
+            result.breakdown.update(floor_ms=floor, floor_of_img=args.img)
     if args.onnx:
         result.onnx_ms = attempt(result, "onnx_ms", lambda: onnx_latency_ms(model, args.img, args.warmup,
                                                                             args.runs, args.threads))
@@ -726,7 +733,7 @@ def explain_model(res: Result, reference: Result | None) -> str:
         text += "."
     if res.breakdown.get("top_ops"):
         text += " Top ops: " + ", ".join(f"{k} {v:.0%}" for k, v in res.breakdown["top_ops"][:3]) + "."
-    return text + " " + likely_cause(res)
+    return text + " " + likely_cause(res) + floor_text(res)
 
 
 def small_cnn_text(res: Result, results: list[Result]) -> str:
@@ -735,9 +742,27 @@ def small_cnn_text(res: Result, results: list[Result]) -> str:
     smallest = smallest_curve_gflops(results)
     if small is None or smallest is None or not res.gflops or res.gflops >= smallest or not res.gflops_per_s:
         return ""
+    small_floor = small.breakdown.get("floor_ms")
+    floor = (f", {small_floor / small.eager_ms:.0%} of its latency at the {FLOOR_IMG}x{FLOOR_IMG} floor"
+             if small_floor is not None and small.eager_ms else "")
     return (f" Against a YOLOv5 CNN of its own size ({small.name}: {SMALL_CNN[1]} at width {SMALL_CNN[2]}, "
-            f"{small.gflops:.1f} GFLOPs, {small.gflops_per_s:.1f} GFLOP/s = {small.efficiency:.2f}x the curve) "
+            f"{small.gflops:.1f} GFLOPs, {small.gflops_per_s:.1f} GFLOP/s = {small.efficiency:.2f}x the curve{floor}) "
             f"it reaches {res.gflops_per_s / small.gflops_per_s:.2f}x.")
+
+
+def floor_text(res: Result) -> str:
+    """The model's per-operator floor (eager latency at :data:`FLOOR_IMG`) and the efficiency it caps, or ''.
+
+    Subtracting the floor from the full-size latency leaves the time of arithmetic and memory traffic; the
+    efficiency over that time bounds what any cut of per-operator cost (Python, dispatch, kernel set-up) can give.
+    """
+    floor, img = res.breakdown.get("floor_ms"), res.breakdown.get("floor_of_img")
+    if floor is None or not img or not res.eager_ms or res.efficiency is None or floor >= res.eager_ms:
+        return ""
+    bound = res.efficiency * res.eager_ms / (res.eager_ms - floor)
+    return (f" Per-operator floor: at {FLOOR_IMG}x{FLOOR_IMG} input ({(FLOOR_IMG / img) ** 2:.0%} of the FLOPs) it "
+            f"still takes {floor:.1f} ms, {floor / res.eager_ms:.0%} of its {res.eager_ms:.1f} ms; with that cost "
+            f"at zero it would reach at most {bound:.2f}x the curve.")
 
 
 def likely_cause(res: Result) -> str:
