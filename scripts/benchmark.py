@@ -458,7 +458,7 @@ def profile_eval(model: torch.nn.Module, result: Result, args: argparse.Namespac
         result.breakdown.update(attempt(result, "breakdown", lambda: time_breakdown(model, args.img)) or {})
         floor = attempt(result, "floor_ms", lambda: eager_latency_ms(model, FLOOR_IMG, args.warmup, args.runs))
         if floor is not None:
-            result.breakdown.update(floor_ms=floor, floor_of_img=args.img)
+            result.breakdown["floor_ms"] = floor
     if args.onnx:
         result.onnx_ms = attempt(result, "onnx_ms", lambda: onnx_latency_ms(model, args.img, args.warmup,
                                                                             args.runs, args.threads))
@@ -719,7 +719,7 @@ def describe_shares(shares: dict[str, float], limit: int = 4) -> str:
     return ", ".join(f"{k} {v:.0%}" for k, v in items if v >= 0.005)
 
 
-def explain_model(res: Result, reference: Result | None) -> str:
+def explain_model(res: Result, reference: Result | None, img: int) -> str:
     """One Markdown bullet on why a model's GFLOP/s is low: its FLOP mix and where its eager time goes."""
     text = (f"- **{res.name}**: {res.gflops_per_s:.1f} GFLOP/s = {res.efficiency:.2f}x the YOLOv5 CNN curve at "
             f"{res.gflops:.1f} GFLOPs.")
@@ -733,7 +733,7 @@ def explain_model(res: Result, reference: Result | None) -> str:
         text += "."
     if res.breakdown.get("top_ops"):
         text += " Top ops: " + ", ".join(f"{k} {v:.0%}" for k, v in res.breakdown["top_ops"][:3]) + "."
-    return text + " " + likely_cause(res) + floor_text(res)
+    return text + " " + likely_cause(res) + floor_text(res, img)
 
 
 def small_cnn_text(res: Result, results: list[Result]) -> str:
@@ -742,27 +742,31 @@ def small_cnn_text(res: Result, results: list[Result]) -> str:
     smallest = smallest_curve_gflops(results)
     if small is None or smallest is None or not res.gflops or res.gflops >= smallest or not res.gflops_per_s:
         return ""
-    small_floor = small.breakdown.get("floor_ms")
-    floor = (f", {small_floor / small.eager_ms:.0%} of its latency at the {FLOOR_IMG}x{FLOOR_IMG} floor"
-             if small_floor is not None and small.eager_ms else "")
+    share = floor_share(small)
+    floor = f", {share:.0%} of its latency at the {FLOOR_IMG}x{FLOOR_IMG} floor" if share is not None else ""
     return (f" Against a YOLOv5 CNN of its own size ({small.name}: {SMALL_CNN[1]} at width {SMALL_CNN[2]}, "
             f"{small.gflops:.1f} GFLOPs, {small.gflops_per_s:.1f} GFLOP/s = {small.efficiency:.2f}x the curve{floor}) "
             f"it reaches {res.gflops_per_s / small.gflops_per_s:.2f}x.")
 
 
-def floor_text(res: Result) -> str:
-    """The model's per-operator floor (eager latency at :data:`FLOOR_IMG`) and the efficiency it caps, or ''.
+def floor_share(res: Result) -> float | None:
+    """The model's per-operator floor (eager latency at :data:`FLOOR_IMG`) as a share of its eager latency."""
+    floor = res.breakdown.get("floor_ms")
+    return floor / res.eager_ms if floor is not None and res.eager_ms else None
+
+
+def floor_text(res: Result, img: int) -> str:
+    """The model's per-operator floor against its latency at ``img`` and the efficiency it caps, or ''.
 
     Subtracting the floor from the full-size latency leaves the time of arithmetic and memory traffic; the
     efficiency over that time bounds what any cut of per-operator cost (Python, dispatch, kernel set-up) can give.
     """
-    floor, img = res.breakdown.get("floor_ms"), res.breakdown.get("floor_of_img")
-    if floor is None or not img or not res.eager_ms or res.efficiency is None or floor >= res.eager_ms:
+    share = floor_share(res)
+    if share is None or res.efficiency is None or share >= 1.0:
         return ""
-    bound = res.efficiency * res.eager_ms / (res.eager_ms - floor)
     return (f" Per-operator floor: at {FLOOR_IMG}x{FLOOR_IMG} input ({(FLOOR_IMG / img) ** 2:.0%} of the FLOPs) it "
-            f"still takes {floor:.1f} ms, {floor / res.eager_ms:.0%} of its {res.eager_ms:.1f} ms; with that cost "
-            f"at zero it would reach at most {bound:.2f}x the curve.")
+            f"still takes {res.breakdown['floor_ms']:.1f} ms, {share:.0%} of its {res.eager_ms:.1f} ms; with that "
+            f"cost at zero it would reach at most {res.efficiency / (1.0 - share):.2f}x the curve.")
 
 
 def likely_cause(res: Result) -> str:
@@ -795,7 +799,7 @@ def explanation(results: list[Result], reference: Result | None, args: argparse.
         return lines + [f"Not evaluated: none of {'/'.join(CURVE)} has a GFLOP/s in this run."]
     if not low:
         return lines + ["None: every plugin model reaches the target."]
-    return lines + [explain_model(r, reference) + small_cnn_text(r, results) for r in low]
+    return lines + [explain_model(r, reference, args.img) + small_cnn_text(r, results) for r in low]
 
 
 def write_raw(results: list[Result], args: argparse.Namespace, out: Path) -> None:
