@@ -23,6 +23,7 @@ back to its built-in no-op stub, in line with the plugin's "nothing leaves the m
 """
 from __future__ import annotations
 
+import contextvars
 import inspect
 import os
 import sys
@@ -46,6 +47,10 @@ INFERENCE_PRECISION = "f32"  # OpenVINO's INFERENCE_PRECISION_HINT; see the modu
 MODEL_DIR_SUFFIX = "_openvino_model"
 DEFAULT_OPSET = 17  # export.py's argparse default; `export.run`'s own default (12) predates attention ops
 _STATE = "_yolo_backbones_openvino"  # set on DetectMultiBackend instances that this module built
+# export.run's --int8/--data/--img for export_openvino: the pip package's run calls export_openvino(file, metadata,
+# half) without them (a clone passes int8 and data itself)
+_RUN_SETTINGS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("yolo_backbones_export_run",
+                                                                                      default=None)
 
 
 class OpenVINOUnavailableError(ImportError):
@@ -136,11 +141,14 @@ def find_openvino_xml(weights: str | Path) -> Path | None:
                             f"({own.name}); pass the .xml to use")
 
 
-def convert_onnx_to_openvino(onnx_file: Path, out_dir: Path, metadata: dict[str, Any] | None = None) -> Path:
+def convert_onnx_to_openvino(onnx_file: Path, out_dir: Path, metadata: dict[str, Any] | None = None,
+                             transform: Callable[[Any], Any] | None = None, xml_stem: str | None = None) -> Path:
     """Convert an ONNX model to OpenVINO IR: ``out_dir/<onnx stem>.xml`` + ``.bin`` (+ ``.yaml`` metadata).
 
     Weights stay in the ONNX file's precision (``compress_to_fp16=False``); the input keeps the ONNX
-    file's shape, static or with dynamic batch/height/width, and is marked NCHW. Returns the .xml path.
+    file's shape, static or with dynamic batch/height/width, and is marked NCHW. ``transform`` (e.g. INT8
+    quantization) maps the converted ``openvino.Model`` before it is saved; ``xml_stem`` names the files
+    (default: the ONNX file's stem). Returns the .xml path.
     """
     ov = import_openvino()
     onnx_file, out_dir = Path(onnx_file), Path(out_dir)
@@ -151,8 +159,10 @@ def convert_onnx_to_openvino(onnx_file: Path, out_dir: Path, metadata: dict[str,
     image = model.get_parameters()[0]
     if image.get_layout().empty:
         image.set_layout(ov.Layout("NCHW"))  # lets OpenVINO tools (get_batch, preprocessing) find the batch axis
+    if transform is not None:
+        model = transform(model)
     out_dir.mkdir(parents=True, exist_ok=True)
-    xml = out_dir / f"{onnx_file.stem}.xml"
+    xml = out_dir / f"{xml_stem or onnx_file.stem}.xml"
     ov.save_model(model, str(xml), compress_to_fp16=False)
     if metadata is not None:
         write_metadata(xml.with_suffix(".yaml"), metadata)
@@ -195,18 +205,25 @@ def _patch_export(export: types.ModuleType) -> None:
 
             Returns ``(folder path, None)``, or ``(None, None)`` after logging the error, as YOLOv5's exports do.
             Why: the original runs ``openvino.inference_engine`` and the ``mo`` tool, both removed from openvino.
-            ``int8`` (a clone's NNCF quantisation) is handed to the clone's own function.
+            ``int8`` (``--int8``; the pip package's ``run`` does not pass it, :data:`_RUN_SETTINGS` carries it)
+            writes ``<stem>_int8_openvino_model/`` quantized by :mod:`yolo_backbones.deploy.int8` on ``--data``.
             """
-            if int8:
-                return original(file, metadata, half, int8, data)
+            settings = _RUN_SETTINGS.get() or {}
+            int8, data = int8 or settings.get("int8", False), data or settings.get("data")
             prefix = prefix or colorstr("OpenVINO:")
             t0 = time.perf_counter()
             try:
                 ov = import_openvino()
                 logger.info(f"\n{prefix} starting export with openvino {ov.__version__}...")
                 file = Path(file)
-                out_dir = file.with_name(f"{file.stem}{MODEL_DIR_SUFFIX}")
-                convert_onnx_to_openvino(file.with_suffix(".onnx"), out_dir, metadata)
+                out_dir = file.with_name(f"{file.stem}{'_int8' if int8 else ''}{MODEL_DIR_SUFFIX}")
+                transform = None
+                if int8:
+                    from ....deploy.int8.openvino import int8_transform
+
+                    transform = int8_transform(data, settings.get("imgsz"), logger.info, prefix)
+                convert_onnx_to_openvino(file.with_suffix(".onnx"), out_dir, metadata, transform,
+                                         xml_stem=file.stem)
                 f = f"{out_dir}{os.sep}"
                 logger.info(f"{prefix} export success ✅ {time.perf_counter() - t0:.1f}s, saved as {f} "
                             f"({file_size(f):.1f} MB)")
@@ -238,6 +255,7 @@ def _patch_export_run(export: types.ModuleType) -> None:
 
         def run(*args: Any, **kwargs: Any) -> Any:
             bound = signature.bind(*args, **kwargs)
+            given = bound.arguments
             if "opset" in signature.parameters and "opset" not in bound.arguments:
                 bound.arguments["opset"] = DEFAULT_OPSET
             include = bound.arguments.get("include")
@@ -246,7 +264,13 @@ def _patch_export_run(export: types.ModuleType) -> None:
             for name in ("imgsz", "img"):
                 if isinstance(bound.arguments.get(name), int):
                     bound.arguments[name] = [bound.arguments[name]]
-            return original(*bound.args, **bound.kwargs)
+            size = given.get("imgsz") or given.get("img")
+            token = _RUN_SETTINGS.set({"int8": bool(given.get("int8")), "data": given.get("data"),
+                                       "imgsz": int(size[0]) if size else None})
+            try:
+                return original(*bound.args, **bound.kwargs)
+            finally:
+                _RUN_SETTINGS.reset(token)
 
         # fire reads the flags (and fills in their defaults) from the signature: the original's, opset 17
         run.__signature__ = signature.replace(parameters=[
