@@ -1,0 +1,109 @@
+"""INT8 accuracy figures (yolo_backbones.deploy.int8.accuracy) and calibration images, on hand-made inputs.
+
+Fast: no model, no quantization. The end-to-end INT8 tests are in test_int8.py.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from yolo_backbones.deploy.int8 import accuracy as acc
+from yolo_backbones.deploy.int8.calibration import calibration_batches, dataset_images, image_labels, letterbox
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_cosine_and_sqnr_known_values():
+    a = np.array([3.0, 4.0])
+    assert acc.cosine(a, a * 2) == pytest.approx(1.0)
+    assert acc.cosine(a, np.array([-4.0, 3.0])) == pytest.approx(0.0, abs=1e-12)
+    assert acc.cosine(a, -a) == pytest.approx(-1.0)
+    # signal power 25, noise power 0.25 -> 20 dB
+    assert acc.sqnr_db(a, a + np.array([0.3, 0.4])) == pytest.approx(20.0)
+    assert acc.sqnr_db(a, a) == math.inf
+
+
+def test_guess_layout_and_head_parts():
+    assert acc.guess_layout((1, 100, 85), 80) == "yolov5"
+    assert acc.guess_layout((1, 84, 100), 80) == "ultralytics"
+    assert acc.guess_layout((1, 300, 6), 80) == "end2end"
+    with pytest.raises(ValueError, match="none of"):
+        acc.guess_layout((1, 100, 7), 80)
+    out = np.arange(2 * 84 * 5, dtype=np.float32).reshape(2, 84, 5)
+    boxes, scores = acc.head_parts(out, "ultralytics")
+    assert boxes.shape == (2, 5, 4) and scores.shape == (2, 5, 80)
+    assert boxes[1, 2, 3] == out[1, 3, 2]
+
+
+def _ultralytics_output(boxes_xywh, class_scores, nc=3):
+    """(1, 4 + nc, N) from per-box xywh and per-box score vectors."""
+    return np.concatenate([np.array(boxes_xywh, np.float32), np.array(class_scores, np.float32)], 1).T[None]
+
+
+def test_detections_nms_and_yolov5_objectness():
+    out = _ultralytics_output([[50, 50, 20, 20], [51, 50, 20, 20], [150, 150, 10, 10]],
+                              [[0.9, 0, 0], [0.8, 0, 0], [0, 0.5, 0]])
+    (d,) = acc.detections(out, "ultralytics")
+    assert len(d.boxes) == 2  # the overlapping same-class box is suppressed
+    np.testing.assert_allclose(d.boxes[0], [40, 40, 60, 60])
+    assert list(d.classes) == [0, 1] and d.scores[0] == pytest.approx(0.9)
+    v5 = np.array([[[50, 50, 20, 20, 0.5, 0.2, 0.8]]], np.float32)  # objectness 0.5 x class 0.8
+    (d5,) = acc.detections(v5, "yolov5")
+    assert d5.classes[0] == 1 and d5.scores[0] == pytest.approx(0.4)
+
+
+def test_agreement_identical_is_one_and_drops_with_errors():
+    boxes = [[40, 40, 20, 20], [120, 60, 30, 40], [60, 130, 16, 24]]
+    ref = _ultralytics_output(boxes, [[0.9, 0, 0], [0, 0.7, 0], [0, 0, 0.6]])
+    assert acc.compare_outputs([ref], [ref], "ultralytics")["agreement_map50"] == pytest.approx(1.0)
+    moved = _ultralytics_output([[40, 40, 20, 20], [140, 60, 30, 40], [60, 130, 16, 24]],
+                                [[0.9, 0, 0], [0, 0.7, 0], [0, 0, 0.6]])  # second box shifted by 2/3 of its width
+    wrong_class = _ultralytics_output(boxes, [[0.9, 0, 0], [0.7, 0, 0], [0, 0, 0.6]])
+    shifted = acc.compare_outputs([ref], [moved], "ultralytics")
+    assert shifted["agreement_map50"] < 0.75 and shifted["reference_boxes"] == 3
+    assert acc.compare_outputs([ref], [wrong_class], "ultralytics")["agreement_map50"] < 0.75
+    # a low-confidence reference box is not ground truth: missing it costs nothing
+    faint = _ultralytics_output(boxes, [[0.9, 0, 0], [0, 0.7, 0], [0, 0, 0.1]])
+    dropped = _ultralytics_output(boxes[:2], [[0.9, 0, 0], [0, 0.7, 0]])
+    assert acc.agreement_map50(acc.detections(faint, "ultralytics"),
+                               acc.detections(dropped, "ultralytics"))[0] == pytest.approx(1.0)
+
+
+def test_agreement_undefined_without_reference_detections():
+    quiet = _ultralytics_output([[40, 40, 20, 20]], [[0.1, 0, 0]])
+    with pytest.raises(ValueError, match="detects something"):
+        acc.compare_outputs([quiet], [quiet], "ultralytics")
+
+
+def test_end2end_layout():
+    out = np.array([[[10, 10, 30, 30, 0.9, 2], [50, 50, 70, 90, 0.3, 0], [0, 0, 1, 1, 0.0, 0]]], np.float32)
+    (d,) = acc.detections(out, "end2end")
+    assert list(d.classes) == [2, 0] and len(d.boxes) == 2
+    assert acc.compare_outputs([out], [out], "end2end")["agreement_map50"] == pytest.approx(1.0)
+
+
+def test_calibration_images_from_embedded_coco8():
+    files = dataset_images("coco8.yaml", "val")
+    assert len(files) == 8 and all(f.suffix == ".jpg" for f in files)
+    assert dataset_images(ROOT / "data" / "coco8.yaml", "val", limit=3) == files[:3]
+    batches = list(calibration_batches("coco8.yaml", 64, limit=4, batch=2))
+    assert len(batches) == 2 and batches[0].shape == (2, 3, 64, 64) and batches[0].dtype == np.float32
+    assert 0.0 <= batches[0].min() and batches[0].max() <= 1.0
+    assert image_labels(files[0]).shape[1] == 5
+    with pytest.raises(ValueError, match="no test: split"):
+        dataset_images("coco8.yaml", "test")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        dataset_images("no_such_data.yaml")
+
+
+def test_letterbox_keeps_aspect_and_centres():
+    image = np.zeros((50, 100, 3), np.uint8)
+    image[..., 2] = 255  # red in BGR
+    lb = letterbox(image, 64)
+    assert lb.image.shape == (3, 64, 64) and lb.scale == pytest.approx(0.64)
+    assert lb.pad == (0.0, 16.0)
+    assert lb.image[0, 32, 32] == pytest.approx(1.0) and lb.image[2, 32, 32] == 0.0  # RGB order
+    assert lb.image[0, 2, 32] == pytest.approx(114 / 255)  # gray padding above
