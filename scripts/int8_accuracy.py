@@ -107,8 +107,9 @@ def measure(cfg: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of the rows."""
-    lines = ["| model | cosine (scores) | SQNR scores (dB) | cosine (boxes) | SQNR boxes (dB) | agreement mAP50 | "
-             "FP32 boxes |", "|---|---|---|---|---|---|---|"]
+    header = ("| model | cosine (scores) | SQNR scores (dB) | cosine (boxes) | SQNR boxes (dB) | agreement mAP50 | "
+              "FP32 boxes |")
+    lines = [header, "|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['model']} | error: {r['error']} |||||")

@@ -16,7 +16,7 @@ import numpy as np
 from .accuracy import head_parts, sqnr_db
 from .openvino import module_path
 
-__all__ = ["quantizer_groups", "without_quantizers", "layer_sensitivity"]
+__all__ = ["layer_sensitivity", "quantizer_groups", "without_quantizers"]
 
 
 def _consumers(node: Any) -> list[Any]:
