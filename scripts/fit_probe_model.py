@@ -145,6 +145,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=DEFAULTS["batch"])
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint to write (.pt)")
     return parser.parse_args(argv)
 
@@ -152,6 +153,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Fit and save; print the mAP50 of the fitted model on the fitted images."""
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, host = fit(args.cfg, args.data, args.imgsz, args.steps, args.batch, args.lr, args.seed, args.images)
     save(model, host, args.out)
     print(f"saved {args.out}")

@@ -132,7 +132,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=300, help="fitting steps of the reference detector")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="OpenVINO inference threads")
+    parser.add_argument("--threads", type=int, default=None, help="torch (fitting) and OpenVINO threads")
     parser.add_argument("--no-keep", action="store_true", help="quantize every layer (no KEEP_FP32 rules)")
     parser.add_argument("--sensitivity", type=int, default=0, metavar="TOP",
                         help="also measure per-layer sensitivity and keep the TOP layers")
@@ -144,6 +144,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Measure every model asked for; write the JSON and the table."""
     args = parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     args.probe_dir.mkdir(parents=True, exist_ok=True)
     names = args.models or sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
     rows = []
