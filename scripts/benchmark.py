@@ -363,7 +363,7 @@ def onnx_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int, th
 def openvino_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int, threads: int) -> float:
     """Median milliseconds of a batch-1 OpenVINO CPU inference (f32, as DetectMultiBackend runs it) of the model
     exported like ``export.py --include openvino`` (ONNX, then ``openvino.convert_model``)."""
-    from yolo_backbones.hosts.yolov5.compat.openvino import compile_openvino, convert_onnx_to_openvino
+    from yolo_backbones.deploy.openvino import compile_openvino, convert_onnx_to_openvino
 
     with tempfile.TemporaryDirectory() as tmp:
         xml = convert_onnx_to_openvino(export_onnx(model, img, Path(tmp) / "model.onnx"), Path(tmp) / "ov")
