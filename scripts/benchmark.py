@@ -169,7 +169,7 @@ def quiet():
 
 def is_ultralytics_yaml(cfg_path: Path) -> bool:
     """True for an ultralytics (YOLOv8/YOLO11/YOLO26) model YAML, by name or content."""
-    from yolo_backbones.host_choice import host_of_yaml
+    from yolo_backbones.cli.host_choice import host_of_yaml
 
     return cfg_path.name.startswith(("yolo11", "yolo26", "yolov8")) or host_of_yaml(cfg_path) == "ultralytics"
 
