@@ -31,7 +31,7 @@ from yolo_backbones.deploy.int8.calibration import dataset_images, load_images
 from yolo_backbones.deploy.int8.openvino import quantize_openvino
 from yolo_backbones.deploy.int8.scopes import KEEP_FP32
 from yolo_backbones.deploy.int8.sensitivity import layer_sensitivity
-from yolo_backbones.hosts.yolov5.compat.openvino import compile_openvino, import_openvino
+from yolo_backbones.deploy.openvino import compile_openvino, import_openvino
 from yolo_backbones.resources import MODELS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ def run_model(compiled: Any, images: list[np.ndarray]) -> list[np.ndarray]:
 
 def measure(cfg: str, args: argparse.Namespace) -> dict[str, Any]:
     """All figures of one model YAML (see the module docstring)."""
-    from yolo_backbones.host_choice import host_of_yaml
+    from yolo_backbones.cli.host_choice import host_of_yaml
 
     host = host_of_yaml(MODELS_DIR / cfg if (MODELS_DIR / cfg).is_file() else cfg)
     checkpoint = probe_checkpoint(cfg, args)

@@ -1,4 +1,5 @@
-"""Host-free deployment: conversion of fused models to the runtimes users deploy on, and INT8 quantization.
+"""Deployment: one host-free module per target format (conversion, loading, parity).
 
-Hosts (YOLOv5's ``export.py``, ultralytics' exporter) only route their flags here.
+Each host only routes its own flags (YOLOv5's ``export.py --include``, ``yolo export format=``) and loaders
+(``DetectMultiBackend``, ``AutoBackend``) to these modules.
 """

@@ -7,7 +7,7 @@ Two kinds of figures (docs/int8.md explains the choice):
   pixels and dominated by the anchor grid, so one figure over the whole tensor would hide score errors;
 * detection agreement (:func:`agreement_map50`): the FP32 model's detections with score >= 0.25 are the ground
   truth, the quantized model's detections (score >= 0.001, as in validation) are scored against them with
-  pycocotools (:func:`yolo_backbones.coco_eval.evaluate`); 1.0 means the same boxes, classes and ranking.
+  pycocotools (:func:`yolo_backbones.hosts.common.coco_eval.evaluate`); 1.0 means the same boxes, classes and ranking.
 
 Head outputs come in three layouts (:data:`LAYOUTS`): YOLOv5 ``(B, N, 5 + nc)`` with objectness,
 ultralytics ``(B, 4 + nc, N)``, and end-to-end heads (YOLO26) ``(B, K, 6)`` = x1, y1, x2, y2, score, class
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...coco_eval import evaluate
+from ...hosts.common.coco_eval import evaluate
 
 __all__ = [
     "LAYOUTS",

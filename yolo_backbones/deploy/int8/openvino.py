@@ -47,7 +47,7 @@ class NNCFUnavailableError(ImportError):
 
 def import_nncf() -> Any:
     """Import ``nncf`` quietly (its telemetry hidden, as OpenVINO's); ImportError with the install hint if missing."""
-    from ...hosts.yolov5.compat.openvino import import_openvino
+    from ..openvino import import_openvino
 
     import_openvino()  # hides the telemetry client that nncf would start too
     try:
@@ -151,7 +151,7 @@ def quantize_openvino_file(fp32_xml: str | Path, int8_xml: str | Path, data: str
     ``imgsz``: calibration image size (default: the model's static input size; required for a dynamic model).
     ``images``: use the first N images of the split (default: all).
     """
-    from ...hosts.yolov5.compat.openvino import import_openvino
+    from ..openvino import import_openvino
 
     ov = import_openvino()
     model = ov.Core().read_model(str(fp32_xml))

@@ -55,7 +55,7 @@ def without_quantizers(model: Any, names: Sequence[str]) -> Any:
 
 def _score_sqnr(model: Any, images: Sequence[np.ndarray], reference_scores: np.ndarray, layout: str,
                 threads: int | None) -> float:
-    from ...hosts.yolov5.compat.openvino import compile_openvino
+    from ..openvino import compile_openvino
 
     compiled = compile_openvino(model, threads=threads)
     outputs = np.concatenate([np.asarray(compiled(image)[compiled.outputs[0]]) for image in images])
