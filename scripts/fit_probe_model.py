@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 import yolo_backbones  # noqa: F401  (installs the plugin into the hosts imported below)
-from yolo_backbones.deploy.int8.calibration import dataset_images, image_labels, load_images
 from yolo_backbones.cli.host_choice import host_of_yaml
+from yolo_backbones.deploy.int8.calibration import dataset_images, image_labels, load_images
 from yolo_backbones.resources import find_resource
 
 DEFAULTS = {"data": "coco8.yaml", "imgsz": 160, "steps": 300, "batch": 8, "lr": 2e-3, "seed": 0}

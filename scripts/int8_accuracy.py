@@ -114,8 +114,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         if "error" in r:
             lines.append(f"| {r['model']} | error: {r['error']} |||||")
             continue
-        lines.append(f"| {r['model']} | {r['cosine_scores']:.4f} | {r['sqnr_scores_db']:.1f} | {r['cosine_boxes']:.5f} | "
-                     f"{r['sqnr_boxes_db']:.1f} | {r['agreement_map50']:.3f} | {int(r['reference_boxes'])} |")
+        lines.append(f"| {r['model']} | {r['cosine_scores']:.4f} | {r['sqnr_scores_db']:.1f} | "
+                     f"{r['cosine_boxes']:.5f} | {r['sqnr_boxes_db']:.1f} | {r['agreement_map50']:.3f} | "
+                     f"{int(r['reference_boxes'])} |")
     return "\n".join(lines)
 
 

@@ -19,8 +19,8 @@ import os
 import runpy
 import sys
 import types
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..resources import DATA_DIR, find_resource
 
@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             return run_script(command, rest)
-        except Exception as e:  # noqa: BLE001 - user errors become one line; anything else keeps its traceback
+        except Exception as e:
             found = user_error(e)
             if found is None or os.environ.get("YOLO_BACKBONES_TRACEBACK"):
                 raise

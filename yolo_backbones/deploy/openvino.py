@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import sys
 import types
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml

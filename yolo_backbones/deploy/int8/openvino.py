@@ -75,8 +75,8 @@ def module_path(node_name: str) -> str | None:
 
 def _detect_path(model: Any) -> str | None:
     """Module path of the Detect head: the module of the graph's last Sigmoid (the class scores)."""
-    sigmoids = [module_path(op.get_friendly_name()) for op in model.get_ordered_ops() if op.get_type_name() == "Sigmoid"]
-    sigmoids = [p for p in sigmoids if p]
+    ops = model.get_ordered_ops()
+    sigmoids = [p for p in (module_path(op.get_friendly_name()) for op in ops if op.get_type_name() == "Sigmoid") if p]
     if not sigmoids:
         return None
     parts = sigmoids[-1].split(".")
