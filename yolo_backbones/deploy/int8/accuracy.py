@@ -130,7 +130,7 @@ def _coco_box(box: np.ndarray) -> list[float]:
 
 def agreement_map50(reference: Sequence[Detections], test: Sequence[Detections],
                     reference_conf: float = REFERENCE_CONF) -> tuple[float, int]:
-    """``(mAP50, ground-truth boxes)``: ``test`` scored against ``reference``'s detections with score >= ``reference_conf``.
+    """``(mAP50, ground-truth boxes)``: ``test`` scored against the ``reference`` detections >= ``reference_conf``.
 
     Both lists hold one entry per image, in the same order. Classes are the categories. Raises ValueError
     when the reference detects nothing at that threshold (the figure would be undefined): fit a model that
