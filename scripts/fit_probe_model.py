@@ -31,10 +31,22 @@ from yolo_backbones.resources import find_resource
 DEFAULTS = {"data": "coco8.yaml", "imgsz": 160, "steps": 300, "batch": 8, "lr": 2e-3, "seed": 0}
 
 
+def resolve_cfg(cfg: str | Path) -> tuple[Path | str, str]:
+    """``(YAML path or stock name, host)``: a project or local YAML, or a stock CNN (``yolov5n.yaml`` of the YOLOv5
+    package, ``yolo11n.yaml`` of ultralytics) measured as a baseline."""
+    path = find_resource(str(cfg)) or Path(cfg)
+    if path.is_file():
+        return path, host_of_yaml(path)
+    if Path(str(cfg)).name.startswith("yolov5"):
+        return Path(sys.modules["yolov5"].__file__).parent / "models" / Path(str(cfg)).name, "yolov5"
+    return str(cfg), "ultralytics"  # ultralytics finds its own model YAMLs by name
+
+
 def build_model(cfg: str | Path, nc: int) -> tuple[torch.nn.Module, str]:
     """``(training-mode detector, host)`` for a model YAML; ``host`` is ``"yolov5"`` or ``"ultralytics"``."""
-    path = find_resource(str(cfg)) or Path(cfg)
-    host = host_of_yaml(path)
+    import yolov5  # noqa: F401  (resolve_cfg finds the stock YOLOv5 YAMLs beside it)
+
+    path, host = resolve_cfg(cfg)
     with contextlib.redirect_stdout(io.StringIO()):
         if host == "yolov5":
             import yaml

@@ -29,7 +29,7 @@ import yolo_backbones  # noqa: F401  (installs the plugin into the hosts)
 from yolo_backbones.deploy.int8.accuracy import compare_outputs, guess_layout
 from yolo_backbones.deploy.int8.calibration import dataset_images, load_images
 from yolo_backbones.deploy.int8.openvino import quantize_openvino
-from yolo_backbones.deploy.int8.scopes import KEEP_FP32
+from yolo_backbones.deploy.int8.scopes import KEEP_FP32, KeepRule
 from yolo_backbones.deploy.int8.sensitivity import layer_sensitivity
 from yolo_backbones.deploy.openvino import compile_openvino, import_openvino
 from yolo_backbones.resources import MODELS_DIR
@@ -79,9 +79,9 @@ def run_model(compiled: Any, images: list[np.ndarray]) -> list[np.ndarray]:
 
 def measure(cfg: str, args: argparse.Namespace) -> dict[str, Any]:
     """All figures of one model YAML (see the module docstring)."""
-    from yolo_backbones.cli.host_choice import host_of_yaml
+    import yolov5  # noqa: F401
 
-    host = host_of_yaml(MODELS_DIR / cfg if (MODELS_DIR / cfg).is_file() else cfg)
+    host = _fit_module().resolve_cfg(cfg)[1]
     checkpoint = probe_checkpoint(cfg, args)
     ov = import_openvino()
     xml = export_fp32(checkpoint, host, args.imgsz)
@@ -92,9 +92,13 @@ def measure(cfg: str, args: argparse.Namespace) -> dict[str, Any]:
         dataset_images(args.eval_data or args.data, "val", args.eval_images), args.imgsz)]
     reference = run_model(compile_openvino(fp32, threads=args.threads), evaluation)
     layout = guess_layout(reference[0].shape, args.nc)
-    row: dict[str, Any] = {"model": Path(cfg).stem, "host": host, "layout": layout}
+    row: dict[str, Any] = {"model": Path(cfg).stem, "host": host, "layout": layout, "keep": args.keep}
     t0 = time.perf_counter()
-    quantized = quantize_openvino(fp32, calibration, keep_fp32=() if args.no_keep else KEEP_FP32)
+    rules = () if args.no_keep else KEEP_FP32
+    if args.keep:
+        rules = (*rules, *(KeepRule(pattern[5:], "--keep", "head") if pattern.startswith("head:")
+                           else KeepRule(pattern, "--keep") for pattern in args.keep))
+    quantized = quantize_openvino(fp32, calibration, keep_fp32=rules)
     row["quantize_s"] = time.perf_counter() - t0
     row.update(compare_outputs(reference, run_model(compile_openvino(quantized, threads=args.threads), evaluation),
                                layout))
@@ -135,6 +139,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch (fitting) and OpenVINO threads")
     parser.add_argument("--no-keep", action="store_true", help="quantize every layer (no KEEP_FP32 rules)")
+    parser.add_argument("--keep", nargs="*", default=[], metavar="REGEX",
+                        help="also keep layers whose module path matches in floating point (experiments); "
+                             "head:REGEX matches the path below the Detect head")
     parser.add_argument("--sensitivity", type=int, default=0, metavar="TOP",
                         help="also measure per-layer sensitivity and keep the TOP layers")
     parser.add_argument("--probe-dir", type=Path, default=Path("runs/int8/probe"))

@@ -165,7 +165,8 @@ def agreement_map50(reference: Sequence[Detections], test: Sequence[Detections],
 def compare_outputs(reference: Sequence[np.ndarray], test: Sequence[np.ndarray], layout: str) -> dict[str, float]:
     """All figures of a quantized model against its FP32 original: one head output per image (or batch) each.
 
-    Returns ``cosine_scores``, ``sqnr_scores_db``, ``cosine_boxes``, ``sqnr_boxes_db``, ``agreement_map50``
+    Returns ``cosine_scores``, ``sqnr_scores_db``, ``cosine_boxes``, ``sqnr_boxes_db``, ``cosine_all`` and
+    ``sqnr_all_db`` (the whole output tensor, as a tool that ignores its parts would report it), ``agreement_map50``
     and ``reference_boxes`` (the number of FP32 detections used as ground truth).
     """
     ref = np.concatenate([np.asarray(r, np.float32) for r in reference])
@@ -177,4 +178,5 @@ def compare_outputs(reference: Sequence[np.ndarray], test: Sequence[np.ndarray],
     map50, n = agreement_map50(detections(ref, layout), detections(out, layout))
     return {"cosine_scores": cosine(ref_scores, out_scores), "sqnr_scores_db": sqnr_db(ref_scores, out_scores),
             "cosine_boxes": cosine(ref_boxes, out_boxes), "sqnr_boxes_db": sqnr_db(ref_boxes, out_boxes),
+            "cosine_all": cosine(ref, out), "sqnr_all_db": sqnr_db(ref, out),
             "agreement_map50": map50, "reference_boxes": float(n)}

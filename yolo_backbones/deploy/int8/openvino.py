@@ -100,9 +100,10 @@ def head_decode_nodes(model: Any) -> list[str]:
 def fp32_nodes(model: Any, rules: Sequence[KeepRule] = KEEP_FP32) -> list[str]:
     """Names of the nodes kept in floating point: the head's decoding and every node a rule matches."""
     names = set(head_decode_nodes(model))
+    head = _detect_path(model)
     for op in model.get_ordered_ops():
         path = module_path(op.get_friendly_name())
-        if path is not None and any(rule.matches(path) for rule in rules):
+        if path is not None and any(rule.matches(path, head) for rule in rules):
             names.add(op.get_friendly_name())
     return sorted(names)
 

@@ -1,8 +1,10 @@
 """Layers kept in floating point under INT8, per backbone family, with the measurement that chose each.
 
 A :class:`KeepRule` matches PyTorch module paths (as :func:`~yolo_backbones.deploy.int8.openvino.module_path`
-reads them from exported graphs) by a regular expression searched in the path, so one rule covers every
-variant and both hosts (``model.0`` is the backbone row on both). docs/int8.md has the sensitivity tables.
+reads them from exported graphs) by a regular expression searched in the path, either the whole path
+(``model.0.blocks1.0.attn.qkv``; ``model.0`` is the backbone row on both hosts) or the path below the Detect head
+(``cv3.0.2``), which the graph itself locates, so one rule covers every model YAML of a host. docs/int8.md has the
+measurements behind each rule.
 """
 from __future__ import annotations
 
@@ -14,17 +16,30 @@ __all__ = ["KEEP_FP32", "KeepRule"]
 
 @dataclass(frozen=True)
 class KeepRule:
-    """Module paths matching ``pattern`` (``re.search``) stay in floating point; ``why`` cites the measurement."""
+    """Module paths matching ``pattern`` (``re.search``) stay in floating point; ``why`` cites the measurement.
+
+    ``within``: ``"model"`` matches the whole module path, ``"head"`` the path below the Detect head's row.
+    """
 
     pattern: str
     why: str
+    within: str = "model"
     _regex: re.Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.within not in ("model", "head"):
+            raise ValueError(f"KeepRule.within must be 'model' or 'head', not {self.within!r}")
         object.__setattr__(self, "_regex", re.compile(self.pattern))
 
-    def matches(self, path: str) -> bool:
-        """True if ``path`` (e.g. ``model.0.blocks1.0.SelfAttn.attn.qkv``) is kept in floating point."""
+    def matches(self, path: str, head: str | None = None) -> bool:
+        """True if module ``path`` (e.g. ``model.0.blocks1.0.SelfAttn.attn.qkv``) is kept in floating point.
+
+        ``head``: the Detect head's module path (``model.23``), needed by ``within="head"`` rules.
+        """
+        if self.within == "head":
+            if head is None or not path.startswith(f"{head}."):
+                return False
+            path = path[len(head) + 1:]
         return self._regex.search(path) is not None
 
 
