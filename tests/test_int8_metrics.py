@@ -107,3 +107,33 @@ def test_letterbox_keeps_aspect_and_centres():
     assert lb.pad == (0.0, 16.0)
     assert lb.image[0, 32, 32] == pytest.approx(1.0) and lb.image[2, 32, 32] == 0.0  # RGB order
     assert lb.image[0, 2, 32] == pytest.approx(114 / 255)  # gray padding above
+
+
+@pytest.mark.slow
+def test_litert_int8_quantizer_keeps_outputs_and_float_io(tmp_path):
+    """quantize_litert: a small conv net converted by litert-torch, quantized on 8 images: int8 inside (smaller
+    file), float32 input/output, outputs close to the float model's."""
+    pytest.importorskip("litert_torch")
+    pytest.importorskip("ai_edge_quantizer")
+    import litert_torch
+    import torch
+    from ai_edge_litert.interpreter import Interpreter
+
+    from yolo_backbones.deploy.int8.litert import quantize_litert
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.SiLU(), torch.nn.Conv2d(16, 32, 3, 2, 1),
+                                torch.nn.SiLU(), torch.nn.Conv2d(32, 8, 1)).eval()
+    rng = np.random.default_rng(0)
+    images = [rng.random((1, 3, 64, 64), dtype=np.float32) for _ in range(8)]
+    litert_torch.convert(model, (torch.from_numpy(images[0]),)).export(str(tmp_path / "float.tflite"))
+    quantize_litert(tmp_path / "float.tflite", tmp_path / "int8.tflite", images)
+
+    def run(path):
+        runner = Interpreter(model_path=str(path)).get_signature_runner("serving_default")
+        return np.concatenate([next(iter(runner(args_0=x).values())) for x in images])
+
+    reference, quantized = run(tmp_path / "float.tflite"), run(tmp_path / "int8.tflite")
+    assert quantized.dtype == np.float32
+    assert acc.cosine(reference, quantized) > 0.999 and acc.sqnr_db(reference, quantized) > 30
+    assert (tmp_path / "int8.tflite").stat().st_size < 0.6 * (tmp_path / "float.tflite").stat().st_size
