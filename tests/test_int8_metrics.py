@@ -137,3 +137,22 @@ def test_litert_int8_quantizer_keeps_outputs_and_float_io(tmp_path):
     assert quantized.dtype == np.float32
     assert acc.cosine(reference, quantized) > 0.999 and acc.sqnr_db(reference, quantized) > 30
     assert (tmp_path / "int8.tflite").stat().st_size < 0.6 * (tmp_path / "float.tflite").stat().st_size
+
+
+def test_module_paths_of_both_converters_and_keep_rules():
+    """Node names of TorchScript- and ONNX-converted graphs give the same module path; rules match it."""
+    from yolo_backbones.deploy.int8.openvino import module_path
+    from yolo_backbones.deploy.int8.scopes import HEAD_SCORE_BRANCH, KeepRule
+
+    ts = "__module.model.0.blocks1.0.SelfAttn.attn.qkv/aten::linear/MatMul"
+    onnx = "/model.0/blocks1.0/SelfAttn/attn/qkv/MatMul"
+    assert module_path(ts) == module_path(onnx) == "model.0.blocks1.0.SelfAttn.attn.qkv"
+    assert module_path("MVN_35") is None and module_path("/Concat") is None
+    rule = KeepRule(r"\.attn\.qkv$", "test")
+    assert rule.matches(module_path(ts)) and not rule.matches("model.0.blocks1.0.SelfAttn.attn.proj")
+    assert HEAD_SCORE_BRANCH.matches("model.23.cv3.1.2", head="model.23")
+    assert not HEAD_SCORE_BRANCH.matches("model.23.cv2.1.2", head="model.23")
+    assert not HEAD_SCORE_BRANCH.matches("model.2.cv3.0", head="model.23")  # a neck C2f's cv3 is not the head's
+    assert not HEAD_SCORE_BRANCH.matches("model.23.cv3.1.2", head=None)
+    with pytest.raises(ValueError, match="within"):
+        KeepRule("x", "test", within="neck")
