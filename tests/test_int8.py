@@ -26,9 +26,9 @@ if importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nnc
 ROOT = Path(__file__).resolve().parents[1]
 IMG = 128  # fitting, calibration and evaluation size
 STEPS = 120  # fitting steps of batch 8: enough for confident detections on the 8 images at this size
-# one small model per backbone family (YOLOv5 heads: docs/int8.md has the YOLO11 head's score figures)
-MODELS = ["yolov5_edgevit", "yolov5_mobileformer_52m", "yolov5_efficientformerv2_s0"]
-ULTRALYTICS_MODEL = "yolo11_mobileformer_52m"  # the ultralytics route
+# one small model per backbone family, both hosts (the last is also the ultralytics route's model)
+MODELS = ["yolov5_edgevit", "yolov5_mobileformer_52m", "yolo11_efficientformerv2_s0"]
+ULTRALYTICS_MODEL = "yolo11_efficientformerv2_s0"
 AGREEMENT = 0.9  # target of docs/int8.md
 # docs/int8.md's score-cosine target is 0.99 for reference models fitted with the full recipe (160 px, 300 steps);
 # the quicker fit here leaves less confident scores, whose relative INT8 error is larger (yolo11_edgevit: 0.974 at
@@ -65,10 +65,11 @@ def test_int8_keeps_detections(fitted, name):
     """Agreement mAP50 of the INT8 model against its FP32 IR reaches the target; score cosine its lower bound."""
     acc = _script("int8_accuracy")
     row = acc.measure(f"{name}.yaml", acc.parse_args(["--imgsz", str(IMG), "--probe-dir", str(fitted[name].parent)]))
+    print(row)  # the figures, for docs/int8.md (pytest -s)
     assert row["reference_boxes"] >= 8, f"the fitted FP32 model detects too little to score agreement: {row}"
     assert row["cosine_scores"] >= COSINE, row
     assert row["agreement_map50"] >= AGREEMENT, row
-    assert row["sqnr_boxes_db"] > 20, row
+    assert row["sqnr_boxes_db"] > 20 and row["cosine_all"] >= 0.99, row
 
 
 def _map50(text: str) -> float:
@@ -95,16 +96,6 @@ def test_yolov5_export_int8_and_val(fitted):
         maps.append(_map50(proc.stdout + proc.stderr))
     assert maps[0] > 0.1, f"the fitted model detects little: mAP50 {maps[0]}"
     assert abs(maps[1] - maps[0]) <= 0.1 * maps[0] + 0.02, f"FP32 mAP50 {maps[0]} vs INT8 {maps[1]}"
-
-
-def test_ultralytics_int8_agreement(fitted):
-    """The ultralytics route's quantization keeps the detections (agreement target) and the box outputs."""
-    acc = _script("int8_accuracy")
-    row = acc.measure(f"{ULTRALYTICS_MODEL}.yaml", acc.parse_args(
-        ["--imgsz", str(IMG), "--probe-dir", str(fitted[ULTRALYTICS_MODEL].parent)]))
-    assert row["reference_boxes"] >= 8, row
-    assert row["agreement_map50"] >= AGREEMENT, row
-    assert row["sqnr_boxes_db"] > 20 and row["cosine_all"] >= 0.99, row
 
 
 def test_ultralytics_export_int8_and_val(fitted):
