@@ -30,7 +30,7 @@ if importlib.util.find_spec("openvino") is None:  # found, not imported: a plain
     pytest.skip("openvino is not installed", allow_module_level=True)
 
 from test_onnx_dynamic import WithFeatures, export_dynamic, perturb  # noqa: E402
-from yolo_backbones.hosts.yolov5.compat import openvino as ovc  # noqa: E402
+from yolo_backbones.deploy import openvino as ovc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # One YAML per backbone family (the conversion path is per operator set; the other variants repeat it).
