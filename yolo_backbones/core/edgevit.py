@@ -41,7 +41,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .layers import ConvMlp, DropPath, LayerNorm2d, Mlp, SafeBatchNorm2d, onednn
-from .layers.layout import is_tracing
+from .layers.layout import is_tracing, subsample
 from .layers.tiling import tiled_rows
 from .registry import register
 from .base import Backbone
@@ -160,13 +160,9 @@ def fuse_position_encoding(block: nn.Module) -> None:
 
 
 def delegate_tokens(x: torch.Tensor, r: int) -> torch.Tensor:
-    """The top-left token of every ``r x r`` cell of a ``(B, H, W, C)`` grid (the reference ``AvgPool2d(1, r)``).
-
-    A strided view in eager mode; while a graph is captured for export, the same selection as a kernel-1 pooling
-    on the map (a strided slice is not convertible to NCNN). Returns ``(B, ceil(H / r), ceil(W / r), C)``.
-    """
+    """The top-left token of every ``r x r`` cell of a ``(B, H, W, C)`` grid: ``(B, ceil(H / r), ceil(W / r), C)``."""
     if is_tracing():
-        return F.max_pool2d(x.permute(0, 3, 1, 2), kernel_size=1, stride=r).permute(0, 2, 3, 1)
+        return subsample(x.permute(0, 3, 1, 2), r).permute(0, 2, 3, 1)  # as a pooling of the map (see subsample)
     return x[:, ::r, ::r, :]
 
 
