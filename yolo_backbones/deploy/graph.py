@@ -22,7 +22,7 @@ from torch import nn
 
 from ..core.layers.attention_bias import static_biases
 
-__all__ = ["FlatOutputs", "export_copy", "export_ready", "flatten_outputs"]
+__all__ = ["FlatOutputs", "export_copy", "export_model", "export_ready", "flatten_outputs", "has_backbone"]
 
 
 def flatten_outputs(y: object) -> list[torch.Tensor]:
@@ -58,11 +58,25 @@ def export_copy(model: nn.Module) -> nn.Module:
 
 
 @contextlib.contextmanager
-def export_ready(model: nn.Module, example: torch.Tensor) -> Iterator[nn.Module]:
-    """Context yielding :class:`FlatOutputs` of an :func:`export_copy` of ``model`` with static attention biases.
+def export_model(model: nn.Module, example: torch.Tensor) -> Iterator[nn.Module]:
+    """Context yielding an :func:`export_copy` of ``model`` with static attention biases (outputs unchanged).
 
     ``model`` itself is not changed. The yielded module is for capturing at ``example``'s shape only.
     """
-    ready = FlatOutputs(export_copy(model)).eval()
+    ready = export_copy(model)
     with static_biases(ready, example):
         yield ready
+
+
+@contextlib.contextmanager
+def export_ready(model: nn.Module, example: torch.Tensor) -> Iterator[nn.Module]:
+    """:func:`export_model` with the outputs as one flat tuple (:class:`FlatOutputs`)."""
+    with export_model(FlatOutputs(model), example) as ready:
+        yield ready
+
+
+def has_backbone(model: nn.Module) -> bool:
+    """True if ``model`` holds a yolo_backbones backbone (the hosts' export patches act only on those)."""
+    from ..core.base import Backbone
+
+    return any(isinstance(m, Backbone) for m in model.modules())
