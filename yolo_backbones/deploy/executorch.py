@@ -2,7 +2,7 @@
 
 * export: :func:`export_executorch` captures the model with ``torch.export`` at the example's shape (static),
   lowers every supported operator to XNNPACK (``XnnpackPartitioner``) and writes the ``.pte`` program, beside
-  ``metadata.yaml`` when given metadata. Operators XNNPACK does not take run on ExecuTorch's portable CPU kernels.
+  ``<stem>.yaml`` when given metadata. Operators XNNPACK does not take run on ExecuTorch's portable CPU kernels.
 * inference: :class:`ExecuTorchRunner` loads the program with ``executorch.runtime``; precision float32
   (XNNPACK's fp32 kernels; nothing is quantised or cast).
 """
@@ -31,7 +31,7 @@ def export_executorch(model: nn.Module, example: torch.Tensor, file: str | Path,
     Args:
         model: a (fused) model taking ``(B, C, H, W)`` float input; outputs in order (lists/tuples flattened).
         example: input of the exported shape.
-        file: the ``.pte`` path to write; ``metadata.yaml`` goes beside it.
+        file: the ``.pte`` path to write; ``<stem>.yaml`` goes beside it.
         metadata: ``stride``/``names``, or None.
     """
     import_edge("executorch", "ExecuTorch export")
@@ -45,7 +45,7 @@ def export_executorch(model: nn.Module, example: torch.Tensor, file: str | Path,
     lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     file.write_bytes(lowered.to_executorch().buffer)
     if metadata:
-        write_yaml_metadata(file.parent / "metadata.yaml", metadata)
+        write_yaml_metadata(file.with_suffix(".yaml"), metadata)
     return file
 
 
@@ -80,7 +80,8 @@ class ExecuTorchRunner:
         if not self.file.is_file():
             raise FileNotFoundError(f"ExecuTorch program {self.file} not found")
         self.method = Runtime.get().load_program(str(self.file)).load_method("forward")
-        self.metadata = read_yaml_metadata(self.file.parent / "metadata.yaml")
+        own = self.file.with_suffix(".yaml")  # written by export_executorch; ultralytics writes metadata.yaml
+        self.metadata = read_yaml_metadata(own if own.is_file() else self.file.parent / "metadata.yaml")
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         outputs = self.method.execute([torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))])
