@@ -90,7 +90,7 @@ def check_coreml(file: str | Path) -> dict[str, int]:
         operations = coreml_operations(file)
     except CoreMLCheckError:
         raise
-    except Exception as exc:  # noqa: BLE001  (any coremltools failure means the package does not reload)
+    except Exception as exc:
         raise CoreMLCheckError(f"{file}: coremltools could not reload the package: {exc}") from exc
     program = ct.utils.load_spec(str(file)).WhichOneof("Type") == "mlProgram"
     core = set(SSAOpRegistry.core_ops) | {"const"}

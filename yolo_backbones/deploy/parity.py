@@ -5,7 +5,8 @@ PyTorch output (:func:`relative_error`); the acceptance limit is :data:`TOLERANC
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 import numpy as np
 import torch

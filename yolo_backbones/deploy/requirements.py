@@ -24,7 +24,8 @@ FORMAT_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
 # Versions the extra pins on purpose although a host's own check asks for another one (the host's check would
 # otherwise warn on every export): ultralytics asks for pnnx==20260526, which cannot convert EfficientFormerV2
 # (no `view_as`); the extra's pnnx 20261020 can, and runs ultralytics' own models too.
-DELIBERATE_VERSIONS = {"pnnx": "the edge extra's pnnx converts EfficientFormerV2 (ultralytics' pinned 20260526 does not)"}
+DELIBERATE_VERSIONS = {
+    "pnnx": "the edge extra's pnnx converts EfficientFormerV2 (ultralytics' pinned 20260526 does not)"}
 
 
 class EdgeExtraMissingError(ImportError):

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-from .layout import is_tracing
 from . import tiling
+from .layout import is_tracing
 
 
 class OffsetBiasAttention(nn.Module):
@@ -128,7 +128,7 @@ class OffsetBiasAttention(nn.Module):
         self._bias_cache.clear()
         self._index_cache.clear()
 
-    def train(self, mode: bool = True) -> "OffsetBiasAttention":
+    def train(self, mode: bool = True) -> OffsetBiasAttention:
         """Set training mode like ``nn.Module.train`` (returns ``self``) and clear the bias caches."""
         self.clear_bias_cache()
         return super().train(mode)
@@ -244,7 +244,8 @@ def mix_heads(attn: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     if attn.shape[0] == 1 and conv.bias is not None and not is_tracing():
         return torch.addmm(conv.bias[:, None], weight, flat[0]).view(attn.shape)
     out = torch.matmul(weight, flat)
-    return (out if conv.bias is None else out + conv.bias[:, None]).view(attn.shape)  # not view_as: pnnx cannot convert it
+    # view(shape), not view_as: pnnx cannot convert view_as
+    return (out if conv.bias is None else out + conv.bias[:, None]).view(attn.shape)
 
 
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,

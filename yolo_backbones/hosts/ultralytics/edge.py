@@ -28,8 +28,8 @@ __all__ = ["MARKER", "patch_edge"]
 
 MARKER = "yolo_backbones"
 _CONVERTERS = {"ultralytics.utils.export.litert": "torch2litert", "ultralytics.utils.export.ncnn": "torch2ncnn",
-               "ultralytics.utils.export.executorch": "torch2executorch", "ultralytics.utils.export.coreml": "torch2coreml",
-               "ultralytics.utils.export.mnn": "onnx2mnn"}
+               "ultralytics.utils.export.executorch": "torch2executorch",
+               "ultralytics.utils.export.coreml": "torch2coreml", "ultralytics.utils.export.mnn": "onnx2mnn"}
 
 
 def _version() -> str:

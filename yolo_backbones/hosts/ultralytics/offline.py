@@ -148,7 +148,8 @@ def _without_deliberate(requirements: Any) -> Any:
     items = [requirements] if isinstance(requirements, str) else requirements
     if not isinstance(items, (list, tuple)):
         return requirements
-    kept = [r for r in items if not (isinstance(r, str) and _package(r) in DELIBERATE_VERSIONS and _installed(_package(r)))]
+    kept = [r for r in items
+            if not (isinstance(r, str) and _package(r) in DELIBERATE_VERSIONS and _installed(_package(r)))]
     return requirements if len(kept) == len(items) else kept
 
 

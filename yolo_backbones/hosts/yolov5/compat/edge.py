@@ -108,8 +108,9 @@ def _export_edge(export: types.ModuleType, formats: list[str], args: dict[str, A
         try:
             if fmt == "tflite":
                 h, w = imgsz
-                out = litert.export_litert(YOLOv5TFLiteLayout(model, h, w), im.permute(0, 2, 3, 1).contiguous(),
-                                           file.with_name(f"{file.stem}-fp32.tflite"), metadata, metadata_entry="meta.txt")
+                nhwc = YOLOv5TFLiteLayout(model, h, w)
+                out = litert.export_litert(nhwc, im.permute(0, 2, 3, 1).contiguous(),
+                                           file.with_name(f"{file.stem}-fp32.tflite"), metadata, "meta.txt")
             elif fmt == "coreml":
                 out = coreml.export_coreml(model, im, file.with_suffix(".mlpackage"), metadata, image_input=True)
                 coreml.check_coreml(out)
