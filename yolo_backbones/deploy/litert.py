@@ -39,6 +39,7 @@ def export_litert(model: nn.Module, example: torch.Tensor, file: str | Path, met
             YOLOv5's reader expects).
     """
     litert_torch = import_edge("litert_torch", "LiteRT export")
+    _register_square_as_product(litert_torch)
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
     with export_ready(model, example) as ready:
@@ -47,6 +48,19 @@ def export_litert(model: nn.Module, example: torch.Tensor, file: str | Path, met
     if metadata:
         append_zip_metadata(file, metadata, metadata_entry)
     return file
+
+
+def _pow_scalar(x: torch.Tensor, exponent: Any) -> torch.Tensor:
+    # another overload for other exponents: the decomposition must not call the op it replaces
+    if exponent == 2:
+        return x * x
+    return torch.ops.aten.pow.Tensor_Tensor(x, torch.tensor(exponent, dtype=x.dtype))
+
+
+def _register_square_as_product(litert_torch: Any) -> None:
+    """Lower ``x ** 2`` as ``x * x``: LiteRT's converter cannot legalize ``tfl.pow`` of a float tensor (YOLOv5's
+    Detect head computes ``(2 * sigmoid(wh)) ** 2 * anchors``). Same values; applies to LiteRT conversions only."""
+    litert_torch.fx_infra.decomp.add_pre_lower_decomp(torch.ops.aten.pow.Tensor_Scalar, _pow_scalar)
 
 
 class LiteRTRunner:
