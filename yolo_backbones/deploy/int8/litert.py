@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LiteRTQuantizerUnavailableError", "quantize_litert"]
+__all__ = ["LiteRTQuantizerUnavailableError", "quantize_litert", "quantize_litert_on_dataset"]
 
 
 class LiteRTQuantizerUnavailableError(ImportError):
@@ -64,3 +64,25 @@ def _input_name(model: str | Path, signature: str) -> str:
     if len(names) != 1:
         raise ValueError(f"{model} has {len(names)} inputs in signature {signature!r}; expected one image input")
     return names[0]
+
+
+def quantize_litert_on_dataset(float_model: str | Path, int8_model: str | Path, data: str | Path | None,
+                               size: tuple[int, int], nhwc: bool = False, metadata: dict[str, Any] | None = None,
+                               metadata_entry: str = "metadata.json", limit: int = 300) -> Path:
+    """:func:`quantize_litert` calibrated on the ``val:`` images of a dataset YAML (None: the embedded coco8).
+
+    ``size``: the model's (height, width), square; ``nhwc``: the model takes NHWC images (YOLOv5's TFLite layout);
+    ``metadata``/``metadata_entry``: appended to the INT8 file as to the float one (see ``deploy.metadata``).
+    """
+    from ..metadata import append_zip_metadata
+    from .calibration import dataset_images, load_images
+    from .openvino import DEFAULT_DATA
+
+    if size[0] != size[1]:
+        raise ValueError(f"INT8 calibration letterboxes images to squares, but the model takes {size[0]}x{size[1]}: "
+                         "export at a square size")
+    images = (lb.image[None] for lb in load_images(dataset_images(data or DEFAULT_DATA, "val", limit), size[0]))
+    out = quantize_litert(float_model, int8_model, (x.transpose(0, 2, 3, 1) if nhwc else x for x in images))
+    if metadata:
+        append_zip_metadata(out, metadata, metadata_entry)
+    return out
