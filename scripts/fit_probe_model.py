@@ -53,6 +53,7 @@ def build_model(cfg: str | Path, nc: int) -> tuple[torch.nn.Module, str]:
             from yolov5.models.yolo import Model
 
             model = Model(str(path), nc=nc)
+            model.nc = nc  # as train.py sets it: val.py reads model.nc from a checkpoint
             hyp_file = Path(sys.modules["yolov5"].__file__).parent / "data" / "hyps" / "hyp.scratch-low.yaml"
             model.hyp = yaml.safe_load(hyp_file.read_text())
             model.hyp["cls"] *= nc / 80  # train.py's scaling of the class gain to the number of classes
