@@ -28,14 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...common.patching import LOG, repoint
+from ...common.patching import LOG, replace
+from .openvino import BACKEND_FLAGS
 
 __all__ = ["EDGE_FORMATS", "patch_edge", "YOLOv5TFLiteLayout", "CoreMLNotOnThisPlatformError"]
 
 EDGE_FORMATS = ("tflite", "coreml", "ncnn", "executorch")
 _STATE = "_yolo_backbones_edge"
-_BACKEND_FLAGS = ("pt", "jit", "dnn", "onnx", "xml", "engine", "coreml", "saved_model", "pb", "tflite", "edgetpu",
-                  "tfjs", "paddle", "triton", "nhwc", "fp16", "cuda", "dynamic")
 
 
 class CoreMLNotOnThisPlatformError(RuntimeError):
@@ -55,20 +54,6 @@ class YOLOv5TFLiteLayout(nn.Module):
         y = self.model(x.permute(0, 3, 1, 2))
         y = y[0] if isinstance(y, (list, tuple)) else y
         return torch.cat((y[..., :4] / self.scale, y[..., 4:]), -1)
-
-
-def _wrap(owner: Any, name: str, make: Callable[[Callable], Callable]) -> None:
-    """``owner.<name> = make(original)`` once (own marker: the OpenVINO patch wraps the same functions), and
-    re-point host modules that imported the original by name."""
-    current = getattr(owner, name, None)
-    if not callable(current) or getattr(current, _STATE, False):
-        return
-    new = make(current)
-    new.__wrapped__ = current
-    setattr(new, _STATE, True)
-    setattr(owner, name, new)
-    if isinstance(owner, types.ModuleType):
-        repoint(current, new, name)
 
 
 def _split_include(include: Any) -> tuple[list[str], list[str]]:
@@ -160,7 +145,7 @@ def _patch_export_run(export: types.ModuleType) -> None:
         run.__signature__ = signature
         return run
 
-    _wrap(export, "run", make)
+    replace(export, "run", make, layer=_STATE)
 
 
 # -------------------------------------------------------------------------------- DetectMultiBackend
@@ -208,7 +193,7 @@ def _patch_common(common: types.ModuleType) -> None:
                 data = params.get("data")
                 names = (common.__dict__["yaml_load"](data)["names"] if data else {i: f"class{i}" for i in range(999)})
             self.__dict__.update(params)
-            self.__dict__.update(dict.fromkeys(_BACKEND_FLAGS, False))
+            self.__dict__.update(dict.fromkeys(BACKEND_FLAGS, False))
             self.__dict__.update(w=str(params.get("weights")), stride=meta.get("stride", 32), names=names,
                                  device=params.get("device", torch.device("cpu")), batch_size=1,
                                  edge_format=fmt, edge_runner=runner)
@@ -232,8 +217,8 @@ def _patch_common(common: types.ModuleType) -> None:
 
         return forward
 
-    _wrap(backend, "__init__", make_init)
-    _wrap(backend, "forward", make_forward)
+    replace(backend, "__init__", make_init, layer=_STATE)  # type: ignore[arg-type]
+    replace(backend, "forward", make_forward, layer=_STATE)  # type: ignore[arg-type]
 
 
 def patch_edge(export: types.ModuleType | None, common: types.ModuleType | None) -> None:
