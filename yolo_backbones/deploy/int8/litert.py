@@ -3,7 +3,10 @@
 :func:`quantize_litert` takes the float32 ``.tflite`` that :mod:`yolo_backbones.deploy.litert` writes and
 calibration images in the model's own input layout, and writes a static INT8 model: int8 weights (per channel)
 and int8 activations, calibrated on the images; the model's input and output stay float32 (the interpreter
-quantizes at the boundary), as LiteRT delegates and the hosts' loaders expect.
+quantizes at the boundary), as LiteRT delegates and the hosts' loaders expect. The Detect head's own ops (box
+decoding, sigmoids, concatenation; tensors named after the Detect module by litert-torch) and the YOLOv5 TFLite
+layout wrapper stay float, as in the OpenVINO route: quantized, the decoding's shared int8 ranges zeroed every
+score of yolov5_edgevit (score cosine 0.0 -> 0.979 with them in float; docs/int8.md).
 """
 from __future__ import annotations
 
@@ -13,7 +16,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LiteRTQuantizerUnavailableError", "quantize_litert", "quantize_litert_on_dataset"]
+__all__ = ["HEAD_TENSORS", "LiteRTQuantizerUnavailableError", "quantize_litert", "quantize_litert_on_dataset"]
+
+# Output-tensor names (litert-torch names them by module path) of the ops kept in float: those of the Detect module
+# itself (".../Detect_19;57", not its convolutions ".../Detect_19/torch.nn.modules.conv.Conv2d_0;...") and of the
+# YOLOv5 TFLite layout wrapper around the model.
+HEAD_TENSORS = r".*(\.Detect_\d+;|TFLiteLayout_model;).*"
 
 
 class LiteRTQuantizerUnavailableError(ImportError):
@@ -44,6 +52,8 @@ def quantize_litert(float_model: str | Path, int8_model: str | Path, calibration
     qt.load_quantization_recipe(recipe.static_wi8_ai8())
     for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):  # float32 in and out
         qt.update_quantization_recipe(regex=".*", operation_name=op, algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
+    qt.update_quantization_recipe(regex=HEAD_TENSORS, operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                  algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
     input_name = _input_name(float_model, signature)
     samples = [{input_name: np.ascontiguousarray(x, dtype=np.float32)} for x in calibration]
     if not samples:
