@@ -156,3 +156,14 @@ def test_module_paths_of_both_converters_and_keep_rules():
     assert not HEAD_SCORE_BRANCH.matches("model.23.cv3.1.2", head=None)
     with pytest.raises(ValueError, match="within"):
         KeepRule("x", "test", within="neck")
+
+
+def test_export_int8_without_data_calibrates_on_embedded_coco8():
+    """The root export.py adds --data coco8.yaml for --int8 (and only then); an explicit --data is kept."""
+    from yolo_backbones.cli.commands import prepare_argv
+
+    argv = prepare_argv("export", ["--weights", "best.pt", "--include", "openvino", "--int8"])
+    assert Path(argv[argv.index("--data") + 1]) == ROOT / "data" / "coco8.yaml"
+    assert "--data" not in prepare_argv("export", ["--weights", "best.pt", "--include", "openvino"])
+    mine = prepare_argv("export", ["--weights", "best.pt", "--int8", "--data", "/data/mine.yaml"])
+    assert mine.count("--data") == 1 and "/data/mine.yaml" in mine
