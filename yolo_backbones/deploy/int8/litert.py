@@ -1,12 +1,13 @@
 """LiteRT (TFLite) full-integer quantization of a float ``.tflite`` detector with ai-edge-quantizer.
 
 :func:`quantize_litert` takes the float32 ``.tflite`` that :mod:`yolo_backbones.deploy.litert` writes and
-calibration images in the model's own input layout, and writes a static INT8 model: int8 weights (per channel)
-and int8 activations, calibrated on the images; the model's input and output stay float32 (the interpreter
-quantizes at the boundary), as LiteRT delegates and the hosts' loaders expect. The Detect head's own ops (box
-decoding, sigmoids, concatenation; tensors named after the Detect module by litert-torch) and the YOLOv5 TFLite
-layout wrapper stay float, as in the OpenVINO route: quantized, the decoding's shared int8 ranges zeroed every
-score of yolov5_edgevit (score cosine 0.0 -> 0.979 with them in float; docs/int8.md).
+calibration images in the model's own input layout, and writes a static INT8 model: int8 weights (per channel) and
+int8 activations, calibrated on the images; the model's input and output stay float32 (the interpreter quantizes at
+the boundary), as LiteRT delegates and the hosts' loaders expect. The Detect head's own ops (box decoding, DFL,
+sigmoids, concatenation; tensors named after the Detect module by litert-torch) and the hosts' wrappers (YOLOv5's
+TFLite layout, ultralytics' coordinate normalisation) stay float, as in the OpenVINO route: quantized, the
+decoding's shared int8 ranges zeroed every score of yolov5_edgevit (score cosine 0.0 -> 0.979 with them in float;
+docs/int8.md).
 """
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ import numpy as np
 __all__ = ["HEAD_TENSORS", "LiteRTQuantizerUnavailableError", "quantize_litert", "quantize_litert_on_dataset"]
 
 # Output-tensor names (litert-torch names them by module path) of the ops kept in float: those of the Detect module
-# itself (".../Detect_19;57", not its convolutions ".../Detect_19/torch.nn.modules.conv.Conv2d_0;...") and of the
-# YOLOv5 TFLite layout wrapper around the model.
-HEAD_TENSORS = r".*(\.Detect_\d+;|TFLiteLayout_model;).*"
+# itself (".../Detect_19;57", not its convolutions ".../Detect_19/torch.nn.modules.conv.Conv2d_0;..."), of the DFL of
+# ultralytics heads (".../Detect_18/ultralytics.nn.modules.block.DFL_dfl;1", its fixed 1x1 conv included) and of the
+# wrappers around the model: YOLOv5's TFLite layout, ultralytics' coordinate normalisation ("..._NormalizeCoords;1").
+HEAD_TENSORS = r".*(\.Detect_\d+(/[^;]*\.DFL_dfl[^;]*)?;|TFLiteLayout_model;|_NormalizeCoords;).*"
 
 
 class LiteRTQuantizerUnavailableError(ImportError):

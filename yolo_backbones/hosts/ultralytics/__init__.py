@@ -7,7 +7,7 @@
 * no network and no pip (:mod:`.offline`); bare YAML names find this project's files (:mod:`.files`);
 * checkpoints load through the project's safe loader (:mod:`.checkpoints`);
 * COCO mAP with pycocotools for datasets with ``coco_json:`` (:mod:`.coco_val`);
-* OpenVINO INT8 export of plugin models through :mod:`yolo_backbones.deploy.int8` (:mod:`.int8`);
+* OpenVINO and LiteRT INT8 export of plugin models through :mod:`yolo_backbones.deploy.int8` (:mod:`.int8`);
 * edge exports and their loaders for plugin models (:mod:`.edge`).
 
 Modules imported later are handled by the next call, which ``yolo_backbones``' import hook makes.
@@ -20,7 +20,7 @@ from .checkpoints import patch_checkpoint_loading
 from .coco_val import patch_detection_validator
 from .edge import patch_edge
 from .files import patch_files
-from .int8 import patch_openvino_int8
+from .int8 import patch_litert_int8, patch_openvino_int8
 from .model_patch import is_tasks_module, patch_tasks_module
 from .offline import OfflineError, patch_offline
 
@@ -39,6 +39,7 @@ def install() -> list[str]:
     patch_checkpoint_loading()
     patch_detection_validator()
     patch_openvino_int8()
+    patch_litert_int8()  # before patch_edge: the edge patch wraps this one and prepares the model for it
     patch_edge()
     tasks = sys.modules.get("ultralytics.nn.tasks")
     return [tasks.__name__] if tasks is not None and patch_tasks_module(tasks) else []
