@@ -1,8 +1,8 @@
 """Installing the plugin into ``ultralytics.nn.tasks``: YAML names, ``parse_model``, ``fuse`` / ``is_fused``.
 
 ``BaseModel._predict_once`` of ultralytics already stores list outputs and hands them to the rows that
-refer to them, so checkpoints run under a stock ultralytics; it is wrapped only so that the stride probe of a
-checkpoint's model being rebuilt runs on the meta device (:func:`~yolo_backbones.core.weights.safe_load.probe_input`).
+refer to them, so checkpoints run under a stock ultralytics. It is wrapped only to make the stride probe of a
+checkpoint's model being rebuilt cheaper (:func:`~yolo_backbones.core.weights.safe_load.run_probe`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import nn
 
 from ...core.registry import backbone_classes
 from ...core.select import Select
-from ...core.weights.safe_load import probe_input
+from ...core.weights.safe_load import is_rebuilding, run_probe
 from ..common.fuse import make_fuse, make_is_fused
 from ..common.patching import replace
 from .parse_model import make_parse_model
@@ -25,8 +25,10 @@ _PATCHED_FLAG = "_yolo_backbones_patched"
 
 
 def _make_predict_once(original: Callable[..., Any]) -> Callable[..., Any]:
-    def _predict_once(self: nn.Module, x: Any, *args: Any, **kwargs: Any) -> Any:
-        return original(self, probe_input(x), *args, **kwargs)
+    def _predict_once(self: nn.Module, x: Any, profile: bool = False, *args: Any, **kwargs: Any) -> Any:
+        if is_rebuilding() and not profile and not args and not kwargs:
+            return run_probe(lambda im: original(self, im), x)
+        return original(self, x, profile, *args, **kwargs)
 
     _predict_once.__wrapped__ = original
     _predict_once.__doc__ = original.__doc__

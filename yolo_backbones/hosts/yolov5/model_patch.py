@@ -19,7 +19,7 @@ from ...core.fuse import fuse_conv_bn, is_foldable_bn
 from ...core.layers.layout import is_tracing
 from ...core.registry import backbone_classes
 from ...core.select import Select
-from ...core.weights.safe_load import is_rebuilding, probe_input
+from ...core.weights.safe_load import is_rebuilding, run_probe
 from ..common.fuse import make_fuse
 from .parse_model import _NORM_SNAPSHOTS, make_parse_model
 
@@ -34,7 +34,11 @@ def make_forward_once(visualize_fn: Callable | None) -> Callable:
     """
 
     def _forward_once(self: nn.Module, x: torch.Tensor, profile: bool = False, visualize: Any = False) -> Any:
-        x = probe_input(x)  # a checkpoint's model being rebuilt: the stride probe computes shapes only
+        if is_rebuilding() and not profile and not visualize:  # a checkpoint's model: a cheaper stride probe
+            return run_probe(lambda im: forward(self, im), x)
+        return forward(self, x, profile, visualize)
+
+    def forward(self: nn.Module, x: torch.Tensor, profile: bool = False, visualize: Any = False) -> Any:
         y, dt = [], []
         for m in self.model:
             if m.f != -1:

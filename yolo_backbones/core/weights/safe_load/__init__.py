@@ -28,7 +28,7 @@ is tested: ``docs/security.md``.
 """
 from __future__ import annotations
 
-from .build_guard import is_rebuilding, probe_input
+from .build_guard import is_rebuilding, run_probe
 from .class_policy import (allow_classes, register_data_class, register_model_namespace, register_module_alias,
                            user_module_classes)
 from .errors import CheckpointFileError, UnsafeCheckpointLoadWarning, UntrustedCheckpointError
@@ -39,6 +39,6 @@ from .modules import ModelBuilder, ModuleRecord, register_model_builder
 __all__ = [
     "load_checkpoint", "allow_classes", "user_module_classes", "register_model_namespace", "register_data_class",
     "register_module_alias", "register_plain_class", "register_model_builder", "register_checkpoint_hook",
-    "ModelBuilder", "ModuleRecord", "is_rebuilding", "probe_input", "UntrustedCheckpointError", "CheckpointFileError",
+    "ModelBuilder", "ModuleRecord", "is_rebuilding", "run_probe", "UntrustedCheckpointError", "CheckpointFileError",
     "UnsafeCheckpointLoadWarning", "TRUST_ENV",
 ]

@@ -53,6 +53,7 @@ class Archive:
         self.file_bytes = 0
         self.storage_bytes = 0  # bytes of the storages read so far
         self._storages: dict[str, torch.UntypedStorage] = {}
+        self.max_bytes = limits.max_tensor_bytes()
 
     def read_records(self) -> Any:
         """Run the pickle program (records, see :mod:`.reader`)."""
@@ -73,7 +74,7 @@ class Archive:
         if found is None:
             found = self._read(ref.key, nbytes)
             self.storage_bytes += nbytes
-            if self.storage_bytes > limits.max_tensor_bytes():
+            if self.storage_bytes > self.max_bytes:
                 raise OverLimit("YOLO_BACKBONES_MAX_CHECKPOINT_MB", limits.max_tensor_bytes() >> 20,
                                 "the size of its tensors (MB)")
             self._storages[ref.key] = found
@@ -206,7 +207,7 @@ class LegacyArchive(Archive):
         super().__init__(name)
         self.file_bytes = size
         data = fh.read()
-        self._data = memoryview(data)
+        self._data = data
         pos = 0
         for _ in range(3):  # magic number, protocol version, system info: plain values
             _, pos = read_pickle(self._data, _no_persistent, pos)
@@ -260,7 +261,7 @@ class LegacyArchive(Archive):
             raise Damaged(f"storage {key} is missing or has the wrong size")
         buf = torch.empty(nbytes, dtype=torch.uint8)
         if nbytes:
-            memoryview(buf.numpy())[:] = self._data[offset:offset + nbytes]
+            memoryview(buf.numpy())[:] = memoryview(self._data)[offset:offset + nbytes]
         return buf.untyped_storage()
 
 

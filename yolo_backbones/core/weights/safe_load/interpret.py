@@ -70,12 +70,19 @@ class Interpreter:
         self.archive, self.map_location, self.models = archive, map_location, models
         self.cache: dict[int, Any] = {}
         self.templates: dict[tuple, Any] = {}  # built, unloaded models by config (see modules._build)
+        self.configs: list[str] | None = None
+        self.root: Any = None
         self.active: set[int] = set()
         self.view_bytes = 0
         self.view_limit = limits.VIEW_BYTES_FACTOR * max(archive.file_bytes, 0) + (1 << 20)
         self._swapped: dict[str, torch.dtype] = {}
 
     # ------------------------------------------------------------------------------------------ dispatch
+    def convert(self, root: Any) -> Any:
+        """The plain value of the reader's whole output ``root``."""
+        self.root = root
+        return self.value(root)
+
     def value(self, x: Any, depth: int = 0) -> Any:
         """The plain value (tensor, model, ...) for ``x`` of the reader's output."""
         tx = type(x)
@@ -351,6 +358,21 @@ def is_module_record(obj: Obj) -> bool:
         or obj.cls.module.startswith("torch.nn.")
 
 
+def _dense(size: Any, stride: tuple) -> bool:
+    """Row-major contiguous strides (what torch.save writes for ordinary tensors): no element shared."""
+    expected = 1
+    for s, st in zip(reversed(size), reversed(stride)):
+        if s != 1 and st != expected:
+            return False
+        expected *= s
+    return True
+
+
+_ITEMSIZE = {d: torch.empty((), dtype=d).element_size() for d in (
+    torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16, torch.int8,
+    torch.uint8, torch.bool, torch.complex64, torch.complex128)}
+
+
 def tensor_from_call(interp: Interpreter, path: str, args: tuple) -> torch.Tensor:
     """A dense tensor from ``torch._utils._rebuild_tensor[_v2|_v3]`` arguments, as a checked view of its storage.
 
@@ -382,7 +404,7 @@ def tensor_from_call(interp: Interpreter, path: str, args: tuple) -> torch.Tenso
             or not all(_is_int(s) and s >= 0 for s in (*size, *stride)) or offset < 0:
         raise Refused(path, "its offset, sizes or strides are not the non-negative integers torch.save writes")
     storage = interp.storage(ref, dtype)
-    itemsize = torch._utils._element_size(dtype)
+    itemsize = _ITEMSIZE.get(dtype) or torch._utils._element_size(dtype)
     available = storage.nbytes() // itemsize
     numel = 1
     for s in size:
@@ -401,7 +423,7 @@ def tensor_from_call(interp: Interpreter, path: str, args: tuple) -> torch.Tenso
         raise OverLimit("VIEW_BYTES_FACTOR", limits.VIEW_BYTES_FACTOR,
                         "the bytes its tensor views cover, as a multiple of the file size,")
     t = torch.empty(0, dtype=dtype).set_(storage, offset, tuple(size), stride)
-    if numel > 1 and torch._debug_has_internal_overlap(t) != 0:
+    if numel > 1 and not _dense(size, stride) and torch._debug_has_internal_overlap(t) != 0:
         t = t.clone(memory_format=torch.contiguous_format)
     device = interp.device_of(ref.location)
     if device is not None:

@@ -62,7 +62,7 @@ def load_checkpoint(f: FileLike, map_location: Any = None, pickle_module: Any = 
     try:
         archive, close = open_archive(f, kind, name)
         try:
-            out = Interpreter(archive, map_location, models=models).value(archive.read_records())
+            out = Interpreter(archive, map_location, models=models).convert(archive.read_records())
         finally:
             close()
         for hook in _hooks:

@@ -330,24 +330,33 @@ def _build(builder: ModelBuilder, top: ModuleRecord, records: list, interp: Any,
     key = (type(builder), top.path, repr(top.attrs.get("yaml")), any(rec.fused for _, rec in records))
     template = interp.templates.get(key) if isinstance(builder, ConfigModelBuilder) else None
     if template is not None:
-        return copy.deepcopy(template)  # e.g. a YOLO training checkpoint's model and EMA: built once
+        # A YOLO training checkpoint's model and EMA: built once. The copy is of the model already loaded from
+        # the other record; every tensor, flag and copied attribute of it is replaced from this record below.
+        return copy.deepcopy(template)
     archive = interp.archive
-    for meta_probe in (True, False):
-        try:
-            with rebuilding(archive.storage_budget(), archive.storage_count(), builder.loggers, meta_probe):
-                model = builder.build(top, interp, depth)
-                if key[3] and builder is not GENERIC:
-                    model = builder.fuse(model)
-            break
-        except (Refused, Mismatch):
-            raise
-        except Exception as e:  # noqa: BLE001 - the host's constructor on a config it rejects: one line, named
-            if meta_probe and "meta" in str(e).lower():
-                continue  # the probe read tensor values: build again with a real (bounded) probe
-            raise Mismatch(f"building {top.path} from its config raised {type(e).__name__}: {e}") from None
-    if isinstance(builder, ConfigModelBuilder):
-        interp.templates[key] = copy.deepcopy(model)
+    try:
+        with rebuilding(archive.storage_budget(), archive.storage_count(), builder.loggers):
+            model = builder.build(top, interp, depth)
+            if key[3] and builder is not GENERIC:
+                model = builder.fuse(model)
+    except (Refused, Mismatch):
+        raise
+    except Exception as e:  # noqa: BLE001 - the host's constructor on a config it rejects: one line, named
+        raise Mismatch(f"building {top.path} from its config raised {type(e).__name__}: {e}") from None
+    if isinstance(builder, ConfigModelBuilder) and _configs(interp).count(key[2]) > 1:
+        interp.templates[key] = model
     return model
+
+
+def _configs(interp: Any) -> list[str]:
+    """``repr`` of the ``yaml`` of every model record at the top of the checkpoint (a dict's values)."""
+    if interp.configs is None:
+        root = interp.root
+        values = root.values() if type(root) in (dict, _OrderedDict) else [root]
+        interp.configs = [repr(v.state[0].get("yaml") if type(v.state) is tuple else v.state.get("yaml"))
+                          for v in values if type(v) is Obj and type(v.state) in (dict, tuple)
+                          and (type(v.state) is dict or type(v.state[0]) is dict)]
+    return interp.configs
 
 
 def _check_structure(records: list[tuple[str, ModuleRecord]], model: nn.Module) -> None:

@@ -140,19 +140,19 @@ def read_pickle(data: bytes | memoryview, persistent_load: Callable[[Any], Any],
     :class:`~.errors.OverLimit` or :class:`~.errors.Damaged` (malformed or truncated program).
     """
     try:
-        return _run(memoryview(data).cast("B"), persistent_load, start)
+        return _run(data if type(data) is bytes else bytes(data), persistent_load, start)
     except (Refused, Damaged):
         raise
     except (IndexError, KeyError, ValueError, TypeError, UnicodeDecodeError, OverflowError) as e:
         raise Damaged(f"{type(e).__name__}: {e}") from None
 
 
-def _line(data: memoryview, pos: int) -> tuple[bytes, int]:
-    """The text field at ``pos`` (up to the newline) and the position after it."""
-    end = bytes(data[pos:pos + 4096]).find(b"\n")
+def _line(data: bytes, pos: int) -> tuple[bytes, int]:
+    """The text field at ``pos`` (up to the newline, at most 4096 bytes) and the position after it."""
+    end = data.find(b"\n", pos, pos + 4096)
     if end < 0:
         raise Damaged("the pickle data ends inside a text field (truncated)")
-    return bytes(data[pos:pos + end]), pos + end + 1
+    return data[pos:end], end + 1
 
 
 def _short(pos: int, k: int, n: int) -> None:
@@ -160,7 +160,7 @@ def _short(pos: int, k: int, n: int) -> None:
         raise Damaged("the pickle data ends early (truncated)")
 
 
-def _run(data: memoryview, persistent_load: Callable[[Any], Any], pos: int) -> tuple[Any, int]:  # noqa: C901 - one opcode loop
+def _run(data: bytes, persistent_load: Callable[[Any], Any], pos: int) -> tuple[Any, int]:  # noqa: C901 - one opcode loop
     n = len(data)
     stack: list[Any] = []
     metastack: list[list[Any]] = []
@@ -290,12 +290,10 @@ def _run(data: memoryview, persistent_load: Callable[[Any], Any], pos: int) -> t
         pushes += 1
         if pushes > limits.MAX_PUSHES:
             raise OverLimit("MAX_PUSHES", limits.MAX_PUSHES, "the number of objects the pickle program makes")
-        if op == 0x71:  # BINPUT
-            _short(pos, 1, n)
+        if op == 0x71:  # BINPUT (a read past the end raises IndexError: Damaged)
             memo[data[pos]] = stack[-1]
             pos += 1
         elif op == 0x68:  # BINGET
-            _short(pos, 1, n)
             append(memo[data[pos]])
             pos += 1
         elif op == 0x58:  # BINUNICODE
@@ -303,17 +301,15 @@ def _run(data: memoryview, persistent_load: Callable[[Any], Any], pos: int) -> t
             k = unpack_from("<I", data, pos)[0]
             pos += 4
             _short(pos, k, n)
-            append(str(data[pos:pos + k], "utf-8", "surrogatepass"))
+            append(data[pos:pos + k].decode("utf-8", "surrogatepass"))
             pos += k
         elif op == 0x8C:  # SHORT_BINUNICODE
-            _short(pos, 1, n)
             k = data[pos]
             pos += 1
             _short(pos, k, n)
-            append(str(data[pos:pos + k], "utf-8", "surrogatepass"))
+            append(data[pos:pos + k].decode("utf-8", "surrogatepass"))
             pos += k
         elif op == 0x4B:  # BININT1
-            _short(pos, 1, n)
             append(data[pos])
             pos += 1
         elif op == 0x28:  # MARK
@@ -478,7 +474,7 @@ def _run(data: memoryview, persistent_load: Callable[[Any], Any], pos: int) -> t
             k = data[pos] if width == 1 else int.from_bytes(data[pos:pos + width], "little")
             pos += width
             _short(pos, k, n)
-            raw = bytes(data[pos:pos + k])
+            raw = data[pos:pos + k]
             pos += k
             append(bytearray(raw) if op == 0x96 else raw)
         elif op in (0x55, 0x54):  # SHORT_BINSTRING, BINSTRING (protocol 1-2 str, read as latin-1 like pickle)
@@ -489,14 +485,14 @@ def _run(data: memoryview, persistent_load: Callable[[Any], Any], pos: int) -> t
             if k < 0:
                 raise Damaged("negative string length")
             _short(pos, k, n)
-            append(str(data[pos:pos + k], "latin-1"))
+            append(data[pos:pos + k].decode("latin-1"))
             pos += k
         elif op == 0x8D:  # BINUNICODE8
             _short(pos, 8, n)
             k = unpack_from("<Q", data, pos)[0]
             pos += 8
             _short(pos, k, n)
-            append(str(data[pos:pos + k], "utf-8", "surrogatepass"))
+            append(data[pos:pos + k].decode("utf-8", "surrogatepass"))
             pos += k
         elif op == 0x49:  # INT (protocol 0; also TRUE / FALSE)
             text, pos = _line(data, pos)

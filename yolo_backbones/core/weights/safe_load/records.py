@@ -12,15 +12,11 @@ from typing import Any
 class Global:
     """A global the file names (``module.name``): a token, never imported or called."""
 
-    __slots__ = ("module", "name")
+    __slots__ = ("module", "name", "path")
 
     def __init__(self, module: str, name: str) -> None:
         self.module, self.name = module, name
-
-    @property
-    def path(self) -> str:
-        """``module.name``."""
-        return f"{self.module}.{self.name}"
+        self.path = f"{module}.{name}"  # ``module.name``
 
     def __repr__(self) -> str:
         return f"<global {self.path}>"
