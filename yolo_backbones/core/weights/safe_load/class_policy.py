@@ -15,6 +15,25 @@ from torch import nn
 # ----------------------------------------------------------------------------------- registries
 aliases: dict[str, str] = {}  # pickled module path -> current module path
 user_modules: dict[str, type[nn.Module]] = {}  # YAML name -> a user's nn.Module class (allow_classes)
+# class path -> factory(**plain attributes) for namespace-like objects (register_plain_class)
+plain_classes: dict[str, Any] = {"argparse.Namespace": argparse.Namespace, "types.SimpleNamespace": types.SimpleNamespace}
+# class -> builder(record, interpreter, depth) for the plugin's own layers (register_layer_builder)
+layer_builders: dict[type, Any] = {}
+
+
+def register_plain_class(class_path: str, factory: Any) -> None:
+    """Host hook: objects pickled as ``class_path`` with an attribute dict become ``factory(**attributes)``.
+
+    For namespace-like classes only (e.g. ultralytics' ``IterableSimpleNamespace``): the attributes are plain
+    data (converted and checked first) and ``factory`` must do nothing but store them.
+    """
+    plain_classes[class_path] = factory
+
+
+def register_layer_builder(cls: type, builder: Any) -> None:
+    """Let a standalone record of ``cls`` (a layer saved without a model config) be rebuilt by
+    ``builder(record, interpreter, depth) -> nn.Module`` from the plain values its record holds."""
+    layer_builders[cls] = builder
 
 
 def allow_classes(*classes: type) -> None:
@@ -43,8 +62,6 @@ def register_data_class(cls: type) -> type:
     if not (isinstance(cls, type) and issubclass(cls, (types.SimpleNamespace, argparse.Namespace))
             and cls.__init__ in (types.SimpleNamespace.__init__, argparse.Namespace.__init__)):
         raise TypeError(f"register_data_class(): {cls!r} is not a namespace class that only stores its attributes")
-    from .interpret import register_plain_class
-
     register_plain_class(f"{cls.__module__}.{cls.__qualname__}", cls)
     return cls
 

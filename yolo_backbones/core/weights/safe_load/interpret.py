@@ -9,7 +9,7 @@ limit; containers are copied, so nothing the reader made is handed out. What is 
 * dense CPU tensors and ``nn.Parameter`` s, each a view checked to lie inside its storage
   (:func:`tensor_from_call`);
 * ``argparse.Namespace`` / ``types.SimpleNamespace`` (and classes a host registered with
-  :func:`register_plain_class`) made from plain attributes;
+  :func:`~.class_policy.register_plain_class`) made from plain attributes;
 * models, rebuilt by :mod:`.modules` from their config and tensors.
 
 Anything else (an object of any other class, a function or class reference used as data, a bound method
@@ -17,17 +17,16 @@ outside a fused module, a bare storage) is refused naming what it is.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import re
-import types
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import limits
+from .class_policy import plain_classes
 from .errors import Damaged, OverLimit, Refused
 from .records import BoundMethod, Call, Global, Obj, StorageRef
 
@@ -47,20 +46,7 @@ def _torch_values() -> dict[str, Any]:
 
 GLOBAL_VALUES = _torch_values()  # dtypes, layouts and memory formats pickled as globals of torch
 
-# class path -> factory(**plain attributes); hosts add theirs with register_plain_class
-plain_classes: dict[str, Callable[..., Any]] = {
-    "argparse.Namespace": argparse.Namespace, "types.SimpleNamespace": types.SimpleNamespace,
-}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def register_plain_class(class_path: str, factory: Callable[..., Any]) -> None:
-    """Host hook: objects pickled as ``class_path`` with an attribute dict become ``factory(**attributes)``.
-
-    For namespace-like classes only (e.g. ultralytics' ``IterableSimpleNamespace``): the attributes are plain
-    data (converted and checked first) and ``factory`` must do nothing but store them.
-    """
-    plain_classes[class_path] = factory
 
 
 class Interpreter:

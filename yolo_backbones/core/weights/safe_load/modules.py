@@ -30,7 +30,7 @@ from torch import nn
 
 from .attributes import ATTRIBUTE_CHECKS, Checker, copy_attributes, is_plain
 from .build_guard import rebuilding
-from .class_policy import resolve_alias
+from .class_policy import layer_builders, resolve_alias
 from .errors import Mismatch, OverLimit, Refused
 from .records import BoundMethod, Call, Obj
 
@@ -255,33 +255,11 @@ class GenericBuilder(ModelBuilder):
             raise Mismatch(f"{rec.obj.cls.path} cannot be rebuilt from its record ({type(e).__name__}: {e})") from None
 
     def _plugin_layer(self, rec: ModuleRecord, interp: Any, depth: int, module: str, name: str) -> nn.Module:
-        from ...base import Backbone
-        from ...registry import backbone_classes
-        from ...select import Select
-
         cls = self._class(module, name, rec)
-        if cls is Select:
-            index = interp.value(rec.attrs.get("index", 0), depth)
-            if type(index) is not int:
-                raise Refused(rec.path, "its index is not an integer")
-            return Select(index)
-        if issubclass(cls, Backbone) and backbone_classes().get(cls.__name__) is cls:
-            a = {k: interp.value(rec.attrs.get(k), depth) for k in ("variant", "out_indices", "num_classes",
-                                                                   "in_chans", "grad_checkpointing")}
-            ok = type(a["variant"]) is str and type(a["out_indices"]) in (tuple, list) and all(
-                type(i) is int for i in a["out_indices"]) and type(a["num_classes"]) is int and type(
-                a["in_chans"]) is int and 0 < a["in_chans"] <= 64 and 0 <= a["num_classes"] <= 100_000
-            if not ok:
-                raise Refused(rec.path, "its variant, stages, classes or input channels are not plain values")
-            try:
-                model = cls(a["variant"], a["out_indices"], num_classes=a["num_classes"], in_chans=a["in_chans"],
-                            grad_checkpointing=bool(a["grad_checkpointing"]))
-            except (TypeError, ValueError) as e:
-                raise Mismatch(f"{rec.path} cannot be rebuilt from its record ({e})") from None
-            if rec.attrs.get("fused") is True:
-                model.fuse()
-            return model
-        raise Refused(rec.path, "this plugin class is rebuilt only as part of a backbone or model, not on its own")
+        build = layer_builders.get(cls)
+        if build is None:
+            raise Refused(rec.path, "this plugin class is rebuilt only as part of a backbone or model, not on its own")
+        return build(rec, interp, depth)
 
 
 GENERIC = GenericBuilder()
