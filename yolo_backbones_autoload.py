@@ -29,7 +29,7 @@ WATCHED = frozenset({
     # ultralytics: every module the ultralytics host patches, and the package itself
     "ultralytics", "ultralytics.nn.tasks", "ultralytics.utils.checks", "ultralytics.utils.downloads",
     "ultralytics.utils.events", "ultralytics.utils.torch_utils", "ultralytics.data.utils",
-    "ultralytics.models.yolo.detect.val",
+    "ultralytics.models.yolo.detect.val", "ultralytics.nn.backends.base",
 })
 # Modules before whose first line runs the plugin's offline defaults are set (see the module doc).
 BEFORE = frozenset({"ultralytics"})

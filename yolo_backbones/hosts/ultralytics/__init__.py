@@ -5,7 +5,8 @@
 * ``ultralytics.nn.tasks``: backbone classes and ``Select`` nameable in model YAMLs, ``parse_model``
   (:mod:`.parse_model`), ``fuse``/``is_fused`` covering the backbones (:mod:`.model_patch`);
 * no network and no pip (:mod:`.offline`); bare YAML names find this project's files (:mod:`.files`);
-* checkpoints load through the project's safe loader (:mod:`.checkpoints`);
+* checkpoints load through the project's safe loader (:mod:`.checkpoints`); exported models' metadata is
+  checked (:mod:`.exported`);
 * COCO mAP with pycocotools for datasets with ``coco_json:`` (:mod:`.coco_val`).
 
 Modules imported later are handled by the next call, which ``yolo_backbones``' import hook makes.
@@ -16,6 +17,7 @@ import sys
 
 from .checkpoints import patch_checkpoint_loading
 from .coco_val import patch_detection_validator
+from .exported import patch_exported_metadata
 from .files import patch_files
 from .model_patch import is_tasks_module, patch_tasks_module
 from .offline import OfflineError, patch_offline
@@ -33,6 +35,7 @@ def install() -> list[str]:
     patch_offline()
     patch_files()
     patch_checkpoint_loading()
+    patch_exported_metadata()
     patch_detection_validator()
     tasks = sys.modules.get("ultralytics.nn.tasks")
     return [tasks.__name__] if tasks is not None and patch_tasks_module(tasks) else []

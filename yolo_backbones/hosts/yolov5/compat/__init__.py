@@ -11,7 +11,8 @@ replaces a few host functions, only those that exist, and is idempotent:
 * ``train`` with ``--cfg`` and no ``--weights`` trains from scratch (``train_defaults``);
 * numpy >= 2.4: the host's mAP code finds ``np.trapz`` again (``standins``);
 * ``val.run`` with ``save_json`` computes pycocotools mAP for any dataset with a COCO JSON (``coco_val``);
-* ``export.py --include openvino`` and ``DetectMultiBackend`` use today's ``openvino`` API, at f32 (``openvino``).
+* ``export.py --include openvino`` and ``DetectMultiBackend`` use today's ``openvino`` API, at f32 (``openvino``);
+* ``DetectMultiBackend`` reads exported models' metadata as literals and checks names and stride (``metadata``).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from ...common.patching import repoint
 from .downloads import _patch_downloads
 from .general import _patch_general
 from .layout import _is_yolov5_file
+from .metadata import patch_metadata
 from .openvino import patch_openvino
 from .plots import _patch_plots
 from .standins import _TORCH, _TORCH_USERS, _NumpyForHost
@@ -119,8 +121,9 @@ def apply_compat(host: types.ModuleType | None = None) -> None:
 
             patch_val(val)  # val.py --save-json: pycocotools mAP for any dataset with a COCO annotation file
         export, common = (sys.modules.get(prefix + name) for name in ("export", "models.common"))
-        patch_openvino(export if export is not None and (prefix or _is_yolov5_file(export)) else None,
-                       common if common is not None and (prefix or _is_yolov5_file(common)) else None)
+        common = common if common is not None and (prefix or _is_yolov5_file(common)) else None
+        patch_openvino(export if export is not None and (prefix or _is_yolov5_file(export)) else None, common)
+        patch_metadata(common)  # after patch_openvino: its check wraps the OpenVINO branch too
     patches = sys.modules.get("ultralytics.utils.patches")
     if patches is not None and callable(getattr(patches, "torch_load", None)):
         # Why: a clone loads every checkpoint with ultralytics' torch_load, which defaults to weights_only=False
