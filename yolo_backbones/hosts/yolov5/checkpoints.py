@@ -35,10 +35,13 @@ _PATHS = [f"{prefix}models.yolo.{name}" for prefix in ("", "yolov5.") for name i
 
 
 def _clone_on_path() -> bool:
-    """True if ``import models.yolo`` would find a YOLOv5 clone (not this project's YAML-only ``models/`` folder)."""
+    """True if ``import models.yolo`` would find a YOLOv5 clone: not this project's YAML-only ``models/`` folder, nor
+    the PyPI package's own ``models/`` (which ``import yolov5`` puts on ``sys.path``)."""
     spec = importlib.util.find_spec("models")
-    return spec is not None and any(Path(folder, "yolo.py").is_file() for folder in (spec.submodule_search_locations
-                                                                                      or ()))
+    pip = importlib.util.find_spec("yolov5")
+    pip_models = Path(pip.origin).parent.resolve() / "models" if pip is not None and pip.origin else None
+    return spec is not None and any(Path(folder, "yolo.py").is_file() and Path(folder).resolve() != pip_models
+                                    for folder in (spec.submodule_search_locations or ()))
 
 
 def yolo_module_for(class_path: str) -> types.ModuleType:
@@ -49,7 +52,7 @@ def yolo_module_for(class_path: str) -> types.ModuleType:
     module = None
     if class_path.startswith("models.yolo."):
         loaded = sys.modules.get("models.yolo")
-        if loaded is not None and is_yolo_module(loaded):
+        if loaded is not None and is_yolo_module(loaded) and _clone_on_path():
             module = loaded
         elif _clone_on_path():
             module = importlib.import_module("models.yolo")

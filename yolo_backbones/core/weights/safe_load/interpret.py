@@ -137,7 +137,8 @@ class Interpreter:
 
     def _metadata(self, meta: Any, depth: int) -> Any:
         out = self.value(meta, depth)
-        if type(out) is not dict or not all(type(k) is str and type(v) is dict for k, v in out.items()):
+        if type(out) not in (dict, _OrderedDict) or not all(
+                type(k) is str and type(v) is dict and all(type(x) is str for x in v) for k, v in out.items()):
             raise Refused("collections.OrderedDict", "a state_dict's _metadata is not a dict of version dicts")
         return out
 
