@@ -28,6 +28,7 @@ from ...core.weights import safe_load
 from ...core.weights.metadata import checkpoint_run_dir
 from ...core.weights.safe_load.errors import Refused
 from ...core.weights.safe_load.modules import ConfigModelBuilder, ModuleRecord
+from ..common.checkpoints import require_model_checkpoint
 from ..common.patching import replace
 
 __all__ = ["allow_ultralytics_classes", "patch_checkpoint_loading", "UltralyticsBuilder", "confine_checkpoint"]
@@ -113,9 +114,9 @@ def _make_torch_safe_load(original: Callable) -> Callable:
         file = attempt_download_asset(weight)
         allow_ultralytics_classes()
         ckpt = safe_load.load_checkpoint(file, map_location="cpu")
-        if not isinstance(ckpt, dict):
+        if isinstance(ckpt, nn.Module):
             ckpt = {"model": ckpt}  # torch.save(model, ...) instead of model.save(...)
-        return ckpt, str(Path(file))
+        return require_model_checkpoint(ckpt, str(file)), str(Path(file))
 
     return torch_safe_load
 

@@ -231,8 +231,10 @@ class GenericBuilder(ModelBuilder):
             raise Refused(rec.obj.cls.path, "this torch.nn module cannot be rebuilt from its record alone")
         params = rec.attrs.get("_parameters", {})
         kwargs: dict[str, Any] = {}
-        for p in inspect.signature(cls.__init__).parameters.values():
-            if p.name in ("self", "device", "dtype") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+        # LSTM / GRU / RNN take RNNBase's arguments through *args (their mode is fixed by the class)
+        init = nn.RNNBase.__init__ if issubclass(cls, nn.RNNBase) else cls.__init__
+        for p in inspect.signature(init).parameters.values():
+            if p.name in ("self", "device", "dtype", "mode") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 continue
             if p.name == "bias" and type(rec.attrs.get("bias")) is not bool:
                 present = params.get("in_proj_bias", params.get("bias")) if type(params) in (dict, _OrderedDict) \

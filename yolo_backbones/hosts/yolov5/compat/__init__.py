@@ -25,7 +25,7 @@ import warnings
 import numpy as np
 import torch
 
-from ....core.weights.safe_load import load_checkpoint
+from ...common.checkpoints import load_model_checkpoint
 from ...common.offline import go_offline
 from ...common.patching import repoint
 from .downloads import _patch_downloads
@@ -127,4 +127,4 @@ def apply_compat(host: types.ModuleType | None = None) -> None:
     patches = sys.modules.get("ultralytics.utils.patches")
     if patches is not None and callable(getattr(patches, "torch_load", None)):
         # Why: a clone loads every checkpoint with ultralytics' torch_load, which defaults to weights_only=False
-        repoint(patches.torch_load, load_checkpoint, "torch_load")
+        repoint(patches.torch_load, load_model_checkpoint, "torch_load")
