@@ -41,6 +41,9 @@ _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_back
                "_load_state_dict_post_hooks")
 
 
+_BOOKKEEPING = frozenset({"_parameters", "_buffers", "_modules", "training"})
+
+
 class ModuleRecord:
     """A module as the file describes it: class path (old paths mapped to today's), attributes, children."""
 
@@ -48,8 +51,12 @@ class ModuleRecord:
         state = obj.state
         if type(state) is tuple and len(state) == 2:
             state = state[0]
-        if type(state) is not dict:
-            raise Refused(obj.cls.path, "its module state is not an attribute dict")
+        if type(state) is not dict or not _BOOKKEEPING <= state.keys():
+            raise Refused(obj.cls.path, "its state is not that of a module torch.save wrote (an attribute dict with "
+                                        "_parameters, _buffers, _modules and training)")
+        bad = next((k for k in state if type(k) is not str or k.startswith("__")), None)
+        if bad is not None or obj.listitems or obj.dictitems:
+            raise Refused(obj.cls.path, f"its state sets {str(bad)[:40]!r} or adds container items to a module")
         self.obj, self.attrs = obj, state
         self.path = f"{resolve_alias(obj.cls.module)}.{obj.cls.name}"
         self.name = obj.cls.name
@@ -277,6 +284,7 @@ def rebuild_module(interp: Any, obj: Obj, depth: int) -> nn.Module:
     model = _build(builder, top, records, interp, depth)
     _check_structure(records, model)
     state, dtypes = _state_dict(records, interp, depth)
+    grads = {k: t.requires_grad for k, t in state.items() if isinstance(t, nn.Parameter)}  # assign=True resets them
     try:
         missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     except RuntimeError as e:  # shape mismatches
@@ -285,7 +293,6 @@ def rebuild_module(interp: Any, obj: Obj, depth: int) -> nn.Module:
         what = (f"missing {', '.join(missing[:5])}" if missing else "") + ("; " if missing and unexpected else "") + (
             f"unexpected {', '.join(unexpected[:5])}" if unexpected else "")
         raise Mismatch(f"its tensors do not match the model its config builds ({what})")
-    grads = {k: t.requires_grad for k, t in state.items() if isinstance(t, nn.Parameter)}
     for key, param in model.named_parameters(remove_duplicate=False):
         if key in grads:
             param.requires_grad_(grads[key])  # assign=True keeps the built model's flag
