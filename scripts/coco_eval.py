@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from yolo_backbones.coco_eval import evaluate, format_stats, load_annotations, to_coco_results
+from yolo_backbones.hosts.common.coco_eval import evaluate, format_stats, load_annotations, to_coco_results
 
 
 def main(argv: list[str] | None = None) -> int:

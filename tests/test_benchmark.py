@@ -152,7 +152,7 @@ def test_reference_and_memory_columns(tmp_path, monkeypatch) -> None:
     """--reference times the EfficientFormer classifiers against timm; --train-memory runs child processes."""
     pytest.importorskip("timm")
     script = load_script()
-    monkeypatch.setattr(script, "train_peak_memory_gb", lambda cfg, batch, img, ckpt, threads: 1.5 if ckpt else 2.5)
+    monkeypatch.setattr(sys.modules["benchmarking.train_memory"], "train_peak_memory_gb", lambda cfg, batch, img, ckpt, threads: 1.5 if ckpt else 2.5)
     argv = ["--models", "yolov5_efficientformerv2_s0.yaml", "--img", "64", "--runs", "1", "--warmup", "0",
             "--no-train", "--no-onnx", "--no-openvino", "--no-explain", "--threads", "1", "--reference", "--train-memory",
             "--out", str(tmp_path)]
@@ -178,7 +178,7 @@ def test_failure_is_recorded_not_raised(tmp_path, monkeypatch) -> None:
     def broken(*_args, **_kwargs):
         raise RuntimeError("export exploded")
 
-    monkeypatch.setattr(script, "export_onnx", broken)
+    monkeypatch.setattr(sys.modules["benchmarking.engines"], "export_onnx", broken)
     argv = ["--models", f"{MODEL}.yaml", "--img", "64", "--runs", "1", "--warmup", "0", "--no-train",
             "--no-explain", "--threads", "1", "--out", str(tmp_path)]
     assert script.main(argv) == 0

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from yolo_backbones import cli, list_backbones
+from yolo_backbones import list_backbones
+from yolo_backbones.cli import commands as cli
 from yolo_backbones.resources import DATA_DIR, MODELS_DIR, find_resource
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""COCO mAP with pycocotools for any dataset with a COCO annotation file (yolo_backbones.coco_eval / coco_val).
+"""COCO mAP with pycocotools for any dataset with a COCO annotation file (yolo_backbones.hosts.common.coco_eval / coco_val).
 
 Predictions are built the way YOLOv5's ``--save-json`` writes them for a dataset that is not COCO:
 ``category_id`` = YOLO class index, ``image_id`` = ``int(stem)`` of the image file.
@@ -22,9 +22,9 @@ import yolo_backbones  # noqa: F401  (installs the plugin into yolov5 below)
 import yolov5.utils.metrics
 import yolov5.val
 from conftest import IMG, run
-from yolo_backbones import cli
+from yolo_backbones.cli import commands as cli
 from yolo_backbones.hosts.yolov5 import coco_val
-from yolo_backbones.coco_eval import (STAT_NAMES, category_map, evaluate, format_stats, image_id_map,
+from yolo_backbones.hosts.common.coco_eval import (STAT_NAMES, category_map, evaluate, format_stats, image_id_map,
                                       load_annotations, to_coco_results)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from yolo_backbones import cli
-from yolo_backbones.host_choice import choose_host, host_of_weights, host_of_yaml
+from yolo_backbones.cli import commands as cli
+from yolo_backbones.cli.host_choice import choose_host, host_of_weights, host_of_yaml
 from yolo_backbones.resources import DATA_DIR
-from yolo_backbones.ultralytics_cli import to_ultralytics_args
+from yolo_backbones.cli.ultralytics import to_ultralytics_args
 
 
 def _fake_checkpoint(path: Path, module: str) -> Path:

@@ -52,5 +52,5 @@ class ConvBnDownsample(nn.Module):
         return self.norm(self.proj(x))
 
     def fuse_(self) -> None:
-        """Inference fold (see :mod:`yolo_backbones.fuse`): ``proj -> norm`` becomes one conv, norm -> Identity."""
+        """Inference fold (see :mod:`yolo_backbones.core.fuse`): ``proj -> norm`` becomes one conv, norm -> Identity."""
         fuse_pair(self, "proj", "norm")

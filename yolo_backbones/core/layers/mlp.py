@@ -128,7 +128,7 @@ class ConvBnMlp(nn.Module):
         return _conv_norm(self.fc2, self.norm2, x[:, :, crop], residual=residual)
 
     def fuse_(self) -> None:
-        """Inference fold (see :mod:`yolo_backbones.fuse`): each ``conv -> BN`` pair becomes one conv, BN -> Identity."""
+        """Inference fold (see :mod:`yolo_backbones.core.fuse`): each ``conv -> BN`` pair becomes one conv, BN -> Identity."""
         for conv, norm in (("fc1", "norm1"), ("mid", "mid_norm"), ("fc2", "norm2")):
             fuse_pair(self, conv, norm)
 

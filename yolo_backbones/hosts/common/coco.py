@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from ...coco_eval import evaluate, format_stats, image_id_map, load_annotations, to_coco_results
+from .coco_eval import evaluate, format_stats, image_id_map, load_annotations, to_coco_results
 
 __all__ = ["annotation_file", "evaluate_run"]
 
@@ -44,7 +44,7 @@ def evaluate_run(predictions: Sequence[Mapping[str, Any]], annotations_file: Pat
 
     ``names``: the dataset's class index -> name (matched to the file's categories by name).
     ``image_files``: the images of the run, also those without any detection (``None``: the images that
-    have predictions). ``stats`` holds the 12 metrics of :data:`yolo_backbones.coco_eval.STAT_NAMES`;
+    have predictions). ``stats`` holds the 12 metrics of :data:`yolo_backbones.hosts.common.coco_eval.STAT_NAMES`;
     ``results`` are the predictions with the file's category and image ids. ``note`` ends the header line.
     """
     annotations = load_annotations(annotations_file)

@@ -10,7 +10,7 @@ the PyPI package's script (``yolov5.train`` ...), or to a YOLOv5 clone's ``train
 * defaults that would download are replaced by the embedded ones: ``--data coco8.yaml`` (train/val),
   ``--source data/coco8/images`` (detect), and ``--weights ''`` when training a ``--cfg`` from scratch;
 * ``val --coco-json FILE`` (this plugin's flag, removed before YOLOv5 parses the rest) computes COCO mAP
-  with pycocotools against FILE (see :mod:`yolo_backbones.coco_val`).
+  with pycocotools against FILE (see :mod:`yolo_backbones.hosts.yolov5.coco_val`).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import types
 from pathlib import Path
 from typing import Sequence
 
-from .resources import DATA_DIR, find_resource
+from ..resources import DATA_DIR, find_resource
 
 SCRIPTS = ("train", "val", "detect", "export")
 DEFAULT_DATA = "coco8.yaml"
@@ -82,7 +82,7 @@ def _pop_coco_json(argv: list[str]) -> None:
         return
     if not Path(value).is_file():
         raise SystemExit(f"--coco-json: no such file: {value}")
-    from .hosts.yolov5.coco_val import set_coco_json
+    from ..hosts.yolov5.coco_val import set_coco_json
 
     set_coco_json(value)
     if _flag_value(argv, "--save-json")[0] < 0:
@@ -105,7 +105,7 @@ def run_script(script: str, argv: Sequence[str]) -> int:
 
     argv = list(argv)
     if choose_host(argv, _flag_value) == "ultralytics":
-        from .ultralytics_cli import run_ultralytics
+        from .ultralytics import run_ultralytics
 
         return run_ultralytics(script, argv)
     return run_yolov5_script(script, argv)
@@ -151,8 +151,8 @@ def _import_file(name: str, file: Path) -> types.ModuleType:
 
 def print_backbones() -> None:
     """Print the registered backbones: name, YAML module, variant, output strides, channels and weights names."""
-    from .core.registry import list_backbones
-    from .core.weights.sources import weights_names
+    from ..core.registry import list_backbones
+    from ..core.weights.sources import weights_names
 
     rows = [("name", "YAML module", "variant", "strides", "channels", "weights")]
     rows += [(r["name"], r["yaml_module"], r["variant"], "/".join(map(str, r["strides"])),
@@ -167,7 +167,7 @@ def print_backbones() -> None:
 
 def print_weights(argv: Sequence[str] = ()) -> int:
     """``weights``: print the table of pretrained weights; ``weights BACKBONE NAME``: fetch one, print its path."""
-    from .core.weights.sources import resolve_weights, weights_table_markdown
+    from ..core.weights.sources import resolve_weights, weights_table_markdown
 
     if not argv:
         print(weights_table_markdown())
@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "weights":
         return print_weights(rest)
     if command in SCRIPTS:
-        from .hosts.common.errors import one_line, user_error
+        from ..hosts.common.errors import one_line, user_error
 
         try:
             return run_script(command, rest)
@@ -218,7 +218,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     print(f"yolo-backbones: unknown command {command!r}\n{USAGE}", file=sys.stderr)
     return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

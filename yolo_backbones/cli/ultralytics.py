@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from .resources import DATA_DIR, find_resource
+from ..resources import DATA_DIR, find_resource
 
 MODES = {"train": "train", "val": "val", "detect": "predict", "export": "export"}
 

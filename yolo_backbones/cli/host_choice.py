@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from .resources import find_resource
+from ..resources import find_resource
 
 HOSTS = ("yolov5", "ultralytics")
 
