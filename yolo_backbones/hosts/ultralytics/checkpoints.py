@@ -4,7 +4,8 @@ Every ``.pt`` ultralytics reads as a model (``YOLO("best.pt")``, ``yolo val/pred
 resume, ``AutoBackend``, ``strip_optimizer``) goes through ``tasks.torch_safe_load`` or
 ``torch_utils.torch_load``: ``torch_safe_load`` is replaced (the loader's one-line errors reach the user
 instead of ultralytics' "corrupted file" wrapping, and nothing is auto-installed for a module a file names),
-and the name ``torch_load`` of both modules points to the safe loader. ``ultralytics.utils.patches.torch_load``
+and the name ``torch_load`` of both modules points to the safe loader; ``strip_optimizer``, which turns any
+load error into a "Skipping" warning, re-raises the loader's refusal. ``ultralytics.utils.patches.torch_load``
 itself stays ultralytics' (full unpickling): the DDP launcher uses it to hand the trainer, callbacks included,
 to its rank processes.
 
@@ -17,6 +18,7 @@ of a checkpoint (where ``yolo train resume`` writes) at the checkpoint's own run
 """
 from __future__ import annotations
 
+import contextvars
 import importlib
 import sys
 from pathlib import Path
@@ -89,13 +91,40 @@ def allow_ultralytics_classes() -> None:
     safe_load.register_checkpoint_hook(confine_checkpoint)
 
 
+# The loader's refusal inside ultralytics' strip_optimizer, which turns every load error into a warning.
+_REFUSAL: contextvars.ContextVar[list | None] = contextvars.ContextVar("yolo_backbones_strip_refusal", default=None)
+
+
 def _make_torch_load(original: Callable) -> Callable:
     def torch_load(*args: Any, **kwargs: Any) -> Any:
         """``torch_load`` as ultralytics calls it, served by :func:`yolo_backbones.load_checkpoint`."""
         allow_ultralytics_classes()
-        return safe_load.load_checkpoint(*args, **kwargs)
+        try:
+            return safe_load.load_checkpoint(*args, **kwargs)
+        except (safe_load.UntrustedCheckpointError, safe_load.CheckpointFileError) as e:
+            seen = _REFUSAL.get()
+            if seen is not None:
+                seen.append(e)
+            raise
 
     return torch_load
+
+
+def _make_strip_optimizer(original: Callable) -> Callable:
+    def strip_optimizer(*args: Any, **kwargs: Any) -> Any:
+        """ultralytics' ``strip_optimizer``; a file the loader refuses raises its one-line error (ultralytics would
+        log "Skipping ..." and report success)."""
+        seen: list = []
+        token = _REFUSAL.set(seen)
+        try:
+            out = original(*args, **kwargs)
+        finally:
+            _REFUSAL.reset(token)
+        if seen and not out:
+            raise seen[0]
+        return out
+
+    return strip_optimizer
 
 
 def _make_torch_safe_load(original: Callable) -> Callable:
@@ -132,3 +161,6 @@ def patch_checkpoint_loading() -> None:
     tasks = sys.modules.get("ultralytics.nn.tasks")
     if tasks is not None and callable(tasks.__dict__.get("torch_safe_load")):
         replace(tasks, "torch_safe_load", _make_torch_safe_load, tops=("ultralytics",))
+    utils = sys.modules.get("ultralytics.utils.torch_utils")
+    if utils is not None and callable(utils.__dict__.get("strip_optimizer")):
+        replace(utils, "strip_optimizer", _make_strip_optimizer, tops=("ultralytics",))
