@@ -291,9 +291,26 @@ def test_class_names_never_leave_the_crop_folder(tmp_path):
     assert not outside.exists() and not (tmp_path.parent / "escaped").exists()
 
 
+def _host_optimizer(model: torch.nn.Module, host: str = "yolov5") -> torch.optim.Optimizer:
+    """The three parameter groups the host's trainer makes (YOLOv5: biases, decayed weights, norm weights;
+    ultralytics: decayed weights, norm weights, biases), with the scheduler's ``initial_lr``."""
+    norms = tuple(v for k, v in torch.nn.__dict__.items() if "Norm" in k)
+    groups: dict[str, list] = {"weight": [], "bn": [], "bias": []}
+    for name, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            key = "bias" if "bias" in f"{name}.{pname}" else "bn" if isinstance(module, norms) else "weight"
+            groups[key].append(p)
+    order = ("bias", "weight", "bn") if host == "yolov5" else ("weight", "bn", "bias")
+    optimizer = torch.optim.SGD([{"params": groups[k], "weight_decay": 0.0005 if k == "weight" else 0.0}
+                                 for k in order], lr=0.01, momentum=0.937, nesterov=True)
+    for group in optimizer.param_groups:
+        group["initial_lr"] = group["lr"]
+    return optimizer
+
+
 def _training_checkpoint(run_dir: Path, opt: dict) -> Path:
     model = _yolov5_model(nc=80)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.937, nesterov=True)
+    optimizer = _host_optimizer(model)
     weights = run_dir / "weights"
     weights.mkdir(parents=True)
     ckpt = {"epoch": 0, "best_fitness": 0.0, "model": copy.deepcopy(model).half(), "ema": copy.deepcopy(model).half(),
@@ -329,10 +346,10 @@ def test_ultralytics_resume_writes_only_into_the_checkpoint_run_folder(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     ckpt = _ultralytics_checkpoint()
     model = ckpt["ema"].float()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    optimizer = _host_optimizer(model, "ultralytics")
     ckpt.update(epoch=0, best_fitness=0.0, optimizer=optimizer.state_dict(), updates=1, ema=model.half())
     ckpt["train_args"] = {"task": "detect", "mode": "train", "model": "yolo11n.yaml", "data": str(COCO8), "epochs": 2,
-                          "imgsz": 64, "batch": 4, "device": "cpu", "workers": 0, "plots": False, "val": False,
+                          "imgsz": 64, "batch": 4, "device": "cpu", "workers": 0, "plots": False, "val": False, "optimizer": "SGD",
                           "project": str(elsewhere), "name": "exp", "exist_ok": True, "save_dir": str(elsewhere)}
     weights = tmp_path / "runs" / "exp" / "weights"
     weights.mkdir(parents=True)

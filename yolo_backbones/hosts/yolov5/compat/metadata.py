@@ -12,6 +12,7 @@ files, OpenVINO ``.yaml`` files and TFLite zips as they come. :func:`patch_metad
 """
 from __future__ import annotations
 
+import contextvars
 import types
 from pathlib import Path
 from typing import Any, Callable
@@ -24,11 +25,15 @@ __all__ = ["literal_only", "patch_metadata"]
 _FLAG = "_yolo_backbones_metadata_checked"
 
 
+_SOURCE: contextvars.ContextVar[str] = contextvars.ContextVar("yolo_backbones_metadata_file",
+                                                              default="the exported model")
+
+
 def literal_only(text: Any, *args: Any, **kwargs: Any) -> Any:
     """What ``eval`` means inside YOLOv5's ``models.common``: a literal (``names`` metadata), never code."""
     if args or kwargs:
-        raise MetadataError("exported model metadata: eval() with a namespace is not supported for metadata")
-    return parse_literal(text, "the exported model", "names")
+        raise MetadataError(f"{_SOURCE.get()}: eval() with a namespace is not supported for metadata")
+    return parse_literal(text, _SOURCE.get(), "names")
 
 
 def _source(weights: Any) -> str:
@@ -39,6 +44,7 @@ def _make_init(original: Callable) -> Callable:
     def __init__(self: Any, weights: Any = "yolov5s.pt", *args: Any, **kwargs: Any) -> None:
         """``DetectMultiBackend.__init__`` with the metadata of the model file checked (see the module doc)."""
         source = _source(weights)
+        token = _SOURCE.set(source)
         try:
             original(self, weights, *args, **kwargs)
         except (ValueError, KeyError, TypeError, IndexError, SyntaxError, RecursionError) as e:
@@ -46,6 +52,8 @@ def _make_init(original: Callable) -> Callable:
                 raise
             raise MetadataError(f"{source}: its metadata (stride, names) cannot be read ({type(e).__name__}: "
                                 f"{str(e)[:120]}); nothing from it was evaluated; re-export the model") from None
+        finally:
+            _SOURCE.reset(token)
         if getattr(self, "names", None) is not None:
             self.names = check_names(self.names, source)
         if getattr(self, "stride", None) is not None:

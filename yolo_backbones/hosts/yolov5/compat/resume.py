@@ -17,7 +17,7 @@ import argparse
 import contextlib
 import contextvars
 import types
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Iterator
 
 from ....core.weights.metadata import checkpoint_run_dir
@@ -38,6 +38,8 @@ _CONTEXT: contextvars.ContextVar[tuple[argparse.Namespace, Path] | None] = conte
 
 def _same_kind(value: Any, default: Any) -> bool:
     plain = (str, int, float, bool, type(None))
+    if isinstance(default, PurePath):  # train.py's path defaults (hyp, data, project)
+        default = str(default)
     if default is None:
         return isinstance(value, plain) or (isinstance(value, dict) and all(
             isinstance(k, str) and isinstance(v, (int, float, bool, str, type(None))) for k, v in value.items()))
