@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from yolo_backbones.core.weights.safe_load import load_checkpoint  # noqa: E402
+from yolo_backbones.core.weights.safe_load import load_checkpoint
 
 
 def conv_block(c1: int, c2: int, k: int = 3, s: int = 1) -> nn.Sequential:
@@ -46,7 +46,7 @@ def build_model(target_mb: float) -> nn.Module:
     while True:
         stages = nn.Sequential()
         c = 3
-        for i, mult in enumerate((1, 2, 4, 8, 8)):
+        for mult in (1, 2, 4, 8, 8):
             c2 = width * mult
             blocks = [conv_block(c, c2, 3, 2)]
             blocks += [nn.Sequential(conv_block(c2, c2 // 2, 1), conv_block(c2 // 2, c2, 3)) for _ in range(6)]
@@ -151,7 +151,8 @@ def measure(repeats: int = 10, target_mb: float = 50.0, report: bool = False, ki
                   f"{len(safe)} globals added to torch's safe globals for weights_only=True")
             for i, (a, b) in enumerate(zip(ours, theirs)):
                 print(f"  repeat {i:2d}: load_checkpoint {a * 1e3:7.1f} ms   torch.load(weights_only=True) "
-                      f"{b * 1e3:7.1f} ms   ratio {a / b:.3f}   (unsafe C-pickle torch.load {c_pickle[i] * 1e3:6.1f} ms)")
+                      f"{b * 1e3:7.1f} ms   ratio {a / b:.3f}   "
+                      f"(unsafe C-pickle torch.load {c_pickle[i] * 1e3:6.1f} ms)")
     return statistics.median(ours), statistics.median(theirs), size
 
 

@@ -29,9 +29,10 @@ import pickle
 import sys
 import types
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -48,7 +49,7 @@ def _touch_expr(marker: Path) -> str:
 def _parse_model(cfg: Any) -> None:
     """Like YOLOv5's parse_model: evaluates strings from the config."""
     for expr in (cfg or {}).get("exprs", []):
-        eval(expr)  # noqa: S307 - the point of the fake
+        eval(expr)
 
 
 class _Model(nn.Module):
@@ -67,16 +68,16 @@ class _Layer(nn.Module):
 
     def forward(self, x: Any) -> Any:
         if isinstance(x, str):
-            eval(x)  # noqa: S307
+            eval(x)
         return x
 
     def forward_fuse(self, x: Any) -> Any:
         if isinstance(x, str):
-            eval(x)  # noqa: S307
+            eval(x)
         return x
 
     def run(self, expr: str) -> None:
-        eval(expr)  # noqa: S307
+        eval(expr)
 
 
 class _Runner(nn.Module):
@@ -85,14 +86,14 @@ class _Runner(nn.Module):
     def __init__(self, expr: str | None = None) -> None:
         super().__init__()
         if expr:
-            eval(expr)  # noqa: S307
+            eval(expr)
 
 
 class _Stateful:
     """A data class whose __setstate__ acts on the state."""
 
     def __setstate__(self, state: dict) -> None:
-        eval(state.get("expr", "None"))  # noqa: S307
+        eval(state.get("expr", "None"))
         self.__dict__.update(state)
 
 
@@ -100,7 +101,7 @@ class _Finalized:
     """A class whose __del__ acts on its attributes."""
 
     def __del__(self) -> None:
-        eval(self.__dict__.get("expr", "None"))  # noqa: S307
+        eval(self.__dict__.get("expr", "None"))
 
 
 class _Plain:
@@ -111,7 +112,7 @@ class _Caller:
     """A callable data class (like ultralytics' MixUp): calling it evaluates ``expr`` of its state."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        eval(self.__dict__.get("expr", "None"))  # noqa: S307
+        eval(self.__dict__.get("expr", "None"))
         return args[-1] if args else None
 
 
@@ -155,7 +156,7 @@ class Call:
         raise AssertionError("a gadget is only pickled, never called")
 
     @property  # type: ignore[misc]
-    def __class__(self) -> Any:  # noqa: D105
+    def __class__(self) -> Any:
         return self._cls if self._cls is not None else Call
 
     def __reduce__(self) -> tuple:
@@ -506,9 +507,10 @@ def memo_mutation_program(marker: Path) -> bytes:
     state = b"}(" + b"".join(unicode(k) + v for k, v in [
         ("training", b"\x89"), ("_parameters", od), ("_buffers", od), ("_modules", od),
         ("_non_persistent_buffers_set", b"c__builtin__\nset\n)R"), ("_is_full_backward_hook", b"N"),
-        *((k, od) for k in ("_backward_hooks", "_backward_pre_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs",
-                            "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs", "_state_dict_hooks",
-                            "_state_dict_pre_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")),
+        *((k, od) for k in ("_backward_hooks", "_backward_pre_hooks", "_forward_pre_hooks",
+                            "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+                            "_forward_pre_hooks_with_kwargs", "_state_dict_hooks", "_state_dict_pre_hooks",
+                            "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")),
         ("_forward_hooks", od + b"q\x09")]) + b"u"
     identity = b"ctorch.nn.modules.linear\nIdentity\n)\x81" + state + b"b"
     caller = (b"c" + FAKE_HOST.encode() + b".models\nCaller\n)\x81}" + unicode("expr")

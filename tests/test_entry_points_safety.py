@@ -17,10 +17,9 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
+import gadgets
 import pytest
 import torch
-
-import gadgets
 from gadgets import reconstruct, ref, write_checkpoint, write_file_dict, write_gadget, write_raw
 
 pytestmark = pytest.mark.slow
@@ -44,7 +43,8 @@ def _commands(weights: Path, out: Path) -> dict[str, list[str]]:
     common = ["--img", "64", "--device", "cpu"]
     w = str(weights)
     return {
-        "detect.py": [PY, str(ROOT / "detect.py"), "--weights", w, "--source", str(IMAGE), "--project", str(out), *common],
+        "detect.py": [PY, str(ROOT / "detect.py"), "--weights", w, "--source", str(IMAGE), "--project", str(out),
+                      *common],
         "val.py": [PY, str(ROOT / "val.py"), "--weights", w, "--data", str(COCO8), "--project", str(out), *common],
         "export.py": [PY, str(ROOT / "export.py"), "--weights", w, "--include", "onnx", *common],
         "train.py --weights": [PY, str(ROOT / "train.py"), "--weights", w, "--cfg", "yolov5_edgevit.yaml",
@@ -79,7 +79,8 @@ def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Completed
 
 
 def _assert_one_line_error(proc: subprocess.CompletedProcess, *expected: str) -> str:
-    assert proc.returncode == 1, f"exit {proc.returncode} after a bad file:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    assert proc.returncode == 1, \
+        f"exit {proc.returncode} after a bad file:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, proc.stderr[-3000:]
@@ -349,7 +350,8 @@ def test_ultralytics_resume_writes_only_into_the_checkpoint_run_folder(tmp_path)
     optimizer = _host_optimizer(model, "ultralytics")
     ckpt.update(epoch=0, best_fitness=0.0, optimizer=optimizer.state_dict(), updates=1, ema=model.half())
     ckpt["train_args"] = {"task": "detect", "mode": "train", "model": "yolo11n.yaml", "data": str(COCO8), "epochs": 2,
-                          "imgsz": 64, "batch": 4, "device": "cpu", "workers": 0, "plots": False, "val": False, "optimizer": "SGD",
+                          "imgsz": 64, "batch": 4, "device": "cpu", "workers": 0, "plots": False, "val": False,
+                          "optimizer": "SGD",
                           "project": str(elsewhere), "name": "exp", "exist_ok": True, "save_dir": str(elsewhere)}
     weights = tmp_path / "runs" / "exp" / "weights"
     weights.mkdir(parents=True)

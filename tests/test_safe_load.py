@@ -23,19 +23,37 @@ import types
 import zipfile
 from pathlib import Path, PosixPath
 
+import gadgets
 import numpy as np
 import pytest
 import torch
+from gadgets import (
+    CALLABLES,
+    GADGETS,
+    NESTS,
+    PLACES,
+    call,
+    install_fake_host,
+    memo_mutation_program,
+    write_checkpoint,
+    write_file_dict,
+    write_gadget,
+    write_later_gadget,
+    write_raw,
+)
 from torch import nn
 
-import gadgets
-from gadgets import (CALLABLES, GADGETS, NESTS, PLACES, call, install_fake_host, memo_mutation_program, reconstruct,
-                     write_checkpoint, write_file_dict, write_gadget, write_later_gadget, write_raw)
 from yolo_backbones import Select, create
 from yolo_backbones.core.weights import safe_load
 from yolo_backbones.core.weights.safe_load import (
-    TRUST_ENV, CheckpointFileError, UnsafeCheckpointLoadWarning, UntrustedCheckpointError, allow_classes,
-    load_checkpoint, register_data_class)
+    TRUST_ENV,
+    CheckpointFileError,
+    UnsafeCheckpointLoadWarning,
+    UntrustedCheckpointError,
+    allow_classes,
+    load_checkpoint,
+    register_data_class,
+)
 
 HOST = install_fake_host()
 
@@ -452,7 +470,7 @@ def test_rebuilt_parameters_keep_flags_and_training_mode(tmp_path):
 
 @pytest.mark.parametrize("protocol", [2, 4])
 def test_saved_state_dict_loads_with_its_metadata(protocol, tmp_path):
-    """torch.save(model.state_dict()): an OrderedDict whose BUILD restores `_metadata` (the official checkpoints' form)."""
+    """torch.save(model.state_dict()): an OrderedDict whose BUILD restores `_metadata` (official checkpoints' form)."""
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     path = tmp_path / "sd.pth"
     torch.save({"model": model.state_dict(), "epoch": 3}, path, pickle_protocol=protocol)

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
-
 from gadgets import write_raw
+from torch import nn
 
 pytestmark = pytest.mark.slow
 

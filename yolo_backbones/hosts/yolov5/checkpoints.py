@@ -1,4 +1,4 @@
-"""YOLOv5 checkpoints as data: ``DetectionModel`` / ``SegmentationModel`` rebuilt from their YAML; run settings confined.
+"""YOLOv5 checkpoints as data: detection and segmentation models rebuilt from their YAML, run settings confined.
 
 A YOLOv5 checkpoint pickles ``models.yolo.DetectionModel`` (a clone) or ``yolov5.models.yolo.DetectionModel``
 (the PyPI package). The loader hands such a record to :class:`YOLOv5Builder`, which imports the host that
@@ -24,14 +24,15 @@ from typing import Any
 from torch import nn
 
 from ...core.weights.metadata import checkpoint_run_dir
-from ...core.weights.safe_load import (ModelBuilder, ModuleRecord, register_checkpoint_hook, register_model_builder)
+from ...core.weights.safe_load import ModelBuilder, ModuleRecord, register_checkpoint_hook, register_model_builder
 from ...core.weights.safe_load.errors import Refused
 from ...core.weights.safe_load.modules import ConfigModelBuilder
 
 __all__ = ["YOLOv5Builder", "register_checkpoint_support", "confine_checkpoint", "yolo_module_for"]
 
 MODEL_CLASSES = ("DetectionModel", "Model", "SegmentationModel")
-_PATHS = [f"{prefix}models.yolo.{name}" for prefix in ("", "yolov5.") for name in (*MODEL_CLASSES, "ClassificationModel")]
+_PATHS = [f"{prefix}models.yolo.{name}" for prefix in ("", "yolov5.")
+          for name in (*MODEL_CLASSES, "ClassificationModel")]
 
 
 def _clone_on_path() -> bool:

@@ -29,15 +29,23 @@ is tested: ``docs/security.md``.
 from __future__ import annotations
 
 from .build_guard import is_rebuilding, run_probe
-from .class_policy import (allow_classes, register_data_class, register_layer_builder, register_model_namespace,
-                           register_module_alias, register_plain_class, user_module_classes)
+from .class_policy import (
+                           allow_classes,
+                           register_data_class,
+                           register_layer_builder,
+                           register_model_namespace,
+                           register_module_alias,
+                           register_plain_class,
+                           user_module_classes,
+)
 from .errors import CheckpointFileError, UnsafeCheckpointLoadWarning, UntrustedCheckpointError
 from .loader import TRUST_ENV, load_checkpoint, register_checkpoint_hook
 from .modules import ModelBuilder, ModuleRecord, register_model_builder
 
 __all__ = [
     "load_checkpoint", "allow_classes", "user_module_classes", "register_model_namespace", "register_data_class",
-    "register_module_alias", "register_plain_class", "register_layer_builder", "register_model_builder", "register_checkpoint_hook",
+    "register_module_alias", "register_plain_class", "register_layer_builder", "register_model_builder",
+    "register_checkpoint_hook",
     "ModelBuilder", "ModuleRecord", "is_rebuilding", "run_probe", "UntrustedCheckpointError", "CheckpointFileError",
     "UnsafeCheckpointLoadWarning", "TRUST_ENV",
 ]

@@ -24,7 +24,8 @@ import contextvars
 import logging
 import math
 import threading
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch.overrides import TorchFunctionMode

@@ -16,7 +16,8 @@ from torch import nn
 aliases: dict[str, str] = {}  # pickled module path -> current module path
 user_modules: dict[str, type[nn.Module]] = {}  # YAML name -> a user's nn.Module class (allow_classes)
 # class path -> factory(**plain attributes) for namespace-like objects (register_plain_class)
-plain_classes: dict[str, Any] = {"argparse.Namespace": argparse.Namespace, "types.SimpleNamespace": types.SimpleNamespace}
+plain_classes: dict[str, Any] = {"argparse.Namespace": argparse.Namespace,
+                                 "types.SimpleNamespace": types.SimpleNamespace}
 # class -> builder(record, interpreter, depth) for the plugin's own layers (register_layer_builder)
 layer_builders: dict[type, Any] = {}
 

@@ -8,8 +8,16 @@ from typing import IO, Any, Callable, Union
 import torch
 
 from .archive import open_archive
-from .errors import (CheckpointFileError, Damaged, Mismatch, OverLimit, Refused, UnsafeCheckpointLoadWarning,
-                     UntrustedCheckpointError, one_line)
+from .errors import (
+    CheckpointFileError,
+    Damaged,
+    Mismatch,
+    OverLimit,
+    Refused,
+    UnsafeCheckpointLoadWarning,
+    UntrustedCheckpointError,
+    one_line,
+)
 from .file_kinds import check_file, name_of
 from .interpret import Interpreter
 

@@ -23,7 +23,8 @@ import copy
 import importlib
 import inspect
 import sys
-from typing import Any, Callable, Iterable
+from collections.abc import Iterable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -100,7 +101,8 @@ class ModuleRecord:
                                      "module's own forward_fuse")
 
 
-def walk(obj: Obj, prefix: str = "", depth: int = 0, seen: set[int] | None = None) -> Iterable[tuple[str, ModuleRecord]]:
+def walk(obj: Obj, prefix: str = "", depth: int = 0,
+         seen: set[int] | None = None) -> Iterable[tuple[str, ModuleRecord]]:
     """Every module record of the tree under ``obj``: ``(dotted path, record)``, parents first."""
     from . import limits
 
@@ -280,7 +282,6 @@ def rebuild_module(interp: Any, obj: Obj, depth: int) -> nn.Module:
     records = list(walk(obj))
     top = records[0][1]
     builder = builder_for(top)
-    archive = interp.archive
     model = _build(builder, top, records, interp, depth)
     _check_structure(records, model)
     state, dtypes = _state_dict(records, interp, depth)

@@ -160,7 +160,7 @@ def _short(pos: int, k: int, n: int) -> None:
         raise Damaged("the pickle data ends early (truncated)")
 
 
-def _run(data: bytes, persistent_load: Callable[[Any], Any], pos: int) -> tuple[Any, int]:  # noqa: C901 - one opcode loop
+def _run(data: bytes, persistent_load: Callable[[Any], Any], pos: int) -> tuple[Any, int]:
     n = len(data)
     stack: list[Any] = []
     metastack: list[list[Any]] = []

@@ -17,8 +17,9 @@ import argparse
 import contextlib
 import contextvars
 import types
+from collections.abc import Iterator
 from pathlib import Path, PurePath
-from typing import Any, Iterator
+from typing import Any
 
 from ....core.weights.metadata import checkpoint_run_dir
 from ...common.patching import LOG
@@ -83,7 +84,7 @@ class _ArgparseForTrain(types.ModuleType):
         return getattr(argparse, name)
 
     @staticmethod
-    def Namespace(**kwargs: Any) -> argparse.Namespace:  # noqa: N802 (argparse's name)
+    def Namespace(**kwargs: Any) -> argparse.Namespace:
         context = _CONTEXT.get()
         if context is None:
             return argparse.Namespace(**kwargs)
