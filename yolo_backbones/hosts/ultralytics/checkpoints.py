@@ -75,9 +75,13 @@ def _factory(class_path: str) -> UltralyticsBuilder:
 
 def confine_checkpoint(ckpt: Any, path: str | None) -> None:
     """Loader hook: an ultralytics checkpoint's run folder (``train_args['save_dir']``, else ``project`` / ``name``,
-    where ``yolo train resume`` writes) is the checkpoint's own run folder."""
+    where ``yolo train resume`` writes) is the checkpoint's own run folder; a dataset it names by URL is dropped
+    (``yolo val model=...`` would use it when no ``data=`` is given)."""
     if isinstance(ckpt, dict) and isinstance(ckpt.get("train_args"), dict):
-        ckpt["train_args"]["save_dir"] = str(checkpoint_run_dir(path)) if path else None
+        args = ckpt["train_args"]
+        args["save_dir"] = str(checkpoint_run_dir(path)) if path else None
+        if isinstance(args.get("data"), str) and "://" in args["data"]:
+            args["data"] = None
 
 
 def allow_ultralytics_classes() -> None:
