@@ -75,8 +75,13 @@ def recompute_in_backward(fn: Callable[..., torch.Tensor], *tensors: torch.Tenso
     For cheap chains whose intermediates are large: BatchNorm -> GELU on wide maps, the attention matrices
     of an attention core. Same values and gradients as ``fn(*tensors)``; BatchNorm running statistics are
     updated once (see :func:`recomputing`). Plain ``fn(*tensors)`` when autograd is off or inside a block that
-    is already checkpointed.
+    is already checkpointed, and while a graph is captured for export (``is_tracing``: the recorded graph
+    must not depend on grad mode, which torch.jit.trace's check run switches off).
     """
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) or _IN_CHECKPOINT.get():
+        return fn(*tensors)
+    from .layers.layout import is_tracing  # not at module level: the layers import this module
+
+    if is_tracing():
         return fn(*tensors)
     return checkpoint(fn, *tensors, use_reentrant=False, context_fn=_contexts)

@@ -41,6 +41,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .layers import ConvMlp, DropPath, LayerNorm2d, Mlp, SafeBatchNorm2d, onednn
+from .layers.layout import is_tracing, subsample
 from .layers.tiling import tiled_rows
 from .registry import register
 from .base import Backbone
@@ -158,6 +159,13 @@ def fuse_position_encoding(block: nn.Module) -> None:
         block.pos_embed_has_identity = True
 
 
+def delegate_tokens(x: torch.Tensor, r: int) -> torch.Tensor:
+    """The top-left token of every ``r x r`` cell of a ``(B, H, W, C)`` grid: ``(B, ceil(H / r), ceil(W / r), C)``."""
+    if is_tracing():
+        return subsample(x.permute(0, 3, 1, 2), r).permute(0, 2, 3, 1)  # as a pooling of the map (see subsample)
+    return x[:, ::r, ::r, :]
+
+
 class GlobalSparseAttn(nn.Module):
     """Multi-head self-attention among "delegate" tokens, propagated back to every token.
 
@@ -214,14 +222,13 @@ class GlobalSparseAttn(nn.Module):
         """Attention among the delegate tokens of ``pre_norm(x)``: ``(B, H, W, C)`` -> ``(B, H / r, W / r, C)``."""
         r = self.sr_ratio
         if r > 1:
-            # Delegate tokens: the top-left token of every r x r cell (== AvgPool2d(kernel 1, stride r)).
-            x = x[:, ::r, ::r, :]
+            x = delegate_tokens(x, r)
         if pre_norm is not None:
             x = pre_norm(x)  # per token, so only the delegates need it
         B, h, w, C = x.shape
-        # (B, h, w, 3C) -> (3, B, heads, h*w, head_dim)
-        qkv = onednn.linear(self.qkv, x).reshape(B, h * w, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        # (B, h, w, 3C) -> q, k, v (B, heads, h*w, head_dim): views, at most 4-D (NCNN holds no more)
+        qkv = onednn.linear(self.qkv, x).reshape(B, h * w, 3 * C)
+        q, k, v = (t.reshape(B, h * w, self.num_heads, self.head_dim).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0,
                                            scale=self.scale)
         return x.transpose(1, 2).reshape(B, h, w, C)
@@ -230,8 +237,9 @@ class GlobalSparseAttn(nn.Module):
         """Local propagation + norm of the delegates' results: ``(B, h, w, C)`` -> ``(B, h * r, w * r, C)``."""
         if self.LocalProp is None:
             return self.norm(x)
-        if self.training:
-            # Spread every delegate's result over its r x r cell: (B, C, h, w) -> (B, C, h*r, w*r).
+        if self.training or is_tracing():
+            # Spread every delegate's result over its r x r cell: (B, C, h, w) -> (B, C, h*r, w*r). Also the
+            # export formulation: converters (pnnx, coremltools) take the transposed conv but not the 6-D addcmul.
             return self.norm(self.LocalProp(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
         # Inference: the transposed conv with kernel = stride = r and one channel per group writes
         # bias + x * w[i, j] to pixel (i, j) of each cell; one broadcast multiply-add computes exactly that,

@@ -230,8 +230,8 @@ def dynamic_relu(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
         ``(B, C, H, W)``.
     """
     a1, a2 = _slopes(coeffs)
-    if torch.is_grad_enabled() and (x.requires_grad or a1.requires_grad or a2.requires_grad):
-        return _DynamicReLU.apply(x, a1, a2)
+    if torch.is_grad_enabled() and (x.requires_grad or a1.requires_grad or a2.requires_grad) and not is_tracing():
+        return _DynamicReLU.apply(x, a1, a2)  # exporters get the plain ops below (a Python autograd.Function won't convert)
     return torch.maximum(x * a1, x * a2)
 
 
@@ -535,7 +535,7 @@ class Global2Local(nn.Module):
         self.proj = TokenLinear(token_dim, channels)
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        if not torch.is_grad_enabled() and is_channels_last(x):
+        if not torch.is_grad_enabled() and is_channels_last(x) and not is_tracing():
             if self._buffers.get("keys_values_weight") is not None and onednn.enabled(x):
                 return self._forward_fused(x, tokens)
             return self._forward_pixels_first(x, self.k(tokens), self.proj(tokens))

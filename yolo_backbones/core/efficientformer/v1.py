@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from ..layers import (ConvBnDownsample, ConvBnMlp, LayerScaleBlock, Mlp, OffsetBiasAttention, conv_bn_stem, onednn,
                       scaled, softmax_attention)
 from ..layers.layer_scale import residual_branch
+from ..layers.layout import is_tracing
 from ..registry import register
 from ..base import Backbone
 
@@ -113,7 +114,7 @@ class Meta4D(LayerScaleBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ls1, ls2 = self.layer_scale_1, self.layer_scale_2  # None once folded by fusing
-        if not torch.is_grad_enabled() and ls1 is not None and ls1.dtype == x.dtype:
+        if not torch.is_grad_enabled() and ls1 is not None and ls1.dtype == x.dtype and not is_tracing():
             # Inference: x + ls1 * (pool(x) - x) is a per-channel interpolation from x towards pool(x), one pass
             # (lerp) instead of three element-wise ops over the map. Not in training, where lerp would keep both
             # x and pool(x) for backward instead of their difference (lerp wants one dtype: autocast takes the

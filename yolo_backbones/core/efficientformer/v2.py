@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from ..layers import (ConvBnMlp, LayerScaleBlock, OffsetBiasAttention, SafeBatchNorm2d, biased_scores, conv3x3_s2_bn,
                       heads_to_map, map_to_heads, mix_heads, onednn, softmax_attention)
 from ..checkpointing import recompute_in_backward
+from ..layers.layout import subsample
 from ..registry import register
 from .v1 import TIMM_LAYER_SCALE_RULE, EfficientFormerBase, apply_rules, rename_timm_keys, stage_blocks
 
@@ -200,8 +201,8 @@ class LGQuery(nn.Module):
         self.proj = _conv_bn(in_dim, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x[..., ::2, ::2] is the reference AvgPool2d(kernel 1, stride 2): same values, ceil(H / 2) rows.
-        return onednn.sequential(self.proj, onednn.conv(self.local[0], x, residual=x[:, :, ::2, ::2]))
+        # subsample(x, 2) is the reference AvgPool2d(kernel 1, stride 2): same values, ceil(H / 2) rows.
+        return onednn.sequential(self.proj, onednn.conv(self.local[0], x, residual=subsample(x, 2)))
 
 
 class Attention4DDownsample(OffsetBiasAttention):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["is_channels_last", "map_to_heads", "heads_to_map", "channels_last_weights", "is_tracing"]
+__all__ = ["is_channels_last", "map_to_heads", "heads_to_map", "channels_last_weights", "is_tracing",
+           "subsample"]
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
@@ -37,11 +38,25 @@ def heads_to_map(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def is_tracing() -> bool:
-    """True while TorchScript tracing or scripting (``torch.jit.trace``, the ``dynamo=False`` ONNX exporter).
+    """True while a model is captured as a graph for export: TorchScript tracing or scripting (``torch.jit.trace``,
+    the ``dynamo=False`` ONNX exporter, pnnx, coremltools) or ``torch.export`` (litert-torch, ExecuTorch).
 
-    Inference shortcuts that branch on the batch size or on data must not be recorded into such graphs.
+    Inference shortcuts that branch on the batch size, on grad mode or on data, or that keep caches, must not be
+    recorded into such graphs: blocks take their reference formulation instead (see docs/deployment.md).
     """
-    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_exporting())
+
+
+def subsample(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Every ``r``-th pixel of a ``(B, C, H, W)`` map along H and W (the reference ``AvgPool2d(1, r)``).
+
+    A strided view in eager mode; while a graph is captured for export the same selection as a kernel-1 pooling
+    (NCNN cannot convert a strided slice). Returns ``(B, C, ceil(H / r), ceil(W / r))``.
+    """
+    if is_tracing():
+        return torch.nn.functional.max_pool2d(x, kernel_size=1, stride=r)
+    return x[:, :, ::r, ::r]
 
 
 def channels_last_weights(module: torch.nn.Module) -> torch.nn.Module:
