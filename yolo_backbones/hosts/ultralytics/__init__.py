@@ -5,15 +5,10 @@
 * ``ultralytics.nn.tasks``: backbone classes and ``Select`` nameable in model YAMLs, ``parse_model``
   (:mod:`.parse_model`), ``fuse``/``is_fused`` covering the backbones (:mod:`.model_patch`);
 * no network and no pip (:mod:`.offline`); bare YAML names find this project's files (:mod:`.files`);
-<<<<<<< HEAD
 * checkpoints load through the project's safe loader (:mod:`.checkpoints`); exported models' metadata is
   checked (:mod:`.exported`);
-* COCO mAP with pycocotools for datasets with ``coco_json:`` (:mod:`.coco_val`).
-=======
-* checkpoints load through the project's safe loader (:mod:`.checkpoints`);
 * COCO mAP with pycocotools for datasets with ``coco_json:`` (:mod:`.coco_val`);
 * edge exports and their loaders for plugin models (:mod:`.edge`).
->>>>>>> main
 
 Modules imported later are handled by the next call, which ``yolo_backbones``' import hook makes.
 """
@@ -23,11 +18,8 @@ import sys
 
 from .checkpoints import patch_checkpoint_loading
 from .coco_val import patch_detection_validator
-<<<<<<< HEAD
-from .exported import patch_exported_metadata
-=======
 from .edge import patch_edge
->>>>>>> main
+from .exported import patch_exported_metadata
 from .files import patch_files
 from .model_patch import is_tasks_module, patch_tasks_module
 from .offline import OfflineError, patch_offline

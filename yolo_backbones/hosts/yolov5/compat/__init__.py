@@ -127,16 +127,11 @@ def apply_compat(host: types.ModuleType | None = None) -> None:
 
             patch_val(val)  # val.py --save-json: pycocotools mAP for any dataset with a COCO annotation file
         export, common = (sys.modules.get(prefix + name) for name in ("export", "models.common"))
-<<<<<<< HEAD
-        common = common if common is not None and (prefix or _is_yolov5_file(common)) else None
-        patch_openvino(export if export is not None and (prefix or _is_yolov5_file(export)) else None, common)
-        patch_metadata(common)  # after patch_openvino: its check wraps the OpenVINO branch too
-=======
         export = export if export is not None and (prefix or _is_yolov5_file(export)) else None
         common = common if common is not None and (prefix or _is_yolov5_file(common)) else None
         patch_openvino(export, common)
         patch_edge(export, common)  # after OpenVINO: its run/DetectMultiBackend are wrapped in turn
->>>>>>> main
+        patch_metadata(common)  # last: its checks wrap every format's branch of DetectMultiBackend
     patches = sys.modules.get("ultralytics.utils.patches")
     if patches is not None and callable(getattr(patches, "torch_load", None)):
         # Why: a clone loads every checkpoint with ultralytics' torch_load, which defaults to weights_only=False

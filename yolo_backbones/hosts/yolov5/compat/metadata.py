@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from ....core.weights.metadata import MetadataError, check_names, check_stride, parse_literal
 from ...common.errors import user_error
+from ...common.patching import replace
 
 __all__ = ["literal_only", "patch_metadata"]
 
@@ -59,8 +60,6 @@ def _make_init(original: Callable) -> Callable:
         if getattr(self, "stride", None) is not None:
             self.stride = check_stride(self.stride, source)
 
-    __init__.__wrapped__ = original
-    setattr(__init__, _FLAG, True)
     return __init__
 
 
@@ -72,5 +71,4 @@ def patch_metadata(common: types.ModuleType | None) -> None:
     if not isinstance(backend, type):
         return
     common.eval = literal_only  # shadows the builtin for this module only
-    if not getattr(backend.__dict__.get("__init__"), _FLAG, False):
-        backend.__init__ = _make_init(backend.__init__)
+    replace(backend, "__init__", _make_init, layer=_FLAG)  # type: ignore[arg-type]
