@@ -18,6 +18,7 @@ outside a fused module, a bare storage) is refused naming what it is.
 from __future__ import annotations
 
 import collections
+import pathlib
 import re
 from typing import Any
 
@@ -104,7 +105,7 @@ class Interpreter:
                 out = tuple(self.value(v, d) for v in x)
             elif tx is set or tx is frozenset:
                 out = tx(self._key(v, d) for v in x)
-            elif tx is bytearray or isinstance(x, __import__("pathlib").PurePath):
+            elif tx is bytearray or isinstance(x, pathlib.PurePath):
                 out = x
             elif tx is Call:
                 out = self._call(x, d)
