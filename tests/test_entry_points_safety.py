@@ -213,6 +213,31 @@ def test_malicious_file_is_refused_by_every_entry_point(entry, attack, tmp_path)
     assert (marker.read_text() if marker.is_file() else None) == before, f"{entry} let {attack} act"
 
 
+@pytest.mark.parametrize("where", ["top", "nested", "jsondict"])
+@pytest.mark.parametrize("entry", ["strip_optimizer (ultralytics)", "strip_optimizer (yolov5)"])
+def test_strip_optimizer_never_writes_through_a_file_backed_dict(entry, where, tmp_path):
+    """The second-round attack on strip_optimizer: the checkpoint is (or holds) a dict that saves itself to a victim
+    path on item assignment. Refused in one line; the victim and the checkpoint stay as they were."""
+    victim = tmp_path / "victim.json"
+    victim.write_text("precious")
+    path = write_file_dict(tmp_path, victim, where)
+    before = path.read_bytes()
+    proc = _run(_commands(path, tmp_path / "runs")[entry], cwd=tmp_path)
+    _assert_one_line_error(proc, path.name)
+    assert victim.read_text() == "precious" and path.read_bytes() == before
+
+
+def test_callable_forward_in_a_yolo11_checkpoint_does_not_run_in_yolo_val(tmp_path):
+    """The first attack of issue 20: a YOLO11 layer whose forward is ultralytics' MixUp, through `yolo val`."""
+    marker = tmp_path / "val.marker"
+    ckpt = _ultralytics_checkpoint()
+    _caller_at(ckpt["ema"].model[2], marker, "forward")
+    path = write_checkpoint(tmp_path / "yolo11_mixup.pt", ckpt)
+    proc = _run(_commands(path, tmp_path / "runs")["yolo val"], cwd=tmp_path)
+    _assert_one_line_error(proc, path.name, "forward")
+    assert not marker.exists()
+
+
 def test_pretrained_backbone_file_in_a_yaml_is_refused(tmp_path):
     path, marker = write_gadget("builtins_eval", tmp_path, nest_in="dict")
     cfg = tmp_path / "evil_backbone.yaml"
