@@ -8,6 +8,7 @@
 * checkpoints load through the project's safe loader (:mod:`.checkpoints`); exported models' metadata is
   checked (:mod:`.exported`);
 * COCO mAP with pycocotools for datasets with ``coco_json:`` (:mod:`.coco_val`);
+* OpenVINO INT8 export of plugin models through :mod:`yolo_backbones.deploy.int8` (:mod:`.int8`);
 * edge exports and their loaders for plugin models (:mod:`.edge`).
 
 Modules imported later are handled by the next call, which ``yolo_backbones``' import hook makes.
@@ -21,6 +22,7 @@ from .coco_val import patch_detection_validator
 from .edge import patch_edge
 from .exported import patch_exported_metadata
 from .files import patch_files
+from .int8 import patch_openvino_int8
 from .model_patch import is_tasks_module, patch_tasks_module
 from .offline import OfflineError, patch_offline
 
@@ -39,6 +41,7 @@ def install() -> list[str]:
     patch_checkpoint_loading()
     patch_exported_metadata()
     patch_detection_validator()
+    patch_openvino_int8()
     patch_edge()
     tasks = sys.modules.get("ultralytics.nn.tasks")
     return [tasks.__name__] if tasks is not None and patch_tasks_module(tasks) else []
