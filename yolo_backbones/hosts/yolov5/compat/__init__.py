@@ -12,12 +12,9 @@ replaces a few host functions, only those that exist, and is idempotent:
 * numpy >= 2.4: the host's mAP code finds ``np.trapz`` again (``standins``);
 * ``val.run`` with ``save_json`` computes pycocotools mAP for any dataset with a COCO JSON (``coco_val``);
 * ``export.py --include openvino`` and ``DetectMultiBackend`` use today's ``openvino`` API, at f32 (``openvino``);
-<<<<<<< HEAD
-* ``DetectMultiBackend`` reads exported models' metadata as literals and checks names and stride (``metadata``).
-=======
 * ``--include tflite|coreml|ncnn|executorch`` and their ``DetectMultiBackend`` loading go through
-  ``yolo_backbones.deploy`` (``edge``).
->>>>>>> main
+  ``yolo_backbones.deploy`` (``edge``);
+* ``DetectMultiBackend`` reads exported models' metadata as literals and checks names and stride (``metadata``).
 """
 from __future__ import annotations
 
