@@ -167,3 +167,33 @@ def test_export_int8_without_data_calibrates_on_embedded_coco8():
     assert "--data" not in prepare_argv("export", ["--weights", "best.pt", "--include", "openvino"])
     mine = prepare_argv("export", ["--weights", "best.pt", "--int8", "--data", "/data/mine.yaml"])
     assert mine.count("--data") == 1 and "/data/mine.yaml" in mine
+
+
+def test_nncf_keeps_left_weight_matmul_in_float_and_quantizes():
+    """A talking-heads product ``W @ x + b`` (constant on the left, EfficientFormerV2's ``mix_heads``) is found by
+    structure and kept out of NNCF, whose fast bias correction fails on it; the conv around it is still INT8."""
+    ov = pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from openvino import opset13 as ops
+
+    from yolo_backbones.deploy.int8.openvino import fp32_nodes, left_constant_matmuls, quantize_openvino
+
+    rng = np.random.default_rng(0)
+    image = ops.parameter([1, 3, 8, 8], np.float32, name="images")
+    conv = ops.convolution(image, ops.constant(rng.standard_normal((8, 3, 1, 1)).astype(np.float32)),
+                           [1, 1], [0, 0], [0, 0], [1, 1], name="/model.0/conv/Conv")
+    conv = ops.add(conv, ops.constant(rng.standard_normal((1, 8, 1, 1)).astype(np.float32)))
+    flat = ops.reshape(conv, ops.constant(np.array([1, 8, 64])), False)  # (B, heads, Nq * Nk)
+    mixed = ops.matmul(ops.constant(rng.standard_normal((8, 8)).astype(np.float32)), flat, False, False,
+                       name="/model.0/attn/MatMul")
+    # a bias large beside the shift INT8 causes: NNCF then applies its correction (the reshape that failed)
+    mixed = ops.add(mixed, ops.constant(np.full((1, 8, 1), 100, np.float32)))
+    model = ov.Model([ops.reshape(mixed, ops.constant(np.array([1, 8, 8, 8])), False)], [image])
+    assert left_constant_matmuls(model) == ["/model.0/attn/MatMul"]
+    assert "/model.0/attn/MatMul" in fp32_nodes(model, ())
+
+    images = [rng.random((1, 3, 8, 8), dtype=np.float32) for _ in range(4)]
+    quantized = quantize_openvino(model, images)  # NNCF 3.4 raised "cannot reshape array ..." here before
+    quantized_inputs = {t.get_node().get_friendly_name() for op in quantized.get_ops()
+                        if op.get_type_name() == "FakeQuantize" for t in op.output(0).get_target_inputs()}
+    assert "/model.0/conv/Conv" in quantized_inputs and "/model.0/attn/MatMul" not in quantized_inputs

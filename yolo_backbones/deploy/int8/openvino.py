@@ -7,6 +7,8 @@ asymmetric activations, which suits SiLU/GELU outputs), except
 
 * the Detect head's own arithmetic (box decoding, sigmoids, the DFL of ultralytics heads): boxes are pixel
   coordinates, which 8 bits over a 640-pixel range would round to several pixels;
+* matrix products whose constant operand is on the left (:func:`left_constant_matmuls`: EfficientFormerV2's
+  talking heads), which NNCF's bias correction mishandles;
 * the layers of :data:`~yolo_backbones.deploy.int8.scopes.KEEP_FP32`, chosen by a measured per-layer
   sensitivity (docs/int8.md).
 
@@ -33,6 +35,7 @@ __all__ = [
     "import_nncf",
     "input_size",
     "int8_transform",
+    "left_constant_matmuls",
     "module_path",
     "quantize_openvino",
     "quantize_openvino_file",
@@ -97,9 +100,32 @@ def head_decode_nodes(model: Any) -> list[str]:
     return names
 
 
+def _constant_source(port: Any) -> bool:
+    """True if an input port is fed by a Constant (directly or through the Convert of a compressed weight)."""
+    node = port.get_source_output().get_node()
+    if node.get_type_name() == "Convert":
+        node = node.input(0).get_source_output().get_node()
+    return node.get_type_name() == "Constant"
+
+
+def left_constant_matmuls(model: Any) -> list[str]:
+    """Names of the ``MatMul`` nodes computing ``W @ x`` with a constant ``W`` (``x`` a tensor).
+
+    EfficientFormerV2's talking heads (:func:`~yolo_backbones.core.layers.attention_bias.mix_heads`) mix the head
+    axis as ``(heads, heads) @ (B, heads, Nq * Nk)`` plus a ``(heads, 1)`` bias. NNCF takes a weighted ``MatMul``'s
+    output channels to be its last axis, so its fast bias correction computes a shift of ``Nq * Nk`` values for
+    the ``heads``-value bias and fails (``cannot reshape array of size 2048 into shape (1,8,1)``, NNCF 3.4).
+    These nodes stay in floating point (their weight is ``heads x heads``: nothing to gain in INT8); their
+    inputs, the attention logits and probabilities, are then not quantized either.
+    """
+    return [op.get_friendly_name() for op in model.get_ordered_ops()
+            if op.get_type_name() == "MatMul" and _constant_source(op.input(0)) and not _constant_source(op.input(1))]
+
+
 def fp32_nodes(model: Any, rules: Sequence[KeepRule] = KEEP_FP32) -> list[str]:
-    """Names of the nodes kept in floating point: the head's decoding and every node a rule matches."""
-    names = set(head_decode_nodes(model))
+    """Names of the nodes kept in floating point: the head's decoding, the :func:`left_constant_matmuls` and
+    every node a rule matches."""
+    names = set(head_decode_nodes(model)) | set(left_constant_matmuls(model))
     head = _detect_path(model)
     for op in model.get_ordered_ops():
         path = module_path(op.get_friendly_name())
