@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from yolo_backbones.core.weights.safe_load import load_checkpoint  # noqa: E402
+from yolo_backbones.core.weights.safe_load import load_checkpoint
 
 
 def conv_block(c1: int, c2: int, k: int = 3, s: int = 1) -> nn.Sequential:

@@ -71,12 +71,11 @@ def yolov5_cell(cfg: Path, fmt: str, img: int, work: Path) -> dict:
     import importlib
 
     import torch
-
-    import yolo_backbones  # noqa: F401  (installs the plugin)
     from yolov5.models.common import DetectMultiBackend
     from yolov5.models.experimental import attempt_load
     from yolov5.models.yolo import Model
 
+    import yolo_backbones  # noqa: F401  (installs the plugin)
     from yolo_backbones.deploy.parity import relative_error
 
     torch.manual_seed(0)
@@ -107,11 +106,10 @@ def ultralytics_cell(cfg: Path, fmt: str, img: int, work: Path) -> dict:
     import copy
 
     import torch
-
-    import yolo_backbones  # noqa: F401
     from ultralytics import YOLO
     from ultralytics.nn.autobackend import AutoBackend
 
+    import yolo_backbones  # noqa: F401
     from yolo_backbones.deploy.parity import relative_error
 
     os.chdir(work)

@@ -160,6 +160,29 @@ def test_missing_edge_package_is_one_line_naming_the_extra():
     assert "\n" not in text and "yolo-backbones[edge]" in text and "NCNN export" in text
 
 
+class _FakeMNNNet:
+    def __init__(self, biz: object) -> None:
+        self.biz = biz
+
+    def get_info(self) -> dict:
+        return {"bizCode": self.biz}
+
+
+@pytest.mark.parametrize("biz, marked", [
+    ('{"stride": 32, "yolo_backbones": "0.2"}', True),
+    ('{"stride": 32}', False),  # a stock ultralytics export keeps MNN's defaults
+    ("{'yolo_backbones': 1}", False),  # not JSON: never evaluated
+    ('{"yolo_backbones": "' + "x" * (1 << 21) + '"}', False),  # over the metadata size limit
+    (None, False),
+])
+def test_mnn_plugin_marker_is_read_from_the_files_own_metadata(biz, marked):
+    """The MNN loader reads its marker from the file's bizCode (JSON, bounded), not from the backend's applied
+    metadata, which a host may filter."""
+    from yolo_backbones.hosts.ultralytics.edge import _mnn_marked
+
+    assert _mnn_marked(_FakeMNNNet(biz)) is marked
+
+
 def test_ultralytics_check_requirements_raises_for_a_missing_edge_package(monkeypatch):
     pytest.importorskip("ultralytics")
     from ultralytics.utils import checks

@@ -67,9 +67,14 @@ class ExecuTorchRunner:
     """A ``.pte`` program on the ExecuTorch runtime: ``runner(x)`` takes a float32 array of the exported input
     shape and returns the outputs as a list of arrays."""
 
-    def __init__(self, file: str | Path) -> None:
+    def __init__(self, file: str | Path, threads: int | None = None) -> None:
         import_edge("executorch", "ExecuTorch inference")
         from executorch.runtime import Runtime
+
+        if threads:  # the runtime's one (process-wide) thread pool, which XNNPACK runs on; only when asked for
+            from executorch.extension.pybindings import portable_lib
+
+            portable_lib._unsafe_reset_threadpool(int(threads))
 
         self.file = Path(file)
         if self.file.is_dir():
@@ -88,6 +93,7 @@ class ExecuTorchRunner:
         return [o.numpy().copy() if isinstance(o, torch.Tensor) else np.asarray(o) for o in outputs]
 
 
-def load_executorch(file: str | Path) -> ExecuTorchRunner:
-    """:class:`ExecuTorchRunner` for a ``.pte`` file (or a folder holding one)."""
-    return ExecuTorchRunner(file)
+def load_executorch(file: str | Path, threads: int | None = None) -> ExecuTorchRunner:
+    """:class:`ExecuTorchRunner` for a ``.pte`` file (or a folder holding one); ``threads`` resizes the runtime's
+    thread pool (process-wide; None leaves it at the runtime's default, one thread per core)."""
+    return ExecuTorchRunner(file, threads)

@@ -14,13 +14,14 @@ their loaders in ``AutoBackend``.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from ...deploy.graph import export_model, has_backbone
-from ...deploy.metadata import read_yaml_metadata
+from ...deploy.metadata import MAX_METADATA_BYTES, read_yaml_metadata
 from ..common.patching import replace
 from .model_patch import TOPS
 
@@ -94,11 +95,22 @@ def _raw_yaml(path: Path) -> dict:
         return {}
 
 
+def _mnn_marked(net: Any) -> bool:
+    # Read from the file's own bizCode, not the backend's metadata: a host may filter the keys it applies (the
+    # marker is not one of ultralytics' keys). json only, bounded like any exported metadata.
+    try:
+        text = net.get_info().get("bizCode", "")
+        data = json.loads(text) if isinstance(text, str) and len(text) <= MAX_METADATA_BYTES else {}
+    except Exception:  # noqa: BLE001  (foreign or damaged metadata: not a plugin export)
+        return False
+    return isinstance(data, dict) and MARKER in data
+
+
 def _make_mnn_load(original: Callable) -> Callable:
     def load_model(self: Any, weight: str | Path) -> None:
         """ultralytics' MNN loading; plugin exports (marker in bizCode) are reloaded at ``precision: high``."""
         original(self, weight)
-        if MARKER not in (self.metadata or {}):
+        if not _mnn_marked(self.net):
             return
         mnn = sys.modules["MNN"]  # imported by the original (with ultralytics' execstack workaround)
         config = {"precision": "high", "backend": "CPU", "numThread": (os.cpu_count() + 1) // 2}
