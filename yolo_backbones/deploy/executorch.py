@@ -19,7 +19,7 @@ from .graph import export_ready
 from .metadata import read_yaml_metadata, write_yaml_metadata
 from .requirements import import_edge
 
-__all__ = ["PRECISION", "export_executorch", "ExecuTorchRunner", "load_executorch", "delegated_share"]
+__all__ = ["PRECISION", "export_executorch", "ExecuTorchRunner", "load_executorch", "portable_operators"]
 
 PRECISION = "fp32"
 
@@ -49,18 +49,24 @@ def export_executorch(model: nn.Module, example: torch.Tensor, file: str | Path,
     return file
 
 
-def delegated_share(file: str | Path) -> float:
-    """Fraction of the program's operator calls that run inside the XNNPACK delegate (1.0: all of them)."""
+def portable_operators(file: str | Path) -> dict[str, int]:
+    """Operators of a ``.pte`` program that run outside the XNNPACK delegate, on ExecuTorch's portable kernels:
+    ``{"aten::native_layer_norm.out": 3, ...}`` (``{}`` when XNNPACK runs everything). Convolutions and matrix
+    products here would mean the heavy work is not on XNNPACK."""
     import_edge("executorch", "ExecuTorch inspection")
     from executorch.exir._serialize import _deserialize_pte_binary
 
     program = _deserialize_pte_binary(Path(file).read_bytes())
     program = getattr(program, "program", program)
     plan = program.execution_plan[0]
-    kinds = [type(i.instr_args).__name__ for i in plan.chains[0].instructions]
-    delegate = kinds.count("DelegateCall")
-    kernels = kinds.count("KernelCall")
-    return 1.0 if delegate + kernels == 0 else delegate / (delegate + kernels)
+    counts: dict[str, int] = {}
+    for instruction in plan.chains[0].instructions:
+        call = instruction.instr_args
+        if type(call).__name__ == "KernelCall":
+            op = plan.operators[call.op_index]
+            name = f"{op.name}.{op.overload}" if op.overload else op.name
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 class ExecuTorchRunner:
