@@ -18,8 +18,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "yolov5_mobileformer_52m"
 MODELS = ["yolov5n-half", "yolov5n", "yolov5s", "yolov5m", MODEL]
-METRICS = ["params_m", "gflops", "eager_ms", "onnx_ms", "openvino_ms", "train_ips", "gflops_per_s", "efficiency"]
-HEADERS = ["model", "params (M)", "GFLOPs @128", "eager ms", "ONNX ms", "OpenVINO ms", "train img/s", "GFLOP/s",
+METRICS = ["params_m", "gflops", "eager_ms", "onnx_ms", "openvino_ms", "openvino_int8_ms", "int8_speedup", "train_ips",
+           "gflops_per_s", "efficiency"]
+HEADERS = ["model", "params (M)", "GFLOPs @128", "eager ms", "ONNX ms", "OpenVINO ms", "OpenVINO INT8 ms",
+           "INT8 speed-up (OpenVINO)", "train img/s", "GFLOP/s",
            "vs CNN curve", "vs reference (eval / fused / own layers)", "train mem GB", "ckpt mem GB",
            "target >= 0.70 (0.50 below yolov5n)"]
 
@@ -66,15 +68,16 @@ def test_markdown_has_columns_and_a_row_per_model(out) -> None:
 @pytest.mark.slow
 def test_ratios_to_yolov5s(out) -> None:
     rows = {r[0]: r for r in table_rows((out / "benchmark.md").read_text())[1:]}
-    for value in rows["yolov5s"][1:8]:
-        assert value.endswith("(1.00x)"), value
-    for value in rows[MODEL][1:8]:
-        assert re.fullmatch(r"[0-9.]+ \([0-9.]+x\)", value), value
+    with_ratio = [*range(1, 7), 8, 9]  # every measured figure but the INT8 speed-up (a ratio itself, column 7)
+    for k in with_ratio:
+        assert rows["yolov5s"][k].endswith("(1.00x)"), rows["yolov5s"][k]
+        assert re.fullmatch(r"[0-9.]+ \([0-9.]+x\)", rows[MODEL][k]), rows[MODEL][k]
+    assert all(re.fullmatch(r"[0-9.]+x", rows[name][7]) for name in rows)
     assert rows[MODEL][-1] in {"ok", "below target"}
     assert rows["yolov5s"][-1] == "baseline"
-    assert all(rows[name][8] == "1.00" for name in ("yolov5n", "yolov5s", "yolov5m"))  # on their own curve
-    assert re.fullmatch(r"[0-9.]+", rows[MODEL][8])
-    assert rows[MODEL][9:12] == ["-", "-", "-"]  # --reference / --train-memory not asked for
+    assert all(rows[name][10] == "1.00" for name in ("yolov5n", "yolov5s", "yolov5m"))  # on their own curve
+    assert re.fullmatch(r"[0-9.]+", rows[MODEL][10])
+    assert rows[MODEL][11:14] == ["-", "-", "-"]  # --reference / --train-memory not asked for
     assert "### Below target" in (out / "benchmark.md").read_text()
 
 
@@ -161,13 +164,13 @@ def test_reference_and_memory_columns(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(sys.modules["benchmarking.train_memory"], "train_peak_memory_gb",
                         lambda cfg, batch, img, ckpt, threads: 1.5 if ckpt else 2.5)
     argv = ["--models", "yolov5_efficientformerv2_s0.yaml", "--img", "64", "--runs", "1", "--warmup", "0",
-            "--no-train", "--no-onnx", "--no-openvino", "--no-explain", "--threads", "1", "--reference",
+            "--no-train", "--no-onnx", "--no-openvino", "--no-int8", "--no-explain", "--threads", "1", "--reference",
             "--train-memory", "--out", str(tmp_path)]
     assert script.main(argv) == 0
     rows = {r[0]: r for r in table_rows((tmp_path / "benchmark.md").read_text())[1:]}
-    assert re.fullmatch(r"[0-9.]+x / [0-9.]+x / [0-9.]+x", rows["yolov5_efficientformerv2_s0"][9])
-    assert rows["yolov5_efficientformerv2_s0"][10:12] == ["2.50 (1.00x)", "1.50"]
-    assert rows["yolov5s"][10:12] == ["2.50 (1.00x)", "-"]  # checkpointing is a backbone option
+    assert re.fullmatch(r"[0-9.]+x / [0-9.]+x / [0-9.]+x", rows["yolov5_efficientformerv2_s0"][11])
+    assert rows["yolov5_efficientformerv2_s0"][12:14] == ["2.50 (1.00x)", "1.50"]
+    assert rows["yolov5s"][12:14] == ["2.50 (1.00x)", "-"]  # checkpointing is a backbone option
 
 
 @pytest.mark.slow
@@ -227,8 +230,8 @@ def test_edge_engines_are_off_unless_asked_for() -> None:
     assert (args.edge, args.litert, args.ncnn, args.executorch) == (False, False, False, False)
     args = script.parse_args(["--edge", "--no-ncnn"])
     assert (args.litert, args.ncnn, args.executorch) == (True, False, True)
-    assert [e.key for e in script.exported_engines(args)] == ["onnx_ms", "openvino_ms", "litert_ms",
-                                                              "executorch_ms"]
+    assert [e.key for e in script.exported_engines(args)] == ["onnx_ms", "openvino_ms", "openvino_int8_ms",
+                                                              "litert_ms", "executorch_ms"]
 
 
 def test_each_engine_is_judged_against_its_own_cnn_curve() -> None:
@@ -262,6 +265,8 @@ def test_edge_engines_skip_baselines_off_their_curve_and_the_fastest_engine_is_n
     assert ncnn.measures(R("x", True)) and ncnn.measures(R("yolo11n", False)) and ncnn.measures(R("yolov5s", False))
     assert not ncnn.measures(R("yolov5m", False)) and not ncnn.measures(R("yolov5n-half", False))
     res = R("x", True, eager_ms=30.0, onnx_ms=12.0, ncnn_ms=9.0, litert_ms=None, executorch_ms=11.0)
+    assert script.fastest_engine(res) == "NCNN"
+    res.openvino_int8_ms = 5.0  # INT8 is another accuracy: the fastest engine is a float32 one
     assert script.fastest_engine(res) == "NCNN"
     assert script.fastest_engine(R("x", True)) is None
 
@@ -298,8 +303,8 @@ def test_edge_run_converts_and_times_ncnn(tmp_path) -> None:
     pytest.importorskip("ultralytics")
     script = load_script()
     argv = ["--models", f"{MODEL}.yaml", "--img", "64", "--runs", "1", "--warmup", "0", "--rounds", "1",
-            "--no-train", "--no-explain", "--no-onnx", "--no-openvino", "--threads", "1", "--edge", "--no-litert",
-            "--no-executorch", "--out", str(tmp_path)]
+            "--no-train", "--no-explain", "--no-onnx", "--no-openvino", "--no-int8", "--threads", "1", "--edge",
+            "--no-litert", "--no-executorch", "--out", str(tmp_path)]
     assert script.main(argv) == 0
     data = {r["name"]: r for r in json.loads((tmp_path / "benchmark.json").read_text())["results"]}
     for name in ("yolov5n", "yolov5s", "yolo11n", "yolo11s", MODEL):

@@ -73,6 +73,21 @@ def openvino_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int
         return median_time_s(lambda: compiled(x), warmup, runs) * 1000
 
 
+def openvino_int8_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int, threads: int) -> float:
+    """Median milliseconds of the OpenVINO model quantized like ``export.py --include openvino --int8``: NNCF INT8
+    calibrated on the embedded coco8 images at ``img``, with the project's FP32 exceptions (docs/int8.md); compiled
+    as DetectMultiBackend does (f32 hint for the parts left in floating point)."""
+    from yolo_backbones.deploy.int8.openvino import int8_transform
+    from yolo_backbones.deploy.openvino import compile_openvino, convert_onnx_to_openvino
+
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = convert_onnx_to_openvino(export_onnx(model, img, Path(tmp) / "model.onnx"), Path(tmp) / "ov",
+                                       transform=int8_transform(None, img, log=lambda message: None))
+        compiled = compile_openvino(xml, threads=threads)
+        x = torch.rand(1, 3, img, img).numpy()
+        return median_time_s(lambda: compiled(x), warmup, runs) * 1000
+
+
 def _edge_latency_ms(convert: Callable[[torch.nn.Module, torch.Tensor, Path], Any], what: str,
                      img: int, warmup: int, runs: int, model: torch.nn.Module) -> float:
     """Convert the detector (head in export mode, static 1x3ximgximg) with ``convert(model, example, folder)``, which
@@ -135,6 +150,7 @@ class Engine:
     curve: tuple[str, ...] = CURVE
     efficiency_key: str | None = None
     edge: bool = False
+    float32: bool = True  # the fastest engine is named among float32 engines only (INT8 is another accuracy)
 
     def measures(self, result: Result) -> bool:
         """Whether this engine times ``result``'s model (every model, or for an edge engine plugin models and the
@@ -146,6 +162,9 @@ ENGINES = (
     Engine("eager_ms", "PyTorch eager", None, None, "PyTorch eager", efficiency_key="efficiency"),
     Engine("onnx_ms", "onnxruntime", "onnx", onnx_latency_ms, "onnxruntime CPUExecutionProvider (opset 17)"),
     Engine("openvino_ms", "OpenVINO", "openvino", openvino_latency_ms, "OpenVINO CPU, f32 inference precision"),
+    Engine("openvino_int8_ms", "OpenVINO INT8", "int8", openvino_int8_latency_ms,
+           "OpenVINO INT8: NNCF post-training quantization as export.py --int8 does, calibrated on the 8 coco8 images",
+           float32=False),
     Engine("litert_ms", "LiteRT", "litert", litert_latency_ms,
            "LiteRT interpreter with XNNPACK, float32 (litert-torch conversion)", EDGE_CURVE, "litert_vs_cnn", True),
     Engine("ncnn_ms", "NCNN", "ncnn", ncnn_latency_ms, "ncnn, float32 storage and arithmetic (pnnx conversion)",
@@ -164,6 +183,6 @@ def exported_engines(args: Any) -> list[Engine]:
 
 
 def fastest_engine(result: Result, engines: Sequence[Engine] = ENGINES) -> str | None:
-    """Label of the engine with the lowest latency measured for ``result`` (None if none was)."""
-    timed = [(getattr(result, e.key), e.label) for e in engines if getattr(result, e.key)]
+    """Label of the float32 engine with the lowest latency measured for ``result`` (None if none was)."""
+    timed = [(getattr(result, e.key), e.label) for e in engines if e.float32 and getattr(result, e.key)]
     return min(timed)[1] if timed else None

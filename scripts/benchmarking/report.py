@@ -83,9 +83,9 @@ def edge_table(results: list[Result], args: argparse.Namespace) -> list[str]:
               f"is converted as the hosts' exports do (yolo_backbones.deploy). 'vs CNN' = GFLOP/s on the engine over "
               f"that of {curve} converted and run on the same engine in this run, interpolated in log GFLOPs at the "
               f"model's GFLOPs (target as for eager: {args.target:.2f}, {args.target_small:.2f} below the smallest of "
-              f"them). 'fastest engine' = lowest latency of all engines measured for the model. **These kernels are "
-              f"the ones phones run (XNNPACK, ncnn), but on this x86 CPU they take their x86 code paths: the figures "
-              f"are a proxy for a phone's, not a measurement of one.**"]
+              f"them). 'fastest engine' = lowest latency of the float32 engines measured for the model. **These "
+              f"kernels are the ones phones run (XNNPACK, ncnn), but on this x86 CPU they take their x86 code paths: "
+              f"the figures are a proxy for a phone's, not a measurement of one.**"]
     return lines
 
 

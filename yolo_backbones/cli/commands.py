@@ -19,8 +19,8 @@ import os
 import runpy
 import sys
 import types
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..resources import DATA_DIR, find_resource
 
@@ -56,7 +56,8 @@ def prepare_argv(script: str, argv: Sequence[str]) -> list[str]:
         resolved = find_resource(value) if k >= 0 and value else None
         if resolved is not None:
             _replace_value(argv, k, str(resolved))
-    if script in ("train", "val") and _flag_value(argv, "--data")[0] < 0:
+    calibrating = script == "export" and _flag_value(argv, "--int8")[0] >= 0  # INT8 calibrates on --data
+    if (script in ("train", "val") or calibrating) and _flag_value(argv, "--data")[0] < 0:
         argv += ["--data", str(DATA_DIR / DEFAULT_DATA)]
     if script == "detect" and _flag_value(argv, "--source")[0] < 0:
         argv += ["--source", str(DATA_DIR / "coco8" / "images")]
@@ -210,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             return run_script(command, rest)
-        except Exception as e:  # noqa: BLE001 - user errors become one line; anything else keeps its traceback
+        except Exception as e:
             found = user_error(e)
             if found is None or os.environ.get("YOLO_BACKBONES_TRACEBACK"):
                 raise

@@ -1,7 +1,7 @@
 """Loading an official-format state_dict into a backbone strictly, with a clear report when it does not match."""
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn

@@ -10,6 +10,7 @@ from torch import nn
 
 from ...core.base import Backbone
 from ...core.registry import backbone_classes
+from ...core.weights.safe_load import is_rebuilding
 from ...core.weights.sources import WeightsFileError
 from ...core.weights.state_dict import CheckpointMismatchError
 
@@ -46,6 +47,10 @@ def build_backbone(m: type[Backbone], args: list[Any], c1: Any, row: int) -> Bac
             raise ModelConfigError(f"layer {row} ({m.__name__}): keyword options must be names other than "
                                    f"in_chans (taken from the previous layer), got {sorted(map(str, kwargs))}")
     args = [None if a in ("None", "none", "") else a for a in args]
+    if is_rebuilding():
+        # The weights come from the checkpoint being loaded: a weights name or path its config stores is neither
+        # read nor downloaded.
+        args, kwargs = args[:2], {k: v for k, v in kwargs.items() if k != "pretrained"}
     try:
         module = m(*args, **kwargs, in_chans=c1)
     except (ValueError, TypeError, FileNotFoundError, CheckpointMismatchError, WeightsFileError) as e:

@@ -28,14 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...common.patching import LOG, repoint
+from ...common.patching import LOG, replace
+from .openvino import BACKEND_FLAGS
 
 __all__ = ["EDGE_FORMATS", "patch_edge", "YOLOv5TFLiteLayout", "CoreMLNotOnThisPlatformError"]
 
 EDGE_FORMATS = ("tflite", "coreml", "ncnn", "executorch")
 _STATE = "_yolo_backbones_edge"
-_BACKEND_FLAGS = ("pt", "jit", "dnn", "onnx", "xml", "engine", "coreml", "saved_model", "pb", "tflite", "edgetpu",
-                  "tfjs", "paddle", "triton", "nhwc", "fp16", "cuda", "dynamic")
 
 
 class CoreMLNotOnThisPlatformError(RuntimeError):
@@ -57,20 +56,6 @@ class YOLOv5TFLiteLayout(nn.Module):
         return torch.cat((y[..., :4] / self.scale, y[..., 4:]), -1)
 
 
-def _wrap(owner: Any, name: str, make: Callable[[Callable], Callable]) -> None:
-    """``owner.<name> = make(original)`` once (own marker: the OpenVINO patch wraps the same functions), and
-    re-point host modules that imported the original by name."""
-    current = getattr(owner, name, None)
-    if not callable(current) or getattr(current, _STATE, False):
-        return
-    new = make(current)
-    new.__wrapped__ = current
-    setattr(new, _STATE, True)
-    setattr(owner, name, new)
-    if isinstance(owner, types.ModuleType):
-        repoint(current, new, name)
-
-
 def _split_include(include: Any) -> tuple[list[str], list[str]]:
     items = [include] if isinstance(include, str) else list(include or ())
     names = [s.strip().lower() for item in items for s in str(item).split(",") if s.strip()]
@@ -89,9 +74,12 @@ def _export_edge(export: types.ModuleType, formats: list[str], args: dict[str, A
     imgsz = args.get("imgsz") or args.get("img") or (640, 640)
     imgsz = [imgsz] if isinstance(imgsz, int) else list(imgsz)
     imgsz *= 2 if len(imgsz) == 1 else 1
-    if args.get("half") or args.get("int8") or args.get("dynamic"):
-        logger.warning(f"{colorstr('edge:')} --half/--int8/--dynamic are not applied to {', '.join(formats)}: "
-                       "these exports are float32 with static shapes")
+    int8 = bool(args.get("int8"))
+    unapplied = [f for f in formats if f != "tflite"] if int8 and not args.get("half") and not args.get("dynamic") \
+        else formats
+    if (args.get("half") or int8 or args.get("dynamic")) and unapplied:
+        logger.warning(f"{colorstr('edge:')} --half/--int8/--dynamic are not applied to {', '.join(unapplied)}: "
+                       "these exports are float32 with static shapes (--int8 applies to tflite)")
     model = g["attempt_load"](str(weights), device=torch.device("cpu"), inplace=True, fuse=True)
     gs = int(max(model.stride))
     imgsz = [g["check_img_size"](x, gs) for x in imgsz]
@@ -111,6 +99,11 @@ def _export_edge(export: types.ModuleType, formats: list[str], args: dict[str, A
                 nhwc = YOLOv5TFLiteLayout(model, h, w)
                 out = litert.export_litert(nhwc, im.permute(0, 2, 3, 1).contiguous(),
                                            file.with_name(f"{file.stem}-fp32.tflite"), metadata, "meta.txt")
+                if int8:  # YOLOv5's name for its INT8 TFLite file; calibrated on --data (default: coco8)
+                    from ....deploy.int8.litert import quantize_litert_on_dataset
+
+                    out = quantize_litert_on_dataset(out, file.with_name(f"{file.stem}-int8.tflite"), args.get("data"),
+                                                     (h, w), nhwc=True, metadata=metadata, metadata_entry="meta.txt")
             elif fmt == "coreml":
                 out = coreml.export_coreml(model, im, file.with_suffix(".mlpackage"), metadata, image_input=True)
                 coreml.check_coreml(out)
@@ -152,7 +145,7 @@ def _patch_export_run(export: types.ModuleType) -> None:
         run.__signature__ = signature
         return run
 
-    _wrap(export, "run", make)
+    replace(export, "run", make, layer=_STATE)
 
 
 # -------------------------------------------------------------------------------- DetectMultiBackend
@@ -200,7 +193,7 @@ def _patch_common(common: types.ModuleType) -> None:
                 data = params.get("data")
                 names = (common.__dict__["yaml_load"](data)["names"] if data else {i: f"class{i}" for i in range(999)})
             self.__dict__.update(params)
-            self.__dict__.update(dict.fromkeys(_BACKEND_FLAGS, False))
+            self.__dict__.update(dict.fromkeys(BACKEND_FLAGS, False))
             self.__dict__.update(w=str(params.get("weights")), stride=meta.get("stride", 32), names=names,
                                  device=params.get("device", torch.device("cpu")), batch_size=1,
                                  edge_format=fmt, edge_runner=runner)
@@ -224,8 +217,8 @@ def _patch_common(common: types.ModuleType) -> None:
 
         return forward
 
-    _wrap(backend, "__init__", make_init)
-    _wrap(backend, "forward", make_forward)
+    replace(backend, "__init__", make_init, layer=_STATE)  # type: ignore[arg-type]
+    replace(backend, "forward", make_forward, layer=_STATE)  # type: ignore[arg-type]
 
 
 def patch_edge(export: types.ModuleType | None, common: types.ModuleType | None) -> None:
