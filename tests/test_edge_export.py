@@ -305,7 +305,8 @@ def test_coreml_converts_reloads_and_holds_only_core_ops(tmp_path):
 
 @pytest.mark.slow
 def test_yolov5_export_ncnn_and_val_on_it(tmp_path):
-    """export.py --include ncnn, then DetectMultiBackend (val.py's loader) on the folder matches PyTorch."""
+    """export.py --include ncnn, then DetectMultiBackend (val.py's loader) on the folder matches PyTorch; a stranger's
+    metadata.yaml in the folder goes through the metadata checks (names made safe, Python tags refused)."""
     _need("pnnx")
     from conftest import run
 
@@ -326,15 +327,26 @@ def test_yolov5_export_ncnn_and_val_on_it(tmp_path):
              f"be = DetectMultiBackend('best_ncnn_model', device=torch.device('cpu'))\n"
              f"x = torch.rand(1, 3, {IMG}, {IMG})\n"
              f"with torch.no_grad(): r = ref(x)[0]\n"
-             f"print('ERR', relative_error(be(x), r), be.stride, be.names)\n")
+             f"print('ERR', relative_error(be(x), r), be.stride, be.names)\n"
+             # the same folder with a stranger's metadata: names made file-name safe, a Python tag refused
+             f"import shutil, yaml\nshutil.copytree('best_ncnn_model', 'evil_ncnn_model')\n"
+             f"meta = open('evil_ncnn_model/metadata.yaml', 'w')\n"
+             f"yaml.safe_dump({{'stride': 32, 'names': {{0: '../../x', 1: 'b'}}}}, meta)\nmeta.close()\n"
+             f"print('EVIL', DetectMultiBackend('evil_ncnn_model', device=torch.device('cpu')).names)\n"
+             f"with open('evil_ncnn_model/metadata.yaml', 'w') as meta:\n"
+             f"    meta.write(\"stride: !!python/object/apply:os.system ['touch pwned']\")\n"
+             f"try: DetectMultiBackend('evil_ncnn_model', device=torch.device('cpu'))\n"
+             f"except Exception as e: print('REFUSED', type(e).__name__)\n")
     out = run([sys.executable, "-c", check], cwd=tmp_path).stdout
     err = float(out.split("ERR")[1].split()[0])
     assert err < 1e-4 and "{0: 'a', 1: 'b'}" in out
+    assert "EVIL {0: '.._.._x', 1: 'b'}" in out and "REFUSED MetadataError" in out and not (tmp_path / "pwned").exists()
 
 
 @pytest.mark.slow
 def test_ultralytics_yolo_export_ncnn_and_autobackend(tmp_path):
-    """yolo export format=ncnn of a plugin YAML; AutoBackend runs it at fp32 with only the model's outputs."""
+    """yolo export format=ncnn of a plugin YAML; AutoBackend runs it at fp32 with only the model's outputs; a stranger's
+    metadata.yaml in the folder goes through the metadata checks."""
     _need("pnnx")
     pytest.importorskip("ultralytics")
     from conftest import run
@@ -347,7 +359,15 @@ def test_ultralytics_yolo_export_ncnn_and_autobackend(tmp_path):
               f"with torch.no_grad(): r = ref(x)[0]\n"
               f"be = AutoBackend(f, device=torch.device('cpu'))\nout = be(x)\n"
               f"out = out[0] if isinstance(out, (list, tuple)) else out\n"
-              f"print('ERR', relative_error(out, r), be.backend.net.opt.use_fp16_storage)\n")
+              f"print('ERR', relative_error(out, r), be.backend.net.opt.use_fp16_storage)\n"
+              # a stranger's metadata.yaml: names made file-name safe, unknown keys dropped, a Python tag refused
+              f"import yaml\nmeta = f + '/metadata.yaml'\nd = yaml.safe_load(open(meta))\n"
+              f"d.update(names={{0: '../../x'}}, pt_path='/etc')\nyaml.safe_dump(d, open(meta, 'w'))\n"
+              f"be = AutoBackend(f, device=torch.device('cpu'))\nprint('EVIL', be.names, hasattr(be, 'pt_path'))\n"
+              f"open(meta, 'a').write(\"x: !!python/object/apply:os.system ['touch pwned']\\n\")\n"
+              f"try: AutoBackend(f, device=torch.device('cpu'))\n"
+              f"except Exception as e: print('REFUSED', type(e).__name__)\n")
     out = run([sys.executable, "-c", script], cwd=tmp_path).stdout
     err, fp16 = out.split("ERR")[1].split()[:2]
     assert float(err) < 1e-4 and fp16 == "False"
+    assert "EVIL {0: '.._.._x'} False" in out and "REFUSED MetadataError" in out and not (tmp_path / "pwned").exists()

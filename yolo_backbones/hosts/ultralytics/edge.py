@@ -84,15 +84,17 @@ def _make_ncnn_forward(original: Callable) -> Callable:
 
 
 def _raw_yaml(path: Path) -> dict:
-    # The marker is all we need: read the keys without restoring anything (safe_load, bounded by metadata.py)
-    try:
-        read_yaml_metadata(path)  # validates stride/names and the size
-        import yaml
-
-        data = yaml.safe_load(path.read_text(encoding="utf-8", errors="replace")) if path.is_file() else {}
-        return data if isinstance(data, dict) else {}
-    except Exception:  # noqa: BLE001  (a foreign or damaged file: ultralytics' own loader decides)
+    """The keys of an NCNN folder's ``metadata.yaml`` (``{}`` without one), read as data only. A file that is not
+    plain, bounded metadata (Python tags, bad stride/names, oversized) raises :class:`MetadataError` naming it:
+    ultralytics' own reader would drop it silently and run the model without its names (and, for a plugin
+    export, at fp16)."""
+    if not path.is_file():
         return {}
+    read_yaml_metadata(path)  # validates size, YAML (safe_load) and stride/names; raises MetadataError
+    import yaml
+
+    data = yaml.safe_load(path.read_text(encoding="utf-8", errors="replace"))
+    return data if isinstance(data, dict) else {}
 
 
 def _mnn_marked(net: Any) -> bool:
