@@ -5,7 +5,9 @@ their loaders in ``AutoBackend``.
   conventions (output layout, coordinate normalisation, metadata, NMS pipelines) and receive the model prepared
   by :func:`~yolo_backbones.deploy.graph.export_model` when it holds a plugin backbone: NCHW weights (XNNPACK's
   lowering asserts them), EfficientFormer's attention biases as constants of the export size. Their metadata
-  gets ``yolo_backbones: <version>``, which the loaders below look for. Stock models pass unchanged.
+  gets ``yolo_backbones: <version>``, which the loaders below look for. Stock models pass unchanged. ExecuTorch
+  programs of plugin models are lowered by :mod:`yolo_backbones.deploy.executorch` (its XNNPACK graph rewrites),
+  written in ultralytics' layout.
 * NCNN loader: a ``*_ncnn_model`` with that marker loads through :mod:`yolo_backbones.deploy.ncnn`: float32
   (ncnn would store activations in fp16) and only the model's outputs ``out0, out1, ...`` (ultralytics takes
   every unconsumed blob as an output, which for Mobile-Former includes its last tokens).
@@ -51,11 +53,28 @@ def _make_converter(original: Callable) -> Callable:
             metadata[MARKER] = _version()
         if model is None or example is None or not has_backbone(model):
             return original(*bound.args, **bound.kwargs)
+        if original.__name__ == "torch2executorch":
+            return _torch2executorch(model, example, bound.arguments.get("output_dir"), metadata)
         with export_model(model, example) as ready:
             bound.arguments["model"] = ready
             return original(*bound.args, **bound.kwargs)
 
     return convert
+
+
+def _torch2executorch(model: Any, example: Any, output_dir: str | Path, metadata: dict | None) -> str:
+    """ultralytics' ExecuTorch export layout (``<output_dir>/model.pte`` + ``metadata.yaml``) written by
+    :func:`yolo_backbones.deploy.executorch.export_executorch`, whose graph rewrites keep LayerNorm, attention and
+    splits on XNNPACK (ultralytics lowers the captured graph as it is)."""
+    from ultralytics.utils import YAML
+
+    from ...deploy.executorch import export_executorch
+
+    output_dir = Path(output_dir)
+    export_executorch(model, example, output_dir / "model.pte")
+    if metadata is not None:
+        YAML.save(output_dir / "metadata.yaml", metadata)
+    return str(output_dir)
 
 
 def _make_ncnn_load(original: Callable) -> Callable:
