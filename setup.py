@@ -80,7 +80,8 @@ EDGE = [
 setup(
     name="yolo-backbones",
     version="0.2.0",
-    description="EdgeViT, Mobile-Former and EfficientFormer (v1/v2) backbones for Ultralytics YOLOv5, YOLOv8 and YOLO11",
+    description=("EdgeViT, Mobile-Former and EfficientFormer (v1/v2) backbones for Ultralytics YOLOv5, YOLOv8 "
+                 "and YOLO11"),
     long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.9",

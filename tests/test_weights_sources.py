@@ -17,10 +17,10 @@ import pytest
 import torch
 
 import yolo_backbones
-
-from helpers import key_shapes, random_state_dict
 from yolo_backbones.core.weights import catalogue, locate, read
 from yolo_backbones.core.weights import sources as S
+
+from helpers import key_shapes, random_state_dict
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
@@ -88,7 +88,8 @@ def test_resolution_order_weights_dir_cache_hub_cache_download(env, monkeypatch)
     monkeypatch.delenv(S.OFFLINE_ENV)
     downloaded = write(env / "downloaded" / "model.safetensors")
     calls = []
-    monkeypatch.setattr(locate, "_hf_hub_download", lambda repo, name, cache: calls.append((repo, name, cache)) or downloaded)
+    monkeypatch.setattr(locate, "_hf_hub_download",
+                        lambda repo, name, cache: calls.append((repo, name, cache)) or downloaded)
     name = "efficientformerv2_s0.snap_dist_in1k.safetensors"
     in_dir = write(env / "mine" / name)
     in_cache = write(env / "xdg" / "yolo_backbones" / name)
@@ -420,7 +421,8 @@ def test_untrusted_pickle_is_refused_without_running_it(env):
             return (ran.append, ("ran",))
     f = env / "evil.pth"
     torch.save({"model": small_sd(), "x": Evil()}, f)
-    with pytest.raises(S.WeightsFileError, match=r"Refusing to load .*getattr.*Nothing from the file was executed") as err:
+    refused = r"Refusing to load .*getattr.*Nothing from the file was executed"
+    with pytest.raises(S.WeightsFileError, match=refused) as err:
         S.read_weights_file(f)
     assert ran == [] and "\n" not in str(err.value)
 
