@@ -176,7 +176,8 @@ def test_reference_and_memory_columns(tmp_path, monkeypatch) -> None:
     """--reference times the EfficientFormer classifiers against timm; --train-memory runs child processes."""
     pytest.importorskip("timm")
     script = load_script()
-    monkeypatch.setattr(sys.modules["benchmarking.train_memory"], "train_peak_memory_gb", lambda cfg, batch, img, ckpt, threads: 1.5 if ckpt else 2.5)
+    monkeypatch.setattr(sys.modules["benchmarking.train_memory"], "train_peak_memory_gb",
+                        lambda cfg, batch, img, ckpt, threads: 1.5 if ckpt else 2.5)
     argv = ["--models", "yolov5_efficientformerv2_s0.yaml", "--img", "64", "--runs", "1", "--warmup", "0",
             "--no-train", "--no-onnx", "--no-openvino", "--no-int8", "--no-explain", "--threads", "1", "--reference",
             "--train-memory", "--out", str(tmp_path)]
@@ -235,3 +236,101 @@ def test_official_reference_needs_a_checkout() -> None:
     for family in ("edgevit", "mobileformer"):
         with pytest.raises(ReferenceUnavailable, match=f"--official-{family} DIR"):
             reference_pair(family, "xxs" if family == "edgevit" else "52m", {})
+
+
+# ------------------------------------------------------------------------------------------ edge engines
+EDGE_COLUMNS = ["LiteRT ms", "LiteRT vs CNN", "NCNN ms", "NCNN vs CNN", "ExecuTorch ms", "ExecuTorch vs CNN"]
+
+
+def test_edge_engines_are_off_unless_asked_for() -> None:
+    script = load_script()
+    args = script.parse_args([])
+    assert (args.edge, args.litert, args.ncnn, args.executorch) == (False, False, False, False)
+    args = script.parse_args(["--edge", "--no-ncnn"])
+    assert (args.litert, args.ncnn, args.executorch) == (True, False, True)
+    assert [e.key for e in script.exported_engines(args)] == ["onnx_ms", "openvino_ms", "openvino_int8_ms",
+                                                              "litert_ms", "executorch_ms"]
+
+
+def test_each_engine_is_judged_against_its_own_cnn_curve() -> None:
+    """The eager efficiency keeps the YOLOv5 n/s/m curve; an edge engine's uses the CNNs of its own curve timed on
+    that engine, interpolated in log GFLOPs."""
+    script = load_script()
+    R = script.Result
+    # GFLOP/s = GFLOPs / (ms / 1000): eager yolov5n 10, yolov5s 40; LiteRT yolov5n 20, yolo11s 80
+    results = [R("yolov5n", False, gflops=1.0, eager_ms=100.0, gflops_per_s=10.0, litert_ms=50.0),
+               R("yolov5s", False, gflops=4.0, eager_ms=100.0, gflops_per_s=40.0),
+               R("yolov5m", False, gflops=16.0, eager_ms=400.0, gflops_per_s=40.0, litert_ms=1.0),
+               R("yolo11s", False, gflops=4.0, eager_ms=200.0, gflops_per_s=20.0, litert_ms=50.0),
+               R("plugin", True, gflops=2.0, eager_ms=200.0, gflops_per_s=10.0, litert_ms=50.0)]
+    script.apply_curve(results)
+    assert results[4].efficiency == pytest.approx(10.0 / 25.0)  # eager curve at 2 GFLOPs: halfway 10..40
+    assert results[1].efficiency == pytest.approx(1.0)
+    litert = next(e for e in script.ENGINES if e.key == "litert_ms")
+    script.apply_engine_curves(results, [litert])
+    # LiteRT curve: yolov5n (1, 20) and yolo11s (4, 80); yolov5m is not on it and yolov5s was not converted
+    assert results[4].litert_vs_cnn == pytest.approx(40.0 / 50.0)
+    assert results[0].litert_vs_cnn == pytest.approx(1.0) and results[3].litert_vs_cnn == pytest.approx(1.0)
+    assert results[1].litert_vs_cnn is None
+    assert results[4].efficiency == pytest.approx(0.4)  # eager untouched
+    assert script.efficiencies(results, ("nothing",), "litert_ms")["plugin"] is None
+
+
+def test_edge_engines_skip_baselines_off_their_curve_and_the_fastest_engine_is_named() -> None:
+    script = load_script()
+    R = script.Result
+    ncnn = next(e for e in script.ENGINES if e.key == "ncnn_ms")
+    assert ncnn.measures(R("x", True)) and ncnn.measures(R("yolo11n", False)) and ncnn.measures(R("yolov5s", False))
+    assert not ncnn.measures(R("yolov5m", False)) and not ncnn.measures(R("yolov5n-half", False))
+    res = R("x", True, eager_ms=30.0, onnx_ms=12.0, ncnn_ms=9.0, litert_ms=None, executorch_ms=11.0)
+    assert script.fastest_engine(res) == "NCNN"
+    res.openvino_int8_ms = 5.0  # INT8 is another accuracy: the fastest engine is a float32 one
+    assert script.fastest_engine(res) == "NCNN"
+    assert script.fastest_engine(R("x", True)) is None
+
+
+def test_edge_table_flags_engines_below_target_and_says_it_is_a_proxy() -> None:
+    script = load_script()
+    R = script.Result
+    args = script.parse_args(["--edge", "--img", "320"])
+    results = [R("yolov5n", False, gflops=1.0, litert_ms=50.0, ncnn_ms=40.0, executorch_ms=45.0),
+               R("yolov5s", False, gflops=4.0, litert_ms=100.0, ncnn_ms=80.0, executorch_ms=90.0),
+               R("yolov5m", False, gflops=16.0, eager_ms=100.0),
+               R("slow", True, gflops=2.0, eager_ms=10.0, litert_ms=200.0, ncnn_ms=50.0, executorch_ms=60.0)]
+    script.apply_engine_curves(results, script.exported_engines(args))
+    for res in results:
+        res.fastest_engine = script.fastest_engine(res)
+    text = script.markdown_table(results, args)
+    section = text[text.index("### Edge engines"):]
+    rows = table_rows(section)
+    assert rows[0] == ["model", *EDGE_COLUMNS, "edge target >= 0.70", "fastest engine"]
+    assert [r[0] for r in rows[1:]] == ["yolov5n", "yolov5s", "slow"]  # yolov5m is not on the edge curve
+    slow = rows[-1]
+    assert slow[1] == "200.0 (2.00x)" and slow[2] == "0.33"  # 10 GFLOP/s vs the curve's 30 at 2 GFLOPs (20..40)
+    assert slow[-2] == "below: LiteRT" and slow[-1] == "PyTorch eager"
+    assert rows[1][-2] == "baseline"
+    assert "proxy" in section and "x86" in section
+    assert "### Edge engines" not in script.markdown_table(results, script.parse_args([]))
+
+
+@pytest.mark.slow
+def test_edge_run_converts_and_times_ncnn(tmp_path) -> None:
+    """--edge (NCNN only, the fastest converter) at tiny settings: the plugin model and the edge curve's CNNs get a
+    latency and an efficiency; YOLOv5m and the small CNN are not converted."""
+    pytest.importorskip("pnnx")
+    pytest.importorskip("ultralytics")
+    script = load_script()
+    argv = ["--models", f"{MODEL}.yaml", "--img", "64", "--runs", "1", "--warmup", "0", "--rounds", "1",
+            "--no-train", "--no-explain", "--no-onnx", "--no-openvino", "--no-int8", "--threads", "1", "--edge",
+            "--no-litert", "--no-executorch", "--out", str(tmp_path)]
+    assert script.main(argv) == 0
+    data = {r["name"]: r for r in json.loads((tmp_path / "benchmark.json").read_text())["results"]}
+    for name in ("yolov5n", "yolov5s", "yolo11n", "yolo11s", MODEL):
+        assert data[name]["ncnn_ms"] > 0 and data[name]["ncnn_vs_cnn"] > 0, data[name]
+        assert data[name]["fastest_engine"] in {"PyTorch eager", "NCNN"}
+    assert data["yolov5m"]["ncnn_ms"] is None and data["yolov5n-half"]["ncnn_ms"] is None
+    assert data["yolov5m"]["errors"] == {} and data[MODEL]["litert_ms"] is None
+    section = (tmp_path / "benchmark.md").read_text().split("### Edge engines")[1]
+    rows = {r[0]: r for r in table_rows(section)[1:]}
+    assert set(rows) == {"yolov5n", "yolov5s", "yolo11n", "yolo11s", MODEL}
+    assert re.fullmatch(r"[0-9.]+", rows[MODEL][2]) and rows[MODEL][-2] in {"ok", "below: NCNN"}
