@@ -132,6 +132,8 @@ def test_xnnpack_rewrites_keep_outputs_and_leave_none_of_the_original_operators(
     ({"stride": 32, "names": {0: "a", 1: "b"}}, {"stride": 32, "names": {0: "a", 1: "b"}}),
     ({"stride": "32", "names": ["a", "b"]}, {"stride": 32, "names": {0: "a", 1: "b"}}),
     ({"names": {"0": "a"}, "other": object()}, {"names": {0: "a"}}),
+    ({"names": "{0: 'a'}"}, {"names": {0: "a"}}),  # YOLOv5's ONNX metadata: a literal, parsed, never evaluated
+    ({"names": ["../x"]}, {"names": {0: ".._x"}}),  # names become folders of --save-crop
 ])
 def test_clean_metadata_accepts_plain_data(raw, expected):
     assert meta.clean_metadata(raw) == expected
@@ -139,7 +141,7 @@ def test_clean_metadata_accepts_plain_data(raw, expected):
 
 @pytest.mark.parametrize("raw", [
     {"stride": "__import__('os').system('true')"}, {"stride": [32]}, {"stride": 0}, {"stride": True},
-    {"names": "{0: 'a'}"}, {"names": {0: ["a"]}}, {"names": {"x": "a"}}, {"names": {i: "a" for i in range(100_001)}},
+    {"names": "__import__('os').getcwd()"}, {"names": {0: ["a"]}}, {"names": {"x": "a"}}, {"names": {i: "a" for i in range(100_001)}},
     ["stride", 32],
 ])
 def test_clean_metadata_refuses_anything_else(raw):
@@ -205,7 +207,7 @@ class _FakeMNNNet:
     ('{"stride": 32, "yolo_backbones": "0.2"}', True),
     ('{"stride": 32}', False),  # a stock ultralytics export keeps MNN's defaults
     ("{'yolo_backbones': 1}", False),  # not JSON: never evaluated
-    ('{"yolo_backbones": "' + "x" * (1 << 21) + '"}', False),  # over the metadata size limit
+    ('{"yolo_backbones": "' + "x" * (meta.MAX_METADATA_BYTES + 1) + '"}', False),  # over the metadata size limit
     (None, False),
 ])
 def test_mnn_plugin_marker_is_read_from_the_files_own_metadata(biz, marked):
