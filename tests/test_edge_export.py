@@ -141,7 +141,8 @@ def test_clean_metadata_accepts_plain_data(raw, expected):
 
 @pytest.mark.parametrize("raw", [
     {"stride": "__import__('os').system('true')"}, {"stride": [32]}, {"stride": 0}, {"stride": True},
-    {"names": "__import__('os').getcwd()"}, {"names": {0: ["a"]}}, {"names": {"x": "a"}}, {"names": {i: "a" for i in range(100_001)}},
+    {"names": "__import__('os').getcwd()"}, {"names": {0: ["a"]}}, {"names": {"x": "a"}},
+    {"names": {i: "a" for i in range(100_001)}},
     ["stride", 32],
 ])
 def test_clean_metadata_refuses_anything_else(raw):
@@ -324,9 +325,9 @@ def test_yolov5_export_ncnn_and_val_on_it(tmp_path):
     """export.py --include ncnn, then DetectMultiBackend (val.py's loader) on the folder matches PyTorch; a stranger's
     metadata.yaml in the folder goes through the metadata checks (names made safe, Python tags refused)."""
     _need("pnnx")
-    from conftest import run
-
     from yolo_backbones.deploy.ncnn import load_ncnn
+
+    from conftest import run
 
     script = (f"import sys, torch, yolo_backbones\nfrom yolov5.models.yolo import Model\ntorch.manual_seed(0)\n"
               f"m = Model({str(ROOT / 'models' / 'yolov5_mobileformer_52m.yaml')!r}).eval()\n"
