@@ -104,9 +104,9 @@ def _make_ncnn_forward(original: Callable) -> Callable:
 
 def _raw_yaml(path: Path) -> dict:
     """The keys of an NCNN folder's ``metadata.yaml`` (``{}`` without one), read as data only. A file that is not
-    plain, bounded metadata (Python tags, bad stride/names, oversized) raises :class:`MetadataError` naming it:
-    ultralytics' own reader would drop it silently and run the model without its names (and, for a plugin
-    export, at fp16)."""
+    plain, bounded metadata (Python tags, bad stride/names, oversized) raises
+    :class:`~yolo_backbones.core.weights.metadata.MetadataError` naming it (the NCNN loader reads the file before
+    ultralytics' checked reader does)."""
     if not path.is_file():
         return {}
     read_yaml_metadata(path)  # validates size, YAML (safe_load) and stride/names; raises MetadataError
