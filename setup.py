@@ -103,8 +103,8 @@ setup(
         "openvino>=2023.1",  # export.py --include openvino, DetectMultiBackend on *_openvino_model/ (convert_model API)
         "PyYAML",
     ],
-    # timm: reference for EfficientFormer parity tests; ruff: the lint CI runs (config in pyproject.toml)
-    extras_require={"test": ["pytest>=7", "timm>=1.0", "ruff>=0.6"],
+    # xdist: the suite runs on every core (-n auto); timm: reference for EfficientFormer parity tests; ruff: lint
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "timm>=1.0", "ruff>=0.6"],
                     "edge": EDGE,
                     "openvino": ["nncf>=2.14"]},  # OpenVINO INT8 export (export.py --int8, yolo export quantize=8)
     entry_points={"console_scripts": ["yolo-backbones = yolo_backbones.cli:main"]},
