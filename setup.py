@@ -80,7 +80,8 @@ EDGE = [
 setup(
     name="yolo-backbones",
     version="0.2.0",
-    description="EdgeViT, Mobile-Former and EfficientFormer (v1/v2) backbones for Ultralytics YOLOv5, YOLOv8 and YOLO11",
+    description=("EdgeViT, Mobile-Former and EfficientFormer (v1/v2) backbones for Ultralytics YOLOv5, YOLOv8 "
+                 "and YOLO11"),
     long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
@@ -102,7 +103,8 @@ setup(
         "openvino>=2023.1",  # export.py --include openvino, DetectMultiBackend on *_openvino_model/ (convert_model API)
         "PyYAML",
     ],
-    extras_require={"test": ["pytest>=7", "timm>=1.0"],  # timm: reference for EfficientFormer parity tests
+    # xdist: the suite runs on every core (-n auto); timm: reference for EfficientFormer parity tests; ruff: lint
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "timm>=1.0", "ruff>=0.6"],
                     "edge": EDGE,
                     "openvino": ["nncf>=2.14"]},  # OpenVINO INT8 export (export.py --int8, yolo export quantize=8)
     entry_points={"console_scripts": ["yolo-backbones = yolo_backbones.cli:main"]},

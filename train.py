@@ -3,7 +3,8 @@
 For an ultralytics model (YOLOv8/YOLO11/YOLO26 YAML or checkpoint) the common flags are translated and
 key=value settings pass through to ultralytics; --host yolov5|ultralytics overrides the choice.
 
-Example: python train.py --help   (add --yolov5-dir CLONE to run a YOLOv5 clone's train.py instead of the PyPI package's)
+Example: python train.py --help
+(add --yolov5-dir CLONE to run a YOLOv5 clone's train.py instead of the PyPI package's)
 """
 import sys
 

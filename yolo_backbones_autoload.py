@@ -41,7 +41,7 @@ BEFORE = frozenset({"ultralytics"})
 class _InstallAfterImport(importlib.abc.MetaPathFinder):
     """Finds nothing itself; wraps the real loader of a watched module to call ``install()`` after it runs."""
 
-    def find_spec(self, name: str, path=None, target=None):  # noqa: D102 (importlib protocol)
+    def find_spec(self, name: str, path=None, target=None):
         if name not in WATCHED:
             return None
         for finder in sys.meta_path:

@@ -31,13 +31,21 @@ the ratios stay comparable even on a noisy machine.
   floor (its latency at 64x64, where almost no arithmetic is left) and the efficiency that caps.
 * vs reference (``--reference``): how much faster the backbone's ImageNet classifier (``create(name,
   num_classes=1000)``, batch 1) is than the reference implementation with the same weights, as eval model
-  (eval fusion on, the default) / fused model / eval model on its own layers (eval fusion off): timm's EfficientFormer(V2) at 224x224; the authors' EdgeViT and Mobile-Former at 640x640
-  when ``--official-edgevit DIR`` / ``--official-mobileformer DIR`` point at checkouts of their repositories
-  (imported from there at run time, see ``scripts/reference_models.py``).
+  (eval fusion on, the default) / fused model / eval model on its own layers (eval fusion off): timm's
+  EfficientFormer(V2) at 224x224; the authors' EdgeViT and Mobile-Former at 640x640 when ``--official-edgevit
+  DIR`` / ``--official-mobileformer DIR`` point at checkouts of their repositories (imported from there at run
+  time, see ``scripts/reference_models.py``).
 * train mem GB (``--train-memory``): peak memory of one training step (forward, ``ComputeLoss``, backward) of
   a ``--train-memory-batch`` x ``--train-memory-img`` batch above the process's memory before the step (the
   built model), measured as peak resident memory in a fresh process per model; ``ckpt mem GB`` is the same
   with the backbone's activation checkpointing on (``set_grad_checkpointing``). Slow: off by default.
+* ``--edge`` adds the edge engines (LiteRT with XNNPACK, NCNN, ExecuTorch with XNNPACK; float32; converted through
+  ``yolo_backbones.deploy`` as both hosts' exports do): latency of every plugin model and of YOLOv5n/s and YOLO11n/s
+  converted the same way, each model's efficiency against the curve of those CNNs on the same engine ('vs CNN',
+  target ``--target`` as for eager), and the fastest engine per model, in a second table. These are the kernels
+  phones run, taking their x86 paths here: a proxy for phone latency, not a measurement of it. Off by default:
+  each conversion takes tens of seconds to minutes per model and engine. ``--no-litert/--no-ncnn/--no-executorch``
+  drop one.
 * ``--yolo11`` adds YOLO11n/s and the yolo11_* plugin YAMLs (built by ultralytics; no training column);
   ``--checkpoint-load N`` adds the safe checkpoint loader's time against ``torch.load(weights_only=True)``.
 * Eager latency is timed in ``--rounds`` rounds that visit every model in turn, so drift of a shared machine
@@ -47,7 +55,8 @@ The pieces live in ``scripts/benchmarking/`` (measuring: results, models, measur
 train_memory; judging and reporting: curve, report, plot); this file is the command line.
 
 Outputs (``--out``, default ``runs/benchmark``): ``benchmark.md`` (the table printed on stdout),
-``benchmark.csv`` and ``benchmark.json`` (raw numbers and errors), ``benchmark.png`` (latency vs GFLOPs per engine, with the YOLOv5 CNN curve).
+``benchmark.csv`` and ``benchmark.json`` (raw numbers and errors), ``benchmark.png`` (latency vs GFLOPs per engine,
+with the engine's CNN curve).
 A model whose profiling fails (build, ONNX export, training step...) gets the error in its table cell; the run
 continues.
 
@@ -56,6 +65,7 @@ Usage:
     python scripts/benchmark.py --models yolov5_edgevit.yaml --runs 30 --threads 2
     python scripts/benchmark.py --no-onnx --no-openvino --no-train --out /tmp/bench
     python scripts/benchmark.py --reference --train-memory   # also the timm ratio and training memory
+    python scripts/benchmark.py --edge --no-executorch       # also LiteRT and NCNN latency and efficiency
     python scripts/benchmark.py --reference --official-edgevit ../edgevit --official-mobileformer ../MobileFormer
 """
 from __future__ import annotations
@@ -72,8 +82,13 @@ SCRIPTS_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS_DIR.parent))
 sys.path.insert(0, str(SCRIPTS_DIR))
 
-from benchmarking.curve import apply_curve, curve_gflops_per_s  # noqa: E402,F401  (curve_gflops_per_s: tests)
-from benchmarking.engines import exported_engines  # noqa: E402
+from benchmarking.curve import (  # noqa: E402,F401  (curve_gflops_per_s, efficiencies: tests)
+    apply_curve,
+    apply_engine_curves,
+    curve_gflops_per_s,
+    efficiencies,
+)
+from benchmarking.engines import EDGE_ENGINES, ENGINES, exported_engines, fastest_engine  # noqa: E402
 from benchmarking.measure import (  # noqa: E402,F401  (attention_flop_mapping: tests)
     attention_flop_mapping,
     count_gflops,
@@ -103,7 +118,8 @@ from yolo_backbones.core.runtime import tune_cpu_allocator  # noqa: E402
 
 
 def profile_eval(model: torch.nn.Module, result: Result, args: argparse.Namespace) -> None:
-    """Params, GFLOPs (with FLOP mix), eager latency, GFLOP/s, time breakdown and exported-engine latencies of a fused model."""
+    """Params, GFLOPs (with FLOP mix), eager latency, GFLOP/s, time breakdown and exported-engine latencies of a
+    fused model."""
     result.params_m = sum(p.numel() for p in model.parameters()) / 1e6
     counted = attempt(result, "gflops", lambda: count_gflops(model, args.img))
     if counted:
@@ -119,6 +135,8 @@ def profile_eval(model: torch.nn.Module, result: Result, args: argparse.Namespac
         if floor is not None:
             result.breakdown["floor_ms"] = floor
     for engine in exported_engines(args):
+        if not engine.measures(result):
+            continue
         setattr(result, engine.key, attempt(result, engine.key, lambda engine=engine: engine.latency_ms(
             model, args.img, args.warmup, args.runs, args.threads)))
 
@@ -163,7 +181,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "same weights: timm's EfficientFormer(V2) at 224; EdgeViT / Mobile-Former at 640 with "
                              "--official-edgevit / --official-mobileformer")
     parser.add_argument("--official-edgevit", type=Path, default=None, metavar="DIR",
-                        help="checkout of github.com/saic-fi/edgevit (for --reference; imported from there, never copied)")
+                        help="checkout of github.com/saic-fi/edgevit (for --reference; imported from there, "
+                             "never copied)")
     parser.add_argument("--official-mobileformer", type=Path, default=None, metavar="DIR",
                         help="checkout of github.com/AAboys/MobileFormer (for --reference)")
     parser.add_argument("--train-memory", action="store_true",
@@ -175,6 +194,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="skip the OpenVINO latency")
     parser.add_argument("--no-int8", dest="int8", action="store_false",
                         help="skip the OpenVINO INT8 latency (quantizing costs ~10-60 s per model)")
+    parser.add_argument("--edge", action="store_true",
+                        help="also time the edge engines (LiteRT/XNNPACK, NCNN, ExecuTorch/XNNPACK, all float32) on "
+                             "the plugin models and YOLOv5n/s + YOLO11n/s converted the same way (adds tens of "
+                             "seconds of conversion per model and engine; off by default)")
+    parser.add_argument("--no-litert", dest="litert", action="store_false", help="with --edge: skip LiteRT")
+    parser.add_argument("--no-ncnn", dest="ncnn", action="store_false", help="with --edge: skip NCNN")
+    parser.add_argument("--no-executorch", dest="executorch", action="store_false",
+                        help="with --edge: skip ExecuTorch")
     parser.add_argument("--no-train", dest="train", action="store_false", help="skip the training throughput")
     parser.add_argument("--no-explain", dest="explain", action="store_false",
                         help="skip the profiler time breakdown used to explain models below target")
@@ -185,7 +212,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also time the safe checkpoint loader against torch.load(weights_only=True) "
                              "on a ~50 MB checkpoint, REPEATS interleaved loads each")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"), help="output directory")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for engine in EDGE_ENGINES:  # the edge engines run only with --edge
+        setattr(args, engine.flag, args.edge and getattr(args, engine.flag))
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     tune_cpu_allocator()
     args.out.mkdir(parents=True, exist_ok=True)
     results, models = [], {}
-    for path, plugin in resolve_models(args.models, args.yolo11, args.out):
+    for path, plugin in resolve_models(args.models, args.yolo11, args.out, yolo11_baselines=args.edge):
         t0 = time.perf_counter()
         res, model = profile_model(path, plugin, args)
         results.append(res)
@@ -218,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         if res.openvino_ms and res.openvino_int8_ms:
             res.int8_speedup = res.openvino_ms / res.openvino_int8_ms
     apply_curve(results)
+    engines = exported_engines(args)
+    apply_engine_curves(results, engines)
+    for res in results:
+        res.fastest_engine = fastest_engine(res, [ENGINES[0], *engines])
     table = markdown_table(results, args)
     if args.checkpoint_load:
         table += checkpoint_load_text(args.checkpoint_load)

@@ -56,6 +56,19 @@ def table_rows(markdown: str) -> list[list[str]]:
     return [r for r in rows if not all(re.fullmatch(r":?-+:?", c) for c in r)]
 
 
+def table_cells(markdown: str) -> dict[str, dict[str, str]]:
+    """``{model: {column: cell}}`` of the benchmark table; a column is named by its header's first words, so that
+    tests do not depend on where optional columns (INT8, edge engines) sit."""
+    header, *rows = table_rows(markdown)
+    return {r[0]: dict(zip(header, r, strict=True)) for r in rows}
+
+
+def cell(row: dict[str, str], prefix: str) -> str:
+    """The cell of the one column whose header starts with ``prefix``."""
+    (key,) = [k for k in row if k.startswith(prefix)]
+    return row[key]
+
+
 @pytest.mark.slow
 def test_markdown_has_columns_and_a_row_per_model(out) -> None:
     rows = table_rows((out / "benchmark.md").read_text())
@@ -67,17 +80,19 @@ def test_markdown_has_columns_and_a_row_per_model(out) -> None:
 
 @pytest.mark.slow
 def test_ratios_to_yolov5s(out) -> None:
-    rows = {r[0]: r for r in table_rows((out / "benchmark.md").read_text())[1:]}
-    with_ratio = [*range(1, 7), 8, 9]  # every measured figure but the INT8 speed-up (a ratio itself, column 7)
+    rows = table_cells((out / "benchmark.md").read_text())
+    with_ratio = ["params", "GFLOPs @", "eager ms", "ONNX ms", "OpenVINO ms", "OpenVINO INT8 ms", "train img/s",
+                  "GFLOP/s"]  # every measured figure but the INT8 speed-up (a ratio itself)
     for k in with_ratio:
-        assert rows["yolov5s"][k].endswith("(1.00x)"), rows["yolov5s"][k]
-        assert re.fullmatch(r"[0-9.]+ \([0-9.]+x\)", rows[MODEL][k]), rows[MODEL][k]
-    assert all(re.fullmatch(r"[0-9.]+x", rows[name][7]) for name in rows)
-    assert rows[MODEL][-1] in {"ok", "below target"}
-    assert rows["yolov5s"][-1] == "baseline"
-    assert all(rows[name][10] == "1.00" for name in ("yolov5n", "yolov5s", "yolov5m"))  # on their own curve
-    assert re.fullmatch(r"[0-9.]+", rows[MODEL][10])
-    assert rows[MODEL][11:14] == ["-", "-", "-"]  # --reference / --train-memory not asked for
+        assert cell(rows["yolov5s"], k).endswith("(1.00x)"), (k, rows["yolov5s"])
+        assert re.fullmatch(r"[0-9.]+ \([0-9.]+x\)", cell(rows[MODEL], k)), (k, rows[MODEL])
+    assert all(re.fullmatch(r"[0-9.]+x", cell(rows[name], "INT8 speed-up")) for name in rows)
+    assert cell(rows[MODEL], "target") in {"ok", "below target"}
+    assert cell(rows["yolov5s"], "target") == "baseline"
+    assert all(cell(rows[name], "vs CNN curve") == "1.00" for name in ("yolov5n", "yolov5s", "yolov5m"))
+    assert re.fullmatch(r"[0-9.]+", cell(rows[MODEL], "vs CNN curve"))
+    # --reference / --train-memory not asked for
+    assert [cell(rows[MODEL], k) for k in ("vs reference", "train mem", "ckpt mem")] == ["-", "-", "-"]
     assert "### Below target" in (out / "benchmark.md").read_text()
 
 
@@ -111,8 +126,8 @@ def test_small_cnn_is_yolov5n_at_half_width(out) -> None:
 
     cfg = yaml.safe_load((out / "yolov5n-half.yaml").read_text())
     assert cfg["width_multiple"] == 0.125 and cfg["depth_multiple"] == 0.33
-    rows = {r[0]: r for r in table_rows((out / "benchmark.md").read_text())[1:]}
-    assert rows["yolov5n-half"][-1] == "baseline"
+    rows = table_cells((out / "benchmark.md").read_text())
+    assert cell(rows["yolov5n-half"], "target") == "baseline"
 
 
 def test_models_below_yolov5n_are_compared_with_the_small_cnn() -> None:
@@ -161,15 +176,18 @@ def test_reference_and_memory_columns(tmp_path, monkeypatch) -> None:
     """--reference times the EfficientFormer classifiers against timm; --train-memory runs child processes."""
     pytest.importorskip("timm")
     script = load_script()
-    monkeypatch.setattr(sys.modules["benchmarking.train_memory"], "train_peak_memory_gb", lambda cfg, batch, img, ckpt, threads: 1.5 if ckpt else 2.5)
+    monkeypatch.setattr(sys.modules["benchmarking.train_memory"], "train_peak_memory_gb",
+                        lambda cfg, batch, img, ckpt, threads: 1.5 if ckpt else 2.5)
     argv = ["--models", "yolov5_efficientformerv2_s0.yaml", "--img", "64", "--runs", "1", "--warmup", "0",
             "--no-train", "--no-onnx", "--no-openvino", "--no-int8", "--no-explain", "--threads", "1", "--reference",
             "--train-memory", "--out", str(tmp_path)]
     assert script.main(argv) == 0
-    rows = {r[0]: r for r in table_rows((tmp_path / "benchmark.md").read_text())[1:]}
-    assert re.fullmatch(r"[0-9.]+x / [0-9.]+x / [0-9.]+x", rows["yolov5_efficientformerv2_s0"][11])
-    assert rows["yolov5_efficientformerv2_s0"][12:14] == ["2.50 (1.00x)", "1.50"]
-    assert rows["yolov5s"][12:14] == ["2.50 (1.00x)", "-"]  # checkpointing is a backbone option
+    rows = table_cells((tmp_path / "benchmark.md").read_text())
+    ef = rows["yolov5_efficientformerv2_s0"]
+    assert re.fullmatch(r"[0-9.]+x / [0-9.]+x / [0-9.]+x", cell(ef, "vs reference"))
+    assert [cell(ef, "train mem"), cell(ef, "ckpt mem")] == ["2.50 (1.00x)", "1.50"]
+    # checkpointing is a backbone option
+    assert [cell(rows["yolov5s"], "train mem"), cell(rows["yolov5s"], "ckpt mem")] == ["2.50 (1.00x)", "-"]
 
 
 @pytest.mark.slow
@@ -193,11 +211,12 @@ def test_failure_is_recorded_not_raised(tmp_path, monkeypatch) -> None:
     argv = ["--models", f"{MODEL}.yaml", "--img", "64", "--runs", "1", "--warmup", "0", "--no-train",
             "--no-explain", "--threads", "1", "--out", str(tmp_path)]
     assert script.main(argv) == 0
-    rows = {r[0]: r for r in table_rows((tmp_path / "benchmark.md").read_text())[1:]}
-    assert rows[MODEL][4] == "error: RuntimeError: export exploded"
-    assert rows[MODEL][5] == "error: RuntimeError: export exploded"  # OpenVINO converts the ONNX export
-    assert rows[MODEL][6] == "-"  # --no-train
-    assert rows[MODEL][3].endswith("x)")
+    row = table_cells((tmp_path / "benchmark.md").read_text())[MODEL]
+    # OpenVINO (FP32 and INT8) converts the ONNX export
+    for k in ("ONNX ms", "OpenVINO ms", "OpenVINO INT8 ms"):
+        assert cell(row, k) == "error: RuntimeError: export exploded", k
+    assert cell(row, "train img/s") == "-"  # --no-train
+    assert cell(row, "eager ms").endswith("x)")
 
 
 @pytest.mark.slow
@@ -217,3 +236,101 @@ def test_official_reference_needs_a_checkout() -> None:
     for family in ("edgevit", "mobileformer"):
         with pytest.raises(ReferenceUnavailable, match=f"--official-{family} DIR"):
             reference_pair(family, "xxs" if family == "edgevit" else "52m", {})
+
+
+# ------------------------------------------------------------------------------------------ edge engines
+EDGE_COLUMNS = ["LiteRT ms", "LiteRT vs CNN", "NCNN ms", "NCNN vs CNN", "ExecuTorch ms", "ExecuTorch vs CNN"]
+
+
+def test_edge_engines_are_off_unless_asked_for() -> None:
+    script = load_script()
+    args = script.parse_args([])
+    assert (args.edge, args.litert, args.ncnn, args.executorch) == (False, False, False, False)
+    args = script.parse_args(["--edge", "--no-ncnn"])
+    assert (args.litert, args.ncnn, args.executorch) == (True, False, True)
+    assert [e.key for e in script.exported_engines(args)] == ["onnx_ms", "openvino_ms", "openvino_int8_ms",
+                                                              "litert_ms", "executorch_ms"]
+
+
+def test_each_engine_is_judged_against_its_own_cnn_curve() -> None:
+    """The eager efficiency keeps the YOLOv5 n/s/m curve; an edge engine's uses the CNNs of its own curve timed on
+    that engine, interpolated in log GFLOPs."""
+    script = load_script()
+    R = script.Result
+    # GFLOP/s = GFLOPs / (ms / 1000): eager yolov5n 10, yolov5s 40; LiteRT yolov5n 20, yolo11s 80
+    results = [R("yolov5n", False, gflops=1.0, eager_ms=100.0, gflops_per_s=10.0, litert_ms=50.0),
+               R("yolov5s", False, gflops=4.0, eager_ms=100.0, gflops_per_s=40.0),
+               R("yolov5m", False, gflops=16.0, eager_ms=400.0, gflops_per_s=40.0, litert_ms=1.0),
+               R("yolo11s", False, gflops=4.0, eager_ms=200.0, gflops_per_s=20.0, litert_ms=50.0),
+               R("plugin", True, gflops=2.0, eager_ms=200.0, gflops_per_s=10.0, litert_ms=50.0)]
+    script.apply_curve(results)
+    assert results[4].efficiency == pytest.approx(10.0 / 25.0)  # eager curve at 2 GFLOPs: halfway 10..40
+    assert results[1].efficiency == pytest.approx(1.0)
+    litert = next(e for e in script.ENGINES if e.key == "litert_ms")
+    script.apply_engine_curves(results, [litert])
+    # LiteRT curve: yolov5n (1, 20) and yolo11s (4, 80); yolov5m is not on it and yolov5s was not converted
+    assert results[4].litert_vs_cnn == pytest.approx(40.0 / 50.0)
+    assert results[0].litert_vs_cnn == pytest.approx(1.0) and results[3].litert_vs_cnn == pytest.approx(1.0)
+    assert results[1].litert_vs_cnn is None
+    assert results[4].efficiency == pytest.approx(0.4)  # eager untouched
+    assert script.efficiencies(results, ("nothing",), "litert_ms")["plugin"] is None
+
+
+def test_edge_engines_skip_baselines_off_their_curve_and_the_fastest_engine_is_named() -> None:
+    script = load_script()
+    R = script.Result
+    ncnn = next(e for e in script.ENGINES if e.key == "ncnn_ms")
+    assert ncnn.measures(R("x", True)) and ncnn.measures(R("yolo11n", False)) and ncnn.measures(R("yolov5s", False))
+    assert not ncnn.measures(R("yolov5m", False)) and not ncnn.measures(R("yolov5n-half", False))
+    res = R("x", True, eager_ms=30.0, onnx_ms=12.0, ncnn_ms=9.0, litert_ms=None, executorch_ms=11.0)
+    assert script.fastest_engine(res) == "NCNN"
+    res.openvino_int8_ms = 5.0  # INT8 is another accuracy: the fastest engine is a float32 one
+    assert script.fastest_engine(res) == "NCNN"
+    assert script.fastest_engine(R("x", True)) is None
+
+
+def test_edge_table_flags_engines_below_target_and_says_it_is_a_proxy() -> None:
+    script = load_script()
+    R = script.Result
+    args = script.parse_args(["--edge", "--img", "320"])
+    results = [R("yolov5n", False, gflops=1.0, litert_ms=50.0, ncnn_ms=40.0, executorch_ms=45.0),
+               R("yolov5s", False, gflops=4.0, litert_ms=100.0, ncnn_ms=80.0, executorch_ms=90.0),
+               R("yolov5m", False, gflops=16.0, eager_ms=100.0),
+               R("slow", True, gflops=2.0, eager_ms=10.0, litert_ms=200.0, ncnn_ms=50.0, executorch_ms=60.0)]
+    script.apply_engine_curves(results, script.exported_engines(args))
+    for res in results:
+        res.fastest_engine = script.fastest_engine(res)
+    text = script.markdown_table(results, args)
+    section = text[text.index("### Edge engines"):]
+    rows = table_rows(section)
+    assert rows[0] == ["model", *EDGE_COLUMNS, "edge target >= 0.70", "fastest engine"]
+    assert [r[0] for r in rows[1:]] == ["yolov5n", "yolov5s", "slow"]  # yolov5m is not on the edge curve
+    slow = rows[-1]
+    assert slow[1] == "200.0 (2.00x)" and slow[2] == "0.33"  # 10 GFLOP/s vs the curve's 30 at 2 GFLOPs (20..40)
+    assert slow[-2] == "below: LiteRT" and slow[-1] == "PyTorch eager"
+    assert rows[1][-2] == "baseline"
+    assert "proxy" in section and "x86" in section
+    assert "### Edge engines" not in script.markdown_table(results, script.parse_args([]))
+
+
+@pytest.mark.slow
+def test_edge_run_converts_and_times_ncnn(tmp_path) -> None:
+    """--edge (NCNN only, the fastest converter) at tiny settings: the plugin model and the edge curve's CNNs get a
+    latency and an efficiency; YOLOv5m and the small CNN are not converted."""
+    pytest.importorskip("pnnx")
+    pytest.importorskip("ultralytics")
+    script = load_script()
+    argv = ["--models", f"{MODEL}.yaml", "--img", "64", "--runs", "1", "--warmup", "0", "--rounds", "1",
+            "--no-train", "--no-explain", "--no-onnx", "--no-openvino", "--no-int8", "--threads", "1", "--edge",
+            "--no-litert", "--no-executorch", "--out", str(tmp_path)]
+    assert script.main(argv) == 0
+    data = {r["name"]: r for r in json.loads((tmp_path / "benchmark.json").read_text())["results"]}
+    for name in ("yolov5n", "yolov5s", "yolo11n", "yolo11s", MODEL):
+        assert data[name]["ncnn_ms"] > 0 and data[name]["ncnn_vs_cnn"] > 0, data[name]
+        assert data[name]["fastest_engine"] in {"PyTorch eager", "NCNN"}
+    assert data["yolov5m"]["ncnn_ms"] is None and data["yolov5n-half"]["ncnn_ms"] is None
+    assert data["yolov5m"]["errors"] == {} and data[MODEL]["litert_ms"] is None
+    section = (tmp_path / "benchmark.md").read_text().split("### Edge engines")[1]
+    rows = {r[0]: r for r in table_rows(section)[1:]}
+    assert set(rows) == {"yolov5n", "yolov5s", "yolo11n", "yolo11s", MODEL}
+    assert re.fullmatch(r"[0-9.]+", rows[MODEL][2]) and rows[MODEL][-2] in {"ok", "below: NCNN"}

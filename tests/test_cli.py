@@ -87,7 +87,8 @@ def test_console_script_is_installed() -> None:
     assert "mobileformer_26m" in out and "efficientformerv2_l" in out
 
 
-@pytest.mark.skipif(not os.environ.get("YOLOV5_CLONE"), reason="set YOLOV5_CLONE=/path/to/ultralytics/yolov5 to test a clone")
+@pytest.mark.skipif(not os.environ.get("YOLOV5_CLONE"),
+                    reason="set YOLOV5_CLONE=/path/to/ultralytics/yolov5 to test a clone")
 def test_training_through_a_yolov5_clone(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "--yolov5-dir", os.environ["YOLOV5_CLONE"], "--cfg",

@@ -1,4 +1,5 @@
-"""COCO mAP with pycocotools for any dataset with a COCO annotation file (yolo_backbones.hosts.common.coco_eval / coco_val).
+"""COCO mAP with pycocotools for any dataset with a COCO annotation file
+(yolo_backbones.hosts.common.coco_eval / coco_val).
 
 Predictions are built the way YOLOv5's ``--save-json`` writes them for a dataset that is not COCO:
 ``category_id`` = YOLO class index, ``image_id`` = ``int(stem)`` of the image file.
@@ -17,15 +18,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
-import yolo_backbones  # noqa: F401  (installs the plugin into yolov5 below)
 import yolov5.utils.metrics
 import yolov5.val
-from conftest import IMG, run
+
+import yolo_backbones  # noqa: F401  (installs the plugin into the yolov5 modules imported above)
 from yolo_backbones.cli import commands as cli
+from yolo_backbones.hosts.common.coco_eval import (
+    STAT_NAMES,
+    category_map,
+    evaluate,
+    format_stats,
+    image_id_map,
+    load_annotations,
+    to_coco_results,
+)
 from yolo_backbones.hosts.yolov5 import coco_val
-from yolo_backbones.hosts.common.coco_eval import (STAT_NAMES, category_map, evaluate, format_stats, image_id_map,
-                                      load_annotations, to_coco_results)
+
+from conftest import IMG, run
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "coco8.yaml"
@@ -195,7 +204,7 @@ def stand_in_val(predictions: list[dict] | None, images: list[str]) -> types.Mod
             try:
                 val.check_requirements("pycocotools>=2.0.6")
                 val.calls.append("YOLOv5's own pycocotools step")
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001  the imitated YOLOv5 code catches everything
                 val.calls.append(f"pycocotools unable to run: {e}")
         return (0.5, 0.6, 0.7, 0.8, 1.0, 2.0, 3.0), np.zeros(80), np.zeros(80), (1.0, 2.0, 3.0)
 

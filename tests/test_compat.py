@@ -19,9 +19,9 @@ import pytest
 import torch
 
 import yolo_backbones
-from yolo_backbones import ModelConfigError
 import yolo_backbones.core.weights.safe_load as checkpoints
 import yolo_backbones.hosts.yolov5.compat as compat
+from yolo_backbones import ModelConfigError
 
 compat.apply_compat()
 
@@ -94,8 +94,9 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             raise AssertionError(f"network used: {name}{args[:1]}")
         return fail
 
-    import requests
     import urllib.request
+
+    import requests
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse("torch.hub.download_url_to_file"))
     monkeypatch.setattr(urllib.request, "urlopen", refuse("urllib.request.urlopen"))

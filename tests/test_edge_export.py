@@ -1,13 +1,14 @@
 """Edge deployment (issue 21): export formulations, safe metadata, the edge extra, and parity of each format.
 
 Fast tests check the building blocks. Slow tests convert real models: NCNN for one backbone of every family
-(the fastest converter), LiteRT, ExecuTorch and Core ML for one family each (their conversions take 0.5-5 min
-per model on a shared 2-core machine), and one detector per host end to end. The full matrix (every YAML x
-every format) is not run in CI (see docs/deployment.md for what was measured).
+(the fastest converter), LiteRT and Core ML for one family each, ExecuTorch for one ultralytics detector (their
+conversions take 0.5-2 min per model on a shared 2-core machine), and NCNN detectors of both hosts end to end.
+The full matrix (every YAML x every format) is not run in CI (scripts/edge_parity.py; docs/deployment.md).
 """
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import sys
 import zipfile
 from pathlib import Path
@@ -94,11 +95,45 @@ def test_export_copy_has_nchw_weights_and_flat_outputs(name):
         assert all(relative_error(a, b) < 1e-6 for a, b in zip(out, model(x)))
 
 
+class _XnnpackUnfriendly(torch.nn.Module):
+    """Every operator :mod:`yolo_backbones.deploy.xnnpack_graph` rewrites, in the shapes the backbones use."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(12)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        tokens = self.norm(x.flatten(2).transpose(1, 2))  # (1, 16, 12)
+        q, k, v = tokens.reshape(1, 16, 3, 4).permute(2, 0, 1, 3).unbind(0)  # select
+        a, b = tokens.split([5, 7], -1)
+        c, d = tokens.chunk(2, 1)
+        return (F.scaled_dot_product_attention(q, k, v), tokens @ w, tokens.unsqueeze(1) @ tokens.transpose(1, 2),
+                a.repeat(1, 1, 2), b.repeat(1, 1, 1), c - d, F.max_pool2d(x, 1, 2), F.max_pool2d(x, 3, 1, 1))
+
+
+def test_xnnpack_rewrites_keep_outputs_and_leave_none_of_the_original_operators():
+    from yolo_backbones.deploy.xnnpack_graph import DECOMPOSITIONS, pool_1x1_as_average
+
+    model, args = _XnnpackUnfriendly().eval(), (torch.randn(1, 12, 4, 4), torch.randn(12, 6))
+    torch.nn.init.normal_(model.norm.weight)
+    program = pool_1x1_as_average(torch.export.export(model, args).run_decompositions(DECOMPOSITIONS))
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    for gone in ("layer_norm", "scaled_dot_product", "split", "chunk", "aten.select", "repeat", "matmul", "expand"):
+        assert not any(gone in t for t in targets), (gone, sorted(targets))
+    pools = [n for n in program.graph.nodes if "pool" in str(n.target)]
+    assert sorted(str(n.target).split(".")[1] for n in pools) == ["avg_pool2d", "max_pool2d"]  # SPPF-like pool kept
+    with torch.no_grad():
+        for got, want in zip(program.module()(*args), model(*args)):
+            assert got.shape == want.shape and relative_error(got, want) < 1e-6
+
+
 # ------------------------------------------------------------------------------------------- metadata
 @pytest.mark.parametrize("raw, expected", [
     ({"stride": 32, "names": {0: "a", 1: "b"}}, {"stride": 32, "names": {0: "a", 1: "b"}}),
     ({"stride": "32", "names": ["a", "b"]}, {"stride": 32, "names": {0: "a", 1: "b"}}),
     ({"names": {"0": "a"}, "other": object()}, {"names": {0: "a"}}),
+    ({"names": "{0: 'a'}"}, {"names": {0: "a"}}),  # YOLOv5's ONNX metadata: a literal, parsed, never evaluated
+    ({"names": ["../x"]}, {"names": {0: ".._x"}}),  # names become folders of --save-crop
 ])
 def test_clean_metadata_accepts_plain_data(raw, expected):
     assert meta.clean_metadata(raw) == expected
@@ -106,7 +141,8 @@ def test_clean_metadata_accepts_plain_data(raw, expected):
 
 @pytest.mark.parametrize("raw", [
     {"stride": "__import__('os').system('true')"}, {"stride": [32]}, {"stride": 0}, {"stride": True},
-    {"names": "{0: 'a'}"}, {"names": {0: ["a"]}}, {"names": {"x": "a"}}, {"names": {i: "a" for i in range(100_001)}},
+    {"names": "__import__('os').getcwd()"}, {"names": {0: ["a"]}}, {"names": {"x": "a"}},
+    {"names": {i: "a" for i in range(100_001)}},
     ["stride", 32],
 ])
 def test_clean_metadata_refuses_anything_else(raw):
@@ -158,6 +194,29 @@ def test_missing_edge_package_is_one_line_naming_the_extra():
         import_edge("surely_not_installed_module_xyz", "NCNN export")
     text = str(info.value)
     assert "\n" not in text and "yolo-backbones[edge]" in text and "NCNN export" in text
+
+
+class _FakeMNNNet:
+    def __init__(self, biz: object) -> None:
+        self.biz = biz
+
+    def get_info(self) -> dict:
+        return {"bizCode": self.biz}
+
+
+@pytest.mark.parametrize("biz, marked", [
+    ('{"stride": 32, "yolo_backbones": "0.2"}', True),
+    ('{"stride": 32}', False),  # a stock ultralytics export keeps MNN's defaults
+    ("{'yolo_backbones': 1}", False),  # not JSON: never evaluated
+    ('{"yolo_backbones": "' + "x" * (meta.MAX_METADATA_BYTES + 1) + '"}', False),  # over the metadata size limit
+    (None, False),
+])
+def test_mnn_plugin_marker_is_read_from_the_files_own_metadata(biz, marked):
+    """The MNN loader reads its marker from the file's bizCode (JSON, bounded), not from the backend's applied
+    metadata, which a host may filter."""
+    from yolo_backbones.hosts.ultralytics.edge import _mnn_marked
+
+    assert _mnn_marked(_FakeMNNNet(biz)) is marked
 
 
 def test_ultralytics_check_requirements_raises_for_a_missing_edge_package(monkeypatch):
@@ -222,13 +281,31 @@ def test_litert_matches_pytorch(tmp_path):
 
 @pytest.mark.slow
 def test_executorch_matches_pytorch_and_runs_on_xnnpack(tmp_path):
+    """yolo export format=executorch of yolo11_edgevit (LayerNorm, attention, strided sampling, q/k/v splits) goes
+    through deploy.executorch's XNNPACK rewrites; AutoBackend runs the program at fp32 and matches PyTorch."""
     _need("executorch")
-    from yolo_backbones.deploy import executorch
+    pytest.importorskip("ultralytics")
+    from conftest import run
 
-    model, x = backbone("efficientformer_l1"), example()
-    pte = executorch.export_executorch(model, x, tmp_path / "m.pte", {"stride": 32, "names": ["a"]})
-    assert max(check_parity(model, executorch.load_executorch(pte), x)) < 1e-4
-    assert executorch.delegated_share(pte) > 0.5
+    script = (f"import json, torch, yolo_backbones\nfrom ultralytics import YOLO\n"
+              f"from ultralytics.nn.autobackend import AutoBackend\n"
+              f"from yolo_backbones.deploy.executorch import portable_operators\n"
+              f"from yolo_backbones.deploy.parity import relative_error\ntorch.manual_seed(0)\n"
+              f"y = YOLO('yolo11_edgevit.yaml')\nf = y.export(format='executorch', imgsz={IMG})\n"
+              f"x = torch.rand(1, 3, {IMG}, {IMG})\nref = y.model.fuse().eval()\n"
+              f"with torch.no_grad(): r = ref(x)[0]\n"
+              f"out = AutoBackend(f, device=torch.device('cpu'))(x)\n"
+              f"out = out[0] if isinstance(out, (list, tuple)) else out\n"
+              f"print('ERR', relative_error(out, r))\n"
+              f"print('PORTABLE', json.dumps(portable_operators(f + '/model.pte')))\n")
+    out = run([sys.executable, "-c", script], cwd=tmp_path).stdout
+    assert float(out.split("ERR")[1].split()[0]) < 1e-4
+    portable = json.loads(out.split("PORTABLE")[1].strip().splitlines()[0])
+    heavy = [op for op in portable if any(k in op for k in ("conv", "mm", "linear", "matmul", "layer_norm", "pool"))]
+    assert not heavy, portable  # convolutions, matrix products, LayerNorm and pooling all run on XNNPACK
+    # left on the portable kernels: the head's 2 nearest upsamplings, its DFL softmax and 3 layout ops (ultralytics'
+    # own lowering of the same graph leaves 136 ops there: LayerNorm, splits, expands, attention's NaN guards ...)
+    assert sum(portable.values()) <= 8, portable
 
 
 @pytest.mark.slow
@@ -245,11 +322,12 @@ def test_coreml_converts_reloads_and_holds_only_core_ops(tmp_path):
 
 @pytest.mark.slow
 def test_yolov5_export_ncnn_and_val_on_it(tmp_path):
-    """export.py --include ncnn, then DetectMultiBackend (val.py's loader) on the folder matches PyTorch."""
+    """export.py --include ncnn, then DetectMultiBackend (val.py's loader) on the folder matches PyTorch; a stranger's
+    metadata.yaml in the folder goes through the metadata checks (names made safe, Python tags refused)."""
     _need("pnnx")
-    from conftest import run
-
     from yolo_backbones.deploy.ncnn import load_ncnn
+
+    from conftest import run
 
     script = (f"import sys, torch, yolo_backbones\nfrom yolov5.models.yolo import Model\ntorch.manual_seed(0)\n"
               f"m = Model({str(ROOT / 'models' / 'yolov5_mobileformer_52m.yaml')!r}).eval()\n"
@@ -266,15 +344,26 @@ def test_yolov5_export_ncnn_and_val_on_it(tmp_path):
              f"be = DetectMultiBackend('best_ncnn_model', device=torch.device('cpu'))\n"
              f"x = torch.rand(1, 3, {IMG}, {IMG})\n"
              f"with torch.no_grad(): r = ref(x)[0]\n"
-             f"print('ERR', relative_error(be(x), r), be.stride, be.names)\n")
+             f"print('ERR', relative_error(be(x), r), be.stride, be.names)\n"
+             # the same folder with a stranger's metadata: names made file-name safe, a Python tag refused
+             f"import shutil, yaml\nshutil.copytree('best_ncnn_model', 'evil_ncnn_model')\n"
+             f"meta = open('evil_ncnn_model/metadata.yaml', 'w')\n"
+             f"yaml.safe_dump({{'stride': 32, 'names': {{0: '../../x', 1: 'b'}}}}, meta)\nmeta.close()\n"
+             f"print('EVIL', DetectMultiBackend('evil_ncnn_model', device=torch.device('cpu')).names)\n"
+             f"with open('evil_ncnn_model/metadata.yaml', 'w') as meta:\n"
+             f"    meta.write(\"stride: !!python/object/apply:os.system ['touch pwned']\")\n"
+             f"try: DetectMultiBackend('evil_ncnn_model', device=torch.device('cpu'))\n"
+             f"except Exception as e: print('REFUSED', type(e).__name__)\n")
     out = run([sys.executable, "-c", check], cwd=tmp_path).stdout
     err = float(out.split("ERR")[1].split()[0])
     assert err < 1e-4 and "{0: 'a', 1: 'b'}" in out
+    assert "EVIL {0: '.._.._x', 1: 'b'}" in out and "REFUSED MetadataError" in out and not (tmp_path / "pwned").exists()
 
 
 @pytest.mark.slow
 def test_ultralytics_yolo_export_ncnn_and_autobackend(tmp_path):
-    """yolo export format=ncnn of a plugin YAML; AutoBackend runs it at fp32 with only the model's outputs."""
+    """yolo export format=ncnn of a plugin YAML; AutoBackend runs it at fp32 with only the model's outputs; a stranger's
+    metadata.yaml in the folder goes through the metadata checks."""
     _need("pnnx")
     pytest.importorskip("ultralytics")
     from conftest import run
@@ -287,7 +376,15 @@ def test_ultralytics_yolo_export_ncnn_and_autobackend(tmp_path):
               f"with torch.no_grad(): r = ref(x)[0]\n"
               f"be = AutoBackend(f, device=torch.device('cpu'))\nout = be(x)\n"
               f"out = out[0] if isinstance(out, (list, tuple)) else out\n"
-              f"print('ERR', relative_error(out, r), be.backend.net.opt.use_fp16_storage)\n")
+              f"print('ERR', relative_error(out, r), be.backend.net.opt.use_fp16_storage)\n"
+              # a stranger's metadata.yaml: names made file-name safe, unknown keys dropped, a Python tag refused
+              f"import yaml\nmeta = f + '/metadata.yaml'\nd = yaml.safe_load(open(meta))\n"
+              f"d.update(names={{0: '../../x'}}, pt_path='/etc')\nyaml.safe_dump(d, open(meta, 'w'))\n"
+              f"be = AutoBackend(f, device=torch.device('cpu'))\nprint('EVIL', be.names, hasattr(be, 'pt_path'))\n"
+              f"open(meta, 'a').write(\"x: !!python/object/apply:os.system ['touch pwned']\\n\")\n"
+              f"try: AutoBackend(f, device=torch.device('cpu'))\n"
+              f"except Exception as e: print('REFUSED', type(e).__name__)\n")
     out = run([sys.executable, "-c", script], cwd=tmp_path).stdout
     err, fp16 = out.split("ERR")[1].split()[:2]
     assert float(err) < 1e-4 and fp16 == "False"
+    assert "EVIL {0: '.._.._x'} False" in out and "REFUSED MetadataError" in out and not (tmp_path / "pwned").exists()

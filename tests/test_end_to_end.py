@@ -43,7 +43,8 @@ def test_val_reports_metrics_and_saves_coco_json(trained: Path, tmp_path: Path) 
 
 def test_detect_writes_annotated_images(trained: Path, tmp_path: Path) -> None:
     run([sys.executable, str(ROOT / "detect.py"), "--weights", str(trained), "--img", str(IMG), "--device", "cpu",
-         "--save-txt", "--save-conf", "--conf-thres", "0.001", "--project", str(tmp_path), "--name", "det"], cwd=tmp_path)
+         "--save-txt", "--save-conf", "--conf-thres", "0.001", "--project", str(tmp_path), "--name", "det"],
+        cwd=tmp_path)
     images = sorted((tmp_path / "det").glob("*.jpg"))
     assert len(images) == 8, "one annotated image per embedded image"
 

@@ -423,7 +423,10 @@ def _bad_files(folder: Path) -> dict[str, Path]:
     return files
 
 
-KINDS = ["empty", "truncated", "random", "directory", "onnx", "safetensors", "yaml", "image", "no model"]
+# Each kind reaches the loader by a different path (nothing to read, not a file, another format, no model inside);
+# every other bad file is checked in process by test_safe_load.py::test_bad_file_gets_one_line, the command line
+# only has to print its one line.
+KINDS = ["empty", "directory", "onnx", "no model"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -1,7 +1,6 @@
 """Picking the host from the model a command names, and translating YOLOv5 flags for ultralytics."""
 from __future__ import annotations
 
-import io
 import zipfile
 from pathlib import Path
 
@@ -9,8 +8,8 @@ import pytest
 
 from yolo_backbones.cli import commands as cli
 from yolo_backbones.cli.host_choice import choose_host, host_of_weights, host_of_yaml
-from yolo_backbones.resources import DATA_DIR
 from yolo_backbones.cli.ultralytics import to_ultralytics_args
+from yolo_backbones.resources import DATA_DIR
 
 
 def _fake_checkpoint(path: Path, module: str) -> Path:
@@ -57,7 +56,8 @@ def test_yolov5_flags_translate_to_ultralytics_settings() -> None:
     args = to_ultralytics_args("train", ["--cfg", "yolov5_edgevit.yaml", "--data", "coco8.yaml", "--epochs", "3",
                                          "--img", "320", "--batch-size", "4", "--exist-ok", "lr0=0.02"])
     assert args[0] == "train" and args[1].startswith("model=") and args[1].endswith("models/yolov5_edgevit.yaml")
-    assert {"epochs=3", "imgsz=320", "batch=4", "exist_ok=True", "lr0=0.02", f"data={DATA_DIR / 'coco8.yaml'}"} <= set(args)
+    expected = {"epochs=3", "imgsz=320", "batch=4", "exist_ok=True", "lr0=0.02", f"data={DATA_DIR / 'coco8.yaml'}"}
+    assert expected <= set(args)
     detect = to_ultralytics_args("detect", ["--weights", "best.pt", "--conf-thres", "0.4"])
     assert detect[:2] == ["predict", "model=best.pt"] and "conf=0.4" in detect
     assert f"source={DATA_DIR / 'coco8' / 'images'}" in detect

@@ -29,8 +29,9 @@ pytest.importorskip("onnx")
 if importlib.util.find_spec("openvino") is None:  # found, not imported: a plain import would start its telemetry
     pytest.skip("openvino is not installed", allow_module_level=True)
 
-from test_onnx_dynamic import WithFeatures, export_dynamic, perturb  # noqa: E402
-from yolo_backbones.deploy import openvino as ovc  # noqa: E402
+from test_onnx_dynamic import WithFeatures, export_dynamic, perturb
+
+from yolo_backbones.deploy import openvino as ovc
 
 pytestmark = pytest.mark.slow  # end-to-end: subprocesses, training, exports
 

@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import yolo_backbones
+
 from helpers import single_thread  # noqa: F401  (autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,8 @@ def test_yolov5_optimizer_puts_backbone_norms_and_biases_in_no_decay_groups(yaml
     assert convs and all(decay[n] > 0 for n in convs)
 
 
-@pytest.mark.parametrize("yaml_name", ["yolo11_edgevit.yaml", "yolo11_mobileformer.yaml", "yolo11_efficientformer.yaml"])
+@pytest.mark.parametrize("yaml_name",
+                         ["yolo11_edgevit.yaml", "yolo11_mobileformer.yaml", "yolo11_efficientformer.yaml"])
 def test_ultralytics_optimizer_puts_backbone_norms_and_biases_in_no_decay_groups(yaml_name: str) -> None:
     import types
 

@@ -26,7 +26,8 @@ INSPECT = ("import sys, yolo_backbones; ck = yolo_backbones.load_checkpoint(sys.
 
 
 def _inspect(weights: Path) -> tuple[int, bool, str]:
-    epoch, no_optimizer, backbone = run([sys.executable, "-c", INSPECT, str(weights)], cwd=weights.parent).stdout.split()[-3:]
+    out = run([sys.executable, "-c", INSPECT, str(weights)], cwd=weights.parent).stdout
+    epoch, no_optimizer, backbone = out.split()[-3:]
     return int(epoch), no_optimizer == "True", backbone
 
 

@@ -18,10 +18,11 @@ import torch
 import yaml
 
 import yolo_backbones
-from helpers import single_thread  # noqa: F401  (autouse fixture: one torch thread per test)
 from yolo_backbones import ModelConfigError, Select
 from yolo_backbones.core.base import Backbone
 from yolo_backbones.resources import MODELS_DIR
+
+from helpers import single_thread  # noqa: F401  (autouse fixture: one torch thread per test)
 
 tasks = pytest.importorskip("ultralytics.nn.tasks")
 from ultralytics import YOLO  # noqa: E402
@@ -347,7 +348,8 @@ def test_refused_checkpoint_reports_the_loaders_error(tmp_path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["yolo11_edgevit.yaml", "yolo11_mobileformer.yaml", "yolo11_efficientformerv2_s0.yaml"])
+@pytest.mark.parametrize("name",
+                         ["yolo11_edgevit.yaml", "yolo11_mobileformer.yaml", "yolo11_efficientformerv2_s0.yaml"])
 def test_fuse_is_exact(name) -> None:
     torch.manual_seed(0)
     model = build(name).eval()

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from gadgets import write_checkpoint
 
 import yolo_backbones
 from yolo_backbones import CheckpointFileError, ModelConfigError, UntrustedCheckpointError, load_checkpoint
 from yolo_backbones.core.weights.metadata import MetadataError, check_names, check_stride, safe_class_name
+
+from gadgets import write_checkpoint
 
 yolo = pytest.importorskip("yolov5.models.yolo")
 YOLOV5N = Path(yolo.__file__).parent / "yolov5n.yaml"
@@ -155,7 +156,7 @@ def test_names_that_are_not_names_are_refused(names):
 
 
 @pytest.mark.parametrize("stride,ok", [(32, 32), ("32", 32), (32.0, 32), ("1e9", None), ("x", None), (0, None),
-                                       (True, 1), (7.5, None)])
+                                       (True, None), (7.5, None)])
 def test_stride_is_a_small_integer(stride, ok):
     if ok is None:
         with pytest.raises(MetadataError):
@@ -175,6 +176,36 @@ def test_ultralytics_metadata_keeps_known_keys_checked():
     for bad in ({"names": "__import__('os')"}, {"imgsz": "[-1]"}, {"args": "{'a': open}"}, {"stride": "0"}):
         with pytest.raises(MetadataError):
             check_metadata(bad, "m.onnx")
+
+
+@pytest.mark.parametrize("layout", ["openvino folder", "ncnn folder", "tflite zip"])
+def test_ultralytics_unreadable_metadata_is_refused_not_dropped(layout, tmp_path):
+    """ultralytics' reader turns unparsable metadata into ``{}`` (a model without names); the patched one refuses it
+    with one line, and a readable file still loads."""
+    pytest.importorskip("ultralytics")
+    import zipfile
+
+    from ultralytics.nn.backends.base import BaseBackend
+
+    import yolo_backbones  # noqa: F401  (patches ultralytics' backends)
+
+    payload = "stride: 32\nnames: !!python/object/apply:os.system ['touch marker']\n"
+    if layout == "tflite zip":
+        model = tmp_path / "best.tflite"
+        model.write_bytes(b"TFL3" + bytes(60))
+        with zipfile.ZipFile(model, "a") as z:
+            z.writestr("metadata.json", "{'names': __import__('os')}")
+    else:
+        model = tmp_path / f"best_{layout.split()[0]}_model"
+        model.mkdir()
+        (model / "metadata.yaml").write_text(payload)
+    with pytest.raises(MetadataError) as info:
+        BaseBackend.read_metadata(model)
+    assert str(model) in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "marker").exists()
+    if layout != "tflite zip":
+        (model / "metadata.yaml").write_text("stride: 32\nnames: {0: person}\n")
+        assert BaseBackend.read_metadata(model)["names"] == {0: "person"}
 
 
 def test_yolov5_metadata_eval_parses_literals_only():

@@ -17,9 +17,10 @@ import pytest
 import torch
 
 import yolo_backbones
+from yolo_backbones.core.weights import catalogue, locate, read
+from yolo_backbones.core.weights import sources as S
 
 from helpers import key_shapes, random_state_dict
-from yolo_backbones.core.weights import sources as S
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
@@ -40,14 +41,14 @@ def env(tmp_path, monkeypatch):
 
     def no_hub(*args, **kwargs):
         pytest.fail(f"unexpected Hugging Face download {args}")
-    original_http = S._http_download
+    original_http = locate._http_download
 
     def loopback_only(url, *args, **kwargs):
         if not url.startswith("http://127.0.0.1:"):
             pytest.fail(f"unexpected download of {url}")
         return original_http(url, *args, **kwargs)
-    monkeypatch.setattr(S, "_hf_hub_download", no_hub)
-    monkeypatch.setattr(S, "_http_download", loopback_only)
+    monkeypatch.setattr(locate, "_hf_hub_download", no_hub)
+    monkeypatch.setattr(locate, "_http_download", loopback_only)
     return tmp_path
 
 
@@ -87,7 +88,8 @@ def test_resolution_order_weights_dir_cache_hub_cache_download(env, monkeypatch)
     monkeypatch.delenv(S.OFFLINE_ENV)
     downloaded = write(env / "downloaded" / "model.safetensors")
     calls = []
-    monkeypatch.setattr(S, "_hf_hub_download", lambda repo, name, cache: calls.append((repo, name, cache)) or downloaded)
+    monkeypatch.setattr(locate, "_hf_hub_download",
+                        lambda repo, name, cache: calls.append((repo, name, cache)) or downloaded)
     name = "efficientformerv2_s0.snap_dist_in1k.safetensors"
     in_dir = write(env / "mine" / name)
     in_cache = write(env / "xdg" / "yolo_backbones" / name)
@@ -181,7 +183,7 @@ def test_download_falls_back_to_pytorch_model_bin(env, monkeypatch):
         if filename == "model.safetensors":
             raise hub_utils.EntryNotFoundError("404 Client Error: Entry Not Found")
         return got
-    monkeypatch.setattr(S, "_hf_hub_download", fake)
+    monkeypatch.setattr(locate, "_hf_hub_download", fake)
     found = S.locate_weights("efficientformer_l3", "imagenet")  # official missing -> timm is downloaded
     assert (found.path, found.entry.name, calls) == (got, "timm", ["model.safetensors", "pytorch_model.bin"])
 
@@ -191,7 +193,7 @@ def test_failed_download_is_one_line_naming_file_and_target(env, monkeypatch):
 
     def fake(repo, filename, cache):
         raise ConnectionError("Max retries exceeded\nwith url: ...")
-    monkeypatch.setattr(S, "_hf_hub_download", fake)
+    monkeypatch.setattr(locate, "_hf_hub_download", fake)
     with pytest.raises(S.WeightsDownloadError) as err:
         S.resolve_weights(V2, "timm")
     msg = str(err.value)
@@ -279,22 +281,22 @@ def test_http_download_success_and_sha256(env, server):
     srv = server({"/ok": (200, body, {"X-Linked-ETag": f'"{_sha(body)}"'}, 0.0),
                   "/bad": (200, body, {"X-Linked-ETag": f'"{_sha(b"other")}"'}, 0.0)})
     dest = env / "dl" / "file.bin"
-    assert S._http_download(srv.url + "/ok", dest) == dest and dest.read_bytes() == body
+    assert locate._http_download(srv.url + "/ok", dest) == dest and dest.read_bytes() == body
     with pytest.raises(ValueError, match="SHA-256 mismatch"):
-        S._http_download(srv.url + "/ok", env / "dl" / "pinned.bin", sha256=_sha(b"pinned"))
+        locate._http_download(srv.url + "/ok", env / "dl" / "pinned.bin", sha256=_sha(b"pinned"))
     with pytest.raises(ValueError, match="SHA-256 mismatch"):
-        S._http_download(srv.url + "/bad", env / "dl" / "bad.bin")
+        locate._http_download(srv.url + "/bad", env / "dl" / "bad.bin")
     assert sorted(p.name for p in (env / "dl").iterdir()) == ["file.bin"]  # no partial files left
 
 
 def test_http_download_server_error_and_timeout(env, server, monkeypatch):
-    monkeypatch.setattr(S, "HTTP_TIMEOUT", 0.3)
+    monkeypatch.setattr(locate, "HTTP_TIMEOUT", 0.3)
     srv = server({"/err": (500, b"boom", {}, 0.0), "/slow": (200, b"late", {}, 1.5)})
     with pytest.raises(urllib.error.HTTPError):
-        S._http_download(srv.url + "/err", env / "dl" / "a")
+        locate._http_download(srv.url + "/err", env / "dl" / "a")
     start = time.monotonic()
     with pytest.raises((TimeoutError, urllib.error.URLError)):
-        S._http_download(srv.url + "/slow", env / "dl" / "b")
+        locate._http_download(srv.url + "/slow", env / "dl" / "b")
     assert time.monotonic() - start < 1.2
     assert not list((env / "dl").iterdir())
 
@@ -368,15 +370,15 @@ def test_formats(env, name):
 def test_safetensors_is_recognised_by_content_and_bypasses_pickle_loader(env, monkeypatch):
     sd = small_sd(2)
     f = write(env / "w.safetensors", sd).rename(env / "w.bin")  # e.g. renamed by hand
-    monkeypatch.setattr(S, "load_checkpoint", lambda p, **kw: pytest.fail("pickle loader used"))
+    monkeypatch.setattr(read, "load_checkpoint", lambda p, **kw: pytest.fail("pickle loader used"))
     assert_same(S.read_weights_file(f), sd)
 
 
 def test_pickle_loader_is_used_for_torch_files(env, monkeypatch):
     seen = []
     f = write(env / "w.pth", {"model": small_sd()})
-    real = S.load_checkpoint
-    monkeypatch.setattr(S, "load_checkpoint", lambda p, **kw: seen.append(p) or real(p, **kw))
+    real = read.load_checkpoint
+    monkeypatch.setattr(read, "load_checkpoint", lambda p, **kw: seen.append(p) or real(p, **kw))
     out = S.read_weights_file(f)
     assert seen == [f] and list(out) == list(small_sd())
 
@@ -419,7 +421,8 @@ def test_untrusted_pickle_is_refused_without_running_it(env):
             return (ran.append, ("ran",))
     f = env / "evil.pth"
     torch.save({"model": small_sd(), "x": Evil()}, f)
-    with pytest.raises(S.WeightsFileError, match=r"Refusing to load .*getattr.*Nothing from the file was executed") as err:
+    refused = r"Refusing to load .*getattr.*Nothing from the file was executed"
+    with pytest.raises(S.WeightsFileError, match=refused) as err:
         S.read_weights_file(f)
     assert ran == [] and "\n" not in str(err.value)
 
@@ -456,15 +459,16 @@ def test_table_lists_every_backbone_and_entry():
     assert all(r.count("|") == 7 for r in table.splitlines())
 
 
-def test_sources_imports_nothing_else_from_the_package_at_top_level():
-    """Only the restricted loader (which imports nothing of the package back): no import cycles."""
-    tree = ast.parse(Path(S.__file__).read_text())
+@pytest.mark.parametrize("module", [S, catalogue, locate, read], ids=lambda m: m.__name__.rsplit(".", 1)[1])
+def test_sources_imports_nothing_else_from_the_package_at_top_level(module):
+    """Only each other and the restricted loader (which imports nothing of the package back): no import cycles."""
+    tree = ast.parse(Path(module.__file__).read_text())
     top = set()
     for node in tree.body:
         if isinstance(node, ast.Import):
             top.update(a.name.split(".")[0] for a in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module == "safe_load":
+            if node.level == 1 and node.module in {"safe_load", "catalogue", "locate", "read"}:
                 continue
             assert node.level == 0, "relative import at module level"
             top.add(node.module.split(".")[0])
@@ -478,8 +482,8 @@ def test_default_pickle_reader_is_the_restricted_loader(env, monkeypatch):
     sd = small_sd()
     f = write(env / "train_ckpt.pth", {"model": sd, "opt": argparse.Namespace(lr=0.01), "epoch": 3})
     seen = []
-    real = S.load_checkpoint
+    real = read.load_checkpoint
     assert real is yolo_backbones.load_checkpoint
-    monkeypatch.setattr(S, "load_checkpoint", lambda p, **kw: seen.append(p) or real(p, **kw))
+    monkeypatch.setattr(read, "load_checkpoint", lambda p, **kw: seen.append(p) or real(p, **kw))
     assert_same(S.read_weights_file(f), sd)
     assert seen == [f]

@@ -1,24 +1,41 @@
-"""Exported-model engines: export a fused detector the way the hosts do and time it on the engine's runtime."""
+"""Exported-model engines: export a fused detector the way the hosts do and time it on the engine's runtime.
+
+The edge engines (LiteRT, NCNN, ExecuTorch, ``--edge``) convert through the host-free :mod:`yolo_backbones.deploy`
+modules, as ``export.py --include tflite|ncnn|executorch`` and ``yolo export format=...`` do, and time the same
+runners ``val.py`` / ``detect.py`` use (float32). Their kernels (XNNPACK, ncnn) are the ones phones run; on an
+x86 CPU they take their x86 paths, so the figures are a proxy for a phone's.
+"""
 from __future__ import annotations
 
 import contextlib
 import copy
 import io
+import sys
 import tempfile
+import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from .measure import median_time_s
+from .results import CURVE, EDGE_CURVE, Result
+
+
+def head_export_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of a fused eval detector with its head in export mode (one output tensor), as both hosts export it."""
+    model = copy.deepcopy(model).eval()
+    model.model[-1].export = True
+    return model
 
 
 def export_onnx(model: torch.nn.Module, img: int, path: Path) -> Path:
     """Export a copy of a fused eval detector as export.py does (Detect.export=True, opset 17)."""
-    model = copy.deepcopy(model).eval()
-    model.model[-1].export = True
+    model = head_export_copy(model)
     x = torch.zeros(1, 3, img, img)
     with torch.no_grad():
         model(x)  # dry run, as export.py does (builds Detect grids)
@@ -71,28 +88,101 @@ def openvino_int8_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs
         return median_time_s(lambda: compiled(x), warmup, runs) * 1000
 
 
+def _edge_latency_ms(convert: Callable[[torch.nn.Module, torch.Tensor, Path], Any], what: str,
+                     img: int, warmup: int, runs: int, model: torch.nn.Module) -> float:
+    """Convert the detector (head in export mode, static 1x3ximgximg) with ``convert(model, example, folder)``, which
+    returns a runner of the result, and time ``runner(x)``: median milliseconds of batch-1 runs."""
+    example = torch.zeros(1, 3, img, img)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        runner = convert(head_export_copy(model), example, Path(tmp))
+        print(f"[benchmark] {what} conversion {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        x = np.random.default_rng(0).random((1, 3, img, img), dtype=np.float32)
+        return median_time_s(lambda: runner(x), warmup, runs) * 1000
+
+
+def litert_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int, threads: int) -> float:
+    """Median milliseconds of the LiteRT interpreter (XNNPACK, float32, ``threads`` threads) on the detector
+    converted by litert-torch (:mod:`yolo_backbones.deploy.litert`)."""
+    from yolo_backbones.deploy import litert
+
+    def convert(m: torch.nn.Module, example: torch.Tensor, folder: Path) -> Callable:
+        return litert.load_litert(litert.export_litert(m, example, folder / "model.tflite"), threads)
+
+    return _edge_latency_ms(convert, "LiteRT", img, warmup, runs, model)
+
+
+def ncnn_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int, threads: int) -> float:
+    """Median milliseconds of ncnn (float32 storage and arithmetic, ``threads`` threads) on the detector converted
+    by pnnx (:mod:`yolo_backbones.deploy.ncnn`)."""
+    from yolo_backbones.deploy import ncnn
+
+    def convert(m: torch.nn.Module, example: torch.Tensor, folder: Path) -> Callable:
+        return ncnn.load_ncnn(ncnn.export_ncnn(m, example, folder / "model_ncnn_model"), threads)
+
+    return _edge_latency_ms(convert, "NCNN", img, warmup, runs, model)
+
+
+def executorch_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int, threads: int) -> float:
+    """Median milliseconds of the ExecuTorch runtime (XNNPACK delegate, float32, a ``threads``-thread pool) on the
+    detector lowered by :mod:`yolo_backbones.deploy.executorch`."""
+    from yolo_backbones.deploy import executorch
+
+    def convert(m: torch.nn.Module, example: torch.Tensor, folder: Path) -> Callable:
+        return executorch.load_executorch(executorch.export_executorch(m, example, folder / "model.pte"), threads)
+
+    return _edge_latency_ms(convert, "ExecuTorch", img, warmup, runs, model)
+
+
 @dataclass(frozen=True)
 class Engine:
     """One latency column: ``key`` (Result field), ``label`` (plot/explanation), the ``flag`` of ``args`` that turns it
     on (None: always), ``latency_ms(model, img, warmup, runs, threads)`` (None: eager, timed interleaved by the
-    caller) and how the settings paragraph describes it."""
+    caller), how the settings paragraph describes it, the CNNs of its ``curve`` and the Result field of the
+    efficiency against that curve (None: no efficiency). An ``edge`` engine (``--edge``) measures the plugin models
+    and its curve's CNNs only (each conversion takes tens of seconds)."""
 
     key: str
     label: str
     flag: str | None
     latency_ms: Callable[..., float] | None
     described: str
+    curve: tuple[str, ...] = CURVE
+    efficiency_key: str | None = None
+    edge: bool = False
+    float32: bool = True  # the fastest engine is named among float32 engines only (INT8 is another accuracy)
+
+    def measures(self, result: Result) -> bool:
+        """Whether this engine times ``result``'s model (every model, or for an edge engine plugin models and the
+        CNNs of its curve)."""
+        return not self.edge or result.plugin or result.name in self.curve
 
 
 ENGINES = (
-    Engine("eager_ms", "PyTorch eager", None, None, "PyTorch eager"),
+    Engine("eager_ms", "PyTorch eager", None, None, "PyTorch eager", efficiency_key="efficiency"),
     Engine("onnx_ms", "onnxruntime", "onnx", onnx_latency_ms, "onnxruntime CPUExecutionProvider (opset 17)"),
     Engine("openvino_ms", "OpenVINO", "openvino", openvino_latency_ms, "OpenVINO CPU, f32 inference precision"),
     Engine("openvino_int8_ms", "OpenVINO INT8", "int8", openvino_int8_latency_ms,
-           "OpenVINO INT8: NNCF post-training quantization as export.py --int8 does, calibrated on the 8 coco8 images"),
+           "OpenVINO INT8: NNCF post-training quantization as export.py --int8 does, calibrated on the 8 coco8 images",
+           float32=False),
+    Engine("litert_ms", "LiteRT", "litert", litert_latency_ms,
+           "LiteRT interpreter with XNNPACK, float32 (litert-torch conversion)", EDGE_CURVE, "litert_vs_cnn", True),
+    Engine("ncnn_ms", "NCNN", "ncnn", ncnn_latency_ms, "ncnn, float32 storage and arithmetic (pnnx conversion)",
+           EDGE_CURVE, "ncnn_vs_cnn", True),
+    Engine("executorch_ms", "ExecuTorch", "executorch", executorch_latency_ms,
+           "ExecuTorch runtime with the XNNPACK delegate, float32", EDGE_CURVE, "executorch_vs_cnn", True),
 )
+
+
+EDGE_ENGINES = tuple(e for e in ENGINES if e.edge)
 
 
 def exported_engines(args: Any) -> list[Engine]:
     """The engines other than eager that ``args`` turns on."""
     return [e for e in ENGINES if e.latency_ms is not None and getattr(args, e.flag, False)]
+
+
+def fastest_engine(result: Result, engines: Sequence[Engine] = ENGINES) -> str | None:
+    """Label of the float32 engine with the lowest latency measured for ``result`` (None if none was)."""
+    timed = [(getattr(result, e.key), e.label) for e in engines if e.float32 and getattr(result, e.key)]
+    return min(timed)[1] if timed else None

@@ -76,17 +76,18 @@ def small_cnn_yaml(out: Path) -> Path:
     return path
 
 
-def resolve_models(names: list[str] | None, yolo11: bool = False, out: Path | None = None
-                   ) -> list[tuple[Path, bool]]:
+def resolve_models(names: list[str] | None, yolo11: bool = False, out: Path | None = None,
+                   yolo11_baselines: bool = False) -> list[tuple[Path, bool]]:
     """(YAML path, is-plugin) for the baselines then the requested plugin YAMLs (default: the yolov5_* YAMLs;
-    with ``yolo11`` also YOLO11n/s and the yolo11_* YAMLs). With ``out``, the :data:`SMALL_CNN` baseline is
-    written there and measured too."""
+    with ``yolo11`` also YOLO11n/s and the yolo11_* YAMLs; with ``yolo11_baselines`` YOLO11n/s only, the edge
+    engines' curve). With ``out``, the :data:`SMALL_CNN` baseline is written there and measured too."""
     names = names or sorted(p.name for p in MODELS_DIR.glob("yolov5_*.yaml"))
     paths = [(baseline_yaml(n), False) for n in BASELINES]
     if out is not None:
         paths.insert(0, (small_cnn_yaml(out), False))
-    if yolo11:
+    if yolo11 or yolo11_baselines:
         paths += [(Path(n), False) for n in YOLO11_BASELINES]  # resolved by ultralytics from its own cfg folder
+    if yolo11:
         names = list(names) + sorted(p.name for p in MODELS_DIR.glob("yolo11_*.yaml"))
     for n in names:
         path = Path(n) if Path(n).exists() else MODELS_DIR / n

@@ -6,14 +6,15 @@ from pathlib import Path
 
 from .curve import is_below_target, target_for
 from .engines import ENGINES
-from .results import BASELINES, REFERENCE, Result
+from .results import REFERENCE, Result
 
 
 def plot(results: list[Result], args: argparse.Namespace, path: Path) -> None:
-    """PNG of latency vs GFLOPs (log-log), one panel per engine measured, with the YOLOv5 n/s/m CNN curve.
+    """PNG of latency vs GFLOPs (log-log), one panel per engine measured, with the engine's CNN curve.
 
-    YOLOv5 points are joined into the curve the efficiency is measured against; other baselines are gray,
-    plugin models blue, or red when their eager efficiency is below target.
+    The CNNs of the engine's curve (YOLOv5n/s/m for eager; the engine's own for the edge engines) are joined into
+    the curve the efficiency is measured against; other baselines are gray, plugin models blue, or red when their
+    efficiency on that engine (eager efficiency for engines without their own) is below target.
     """
     import matplotlib
 
@@ -21,18 +22,19 @@ def plot(results: list[Result], args: argparse.Namespace, path: Path) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    engines = [(e.key, e.label) for e in ENGINES if any(getattr(r, e.key) and r.gflops for r in results)]
-    engines = engines or [(ENGINES[0].key, ENGINES[0].label)]
+    engines = [e for e in ENGINES if any(getattr(r, e.key) and r.gflops for r in results)] or [ENGINES[0]]
     reference = next((r for r in results if r.name == REFERENCE), None)
-    curve_names = {Path(n).stem for n in BASELINES}
     fig, axes = plt.subplots(1, len(engines), figsize=(6.5 * len(engines), 5.5), dpi=110, squeeze=False)
-    for ax, (key, label) in zip(axes[0], engines):
+    for ax, engine in zip(axes[0], engines):
+        key, label = engine.key, engine.label
         points = [r for r in results if r.gflops and getattr(r, key)]
-        curve = sorted((r.gflops, getattr(r, key)) for r in points if r.name in curve_names)
+        curve = sorted((r.gflops, getattr(r, key)) for r in points if r.name in engine.curve)
         if len(curve) > 1:
-            ax.plot(*zip(*curve), color="tab:gray", linewidth=1.5, zorder=2, label="YOLOv5 n/s/m (CNN curve)")
+            ax.plot(*zip(*curve), color="tab:gray", linewidth=1.5, zorder=2,
+                    label=f"{'/'.join(engine.curve)} (CNN curve)")
         for r in points:
-            below = r.plugin and is_below_target(r, reference, target_for(r, results, args))
+            below = r.plugin and is_below_target(r, reference, target_for(r, results, args, engine.curve),
+                                                 engine.efficiency_key or "efficiency")
             color = "tab:gray" if not r.plugin else ("tab:red" if below else "tab:blue")
             ax.scatter(r.gflops, getattr(r, key), color=color, s=36, zorder=3)
             ax.annotate(r.name.removeprefix("yolov5_"), (r.gflops, getattr(r, key)), textcoords="offset points",
@@ -50,7 +52,7 @@ def plot(results: list[Result], args: argparse.Namespace, path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         if len(curve) > 1:
             ax.legend(loc="upper left", fontsize=8)
-    fig.suptitle("Latency vs GFLOPs; gray: YOLO CNNs, blue: plugin models, red: below the eager efficiency target",
+    fig.suptitle("Latency vs GFLOPs; gray: YOLO CNNs, blue: plugin models, red: below the efficiency target",
                  fontsize=10)
     fig.tight_layout()
     fig.savefig(path)

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from .curve import curve_points, is_below_target, smallest_curve_gflops, target_for
-from .engines import ENGINES
-from .results import CURVE, FLOOR_IMG, METRICS, NO_RATIO, REFERENCE, SCRIPTS, SMALL_CNN, Result
+from .engines import EDGE_ENGINES, ENGINES, Engine
+from .results import CURVE, EDGE_METRICS, FLOOR_IMG, METRICS, NO_RATIO, REFERENCE, SCRIPTS, SMALL_CNN, Result
 
 
 def ratio(value: float | None, reference: float | None) -> float | None:
@@ -47,7 +47,46 @@ def markdown_table(results: list[Result], args: argparse.Namespace) -> str:
     lines.append("")
     lines.append(settings_text(args))
     lines += explanation(results, reference, args)
+    lines += edge_table(results, args)
     return "\n".join(lines) + "\n"
+
+
+def edge_engines_on(args: argparse.Namespace) -> list[Engine]:
+    """The edge engines this run measured (``--edge``, less ``--no-<engine>``)."""
+    return [e for e in EDGE_ENGINES if getattr(args, e.flag, False)]
+
+
+def edge_table(results: list[Result], args: argparse.Namespace) -> list[str]:
+    """Markdown section of the edge engines (``--edge``): latency (ratio to YOLOv5s) and efficiency against the
+    engine's own CNN curve per engine, the engines below target, and the fastest engine of every model."""
+    engines = edge_engines_on(args)
+    if not engines:
+        return []
+    reference = next((r for r in results if r.name == REFERENCE), None)
+    metrics = [m for m in EDGE_METRICS if any(m[0] in (e.key, e.efficiency_key) for e in engines)]
+    headers = ["model"] + [h for _, h, _ in metrics] + [f"edge target >= {args.target:.2f}", "fastest engine"]
+    lines = ["", "### Edge engines", "", "| " + " | ".join(headers) + " |",
+             "|---|" + "---:|" * len(metrics) + ":---:|---|"]
+    for res in results:
+        if not res.plugin and not any(e.measures(res) for e in engines):
+            continue
+        below = [e.label for e in engines if res.plugin and is_below_target(
+            res, reference, target_for(res, results, args, e.curve), e.efficiency_key)]
+        measured = [e for e in engines if getattr(res, e.efficiency_key) is not None]
+        flag = ("baseline" if not res.plugin else "below: " + ", ".join(below) if below
+                else "ok" if measured else "n/a")
+        cells = [res.name] + [cell(res, k, f, reference) for k, _, f in metrics] + [flag, res.fastest_engine or "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    curve = "/".join(engines[0].curve)
+    lines += ["", f"Edge engines, float32, batch 1 at {args.img}x{args.img}, median of {args.runs} runs after "
+              f"{args.warmup} warm-up, {args.threads} thread(s): {'; '.join(e.described for e in engines)}. Each model "
+              f"is converted as the hosts' exports do (yolo_backbones.deploy). 'vs CNN' = GFLOP/s on the engine over "
+              f"that of {curve} converted and run on the same engine in this run, interpolated in log GFLOPs at the "
+              f"model's GFLOPs (target as for eager: {args.target:.2f}, {args.target_small:.2f} below the smallest of "
+              f"them). 'fastest engine' = lowest latency of the float32 engines measured for the model. **These "
+              f"kernels are the ones phones run (XNNPACK, ncnn), but on this x86 CPU they take their x86 code paths: "
+              f"the figures are a proxy for a phone's, not a measurement of one.**"]
+    return lines
 
 
 def cpu_name() -> str:
@@ -62,7 +101,9 @@ def cpu_name() -> str:
 def settings_text(args: argparse.Namespace) -> str:
     """One paragraph describing how the numbers were taken."""
     engines = "; ".join(e.described if e.flag is None or getattr(args, e.flag, False) else f"{e.label} skipped"
-                        for e in ENGINES)
+                        for e in ENGINES if not e.edge)
+    if not edge_engines_on(args):
+        engines += "; edge engines (LiteRT, NCNN, ExecuTorch) not run (--edge)"
     train = (f"training: images/s of one SGD step (forward + ComputeLoss + backward + step), batch "
              f"{args.train_batch} at {args.train_img}, median of {args.train_steps} steps after 1 warm-up"
              if args.train else "training skipped")
@@ -174,13 +215,14 @@ def write_raw(results: list[Result], args: argparse.Namespace, out: Path) -> Non
     for r in results:
         row = asdict(r)
         row["below_target"] = is_below_target(r, reference, target_for(r, results, args))
-        for key, *_ in METRICS:
+        for key, *_ in METRICS + EDGE_METRICS:
             row[f"{key}_vs_{REFERENCE}"] = (None if key in NO_RATIO else
                                             ratio(getattr(r, key), getattr(reference, key) if reference else None))
         rows.append(row)
     meta = {"cpu": cpu_name(), "torch": torch.__version__, "settings": settings}
     (out / "benchmark.json").write_text(json.dumps({**meta, "results": rows}, indent=2, default=str))
-    columns = ["name", "plugin"] + [k for k, *_ in METRICS] + [f"{k}_vs_{REFERENCE}" for k, *_ in METRICS]
+    keys = [k for k, *_ in METRICS + EDGE_METRICS]
+    columns = ["name", "plugin"] + keys + [f"{k}_vs_{REFERENCE}" for k in keys] + ["fastest_engine"]
     with open(out / "benchmark.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns + ["below_target", "errors"])

@@ -26,6 +26,11 @@ CURVE = ("yolov5n", "yolov5s", "yolov5m")
 YOLO11_BASELINES = ("yolo11n.yaml", "yolo11s.yaml")
 
 
+# The CNNs of an edge engine's curve (``--edge``): YOLOv5n/s and YOLO11n/s, exported and run on that engine in the
+# same run (each conversion takes tens of seconds, so YOLOv5m is not converted).
+EDGE_CURVE = ("yolov5n", "yolov5s", "yolo11n", "yolo11s")
+
+
 # A YOLOv5 CNN below the curve: yolov5n.yaml at half its width (~1.3 GFLOPs at 640), measured as a reference for
 # plugin models smaller than yolov5n, where the curve is flat at yolov5n's GFLOP/s.
 SMALL_CNN = ("yolov5n-half", "yolov5n.yaml", 0.125)
@@ -59,8 +64,19 @@ METRICS = (
 )
 
 
+# Columns of the edge-engine table (``--edge``): per engine its latency and efficiency against its own curve.
+EDGE_METRICS = (
+    ("litert_ms", "LiteRT ms", "{:.1f}"),
+    ("litert_vs_cnn", "LiteRT vs CNN", "{:.2f}"),
+    ("ncnn_ms", "NCNN ms", "{:.1f}"),
+    ("ncnn_vs_cnn", "NCNN vs CNN", "{:.2f}"),
+    ("executorch_ms", "ExecuTorch ms", "{:.1f}"),
+    ("executorch_vs_cnn", "ExecuTorch vs CNN", "{:.2f}"),
+)
+
+
 # Metrics shown without a ratio to YOLOv5s (already relative, or not numbers).
-NO_RATIO = {"efficiency", "reference", "int8_speedup"}
+NO_RATIO = {"efficiency", "reference", "int8_speedup", "litert_vs_cnn", "ncnn_vs_cnn", "executorch_vs_cnn"}
 
 
 @dataclass
@@ -82,6 +98,13 @@ class Result:
     reference: str | None = None
     train_mem_gb: float | None = None
     train_mem_ckpt_gb: float | None = None
+    litert_ms: float | None = None
+    ncnn_ms: float | None = None
+    executorch_ms: float | None = None
+    litert_vs_cnn: float | None = None
+    ncnn_vs_cnn: float | None = None
+    executorch_vs_cnn: float | None = None
+    fastest_engine: str | None = None
     errors: dict[str, str] = field(default_factory=dict)
     breakdown: dict[str, Any] = field(default_factory=dict)
 

@@ -56,7 +56,8 @@ def host_of_weights(path: str | Path) -> str:
 
 
 def choose_host(argv: list[str], flag_value) -> str:
-    """The host for a command line: ``--host`` if given (removed from ``argv``), else from --cfg / --weights / model=."""
+    """The host for a command line: ``--host`` if given (removed from ``argv``), else from --cfg / --weights /
+    model=."""
     k, value = flag_value(argv, "--host")
     if k >= 0:
         del argv[k: k + (1 if "=" in argv[k] else 2)]

@@ -8,7 +8,7 @@ setting is reachable.
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..resources import DATA_DIR, find_resource
 
@@ -76,8 +76,9 @@ def to_ultralytics_args(script: str, argv: Sequence[str]) -> list[str]:
 
 def run_ultralytics(script: str, argv: Sequence[str]) -> int:
     """Run ``script`` (train/val/detect/export) on the ultralytics host with YOLOv5-style ``argv``; return 0."""
-    import yolo_backbones  # noqa: F401  (installs the plugin and its import hook)
     import ultralytics.cfg
+
+    import yolo_backbones  # noqa: F401  (installs the plugin and its import hook)
 
     args = ["yolo", *to_ultralytics_args(script, argv)]
     ultralytics.cfg.ARGV = args  # entrypoint() reads the module-global copy of sys.argv

@@ -70,8 +70,15 @@ def export_model(model: nn.Module, example: torch.Tensor) -> Iterator[nn.Module]
 
 @contextlib.contextmanager
 def export_ready(model: nn.Module, example: torch.Tensor) -> Iterator[nn.Module]:
-    """:func:`export_model` with the outputs as one flat tuple (:class:`FlatOutputs`)."""
+    """:func:`export_model` with the outputs as one flat tuple (:class:`FlatOutputs`).
+
+    The copy runs ``example`` once before it is yielded, so state a model builds lazily on its first call at a size
+    (YOLOv5's Detect grids) is in place: otherwise a trace records building it, and the trace's sanity check (which
+    traces again) sees another graph.
+    """
     with export_model(FlatOutputs(model), example) as ready:
+        with torch.no_grad():
+            ready(example)
         yield ready
 
 

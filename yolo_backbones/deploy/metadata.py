@@ -14,54 +14,28 @@ from typing import Any
 
 import yaml
 
+from ..core.weights.metadata import MAX_METADATA_BYTES, MetadataError, check_names, check_stride
+
 __all__ = ["MetadataError", "clean_metadata", "read_yaml_metadata", "write_yaml_metadata", "append_zip_metadata",
            "read_zip_metadata", "MAX_METADATA_BYTES"]
 
-MAX_METADATA_BYTES = 1 << 20  # class names of any real dataset fit many times over
-_MAX_CLASSES = 100_000
-_MAX_STRIDE = 1024
-
-
-class MetadataError(ValueError):
-    """Exported-model metadata that is not the plain data the plugin writes."""
 
 
 def clean_metadata(raw: Any, source: str | Path = "metadata") -> dict[str, Any]:
     """``{"stride": int, "names": {int: str}}`` (keys present in ``raw`` only) from parsed metadata.
 
-    ``names`` may come as a dict with int or digit-string keys, or a list. Other keys are dropped.
-    Raises :class:`MetadataError` for anything that is not plain data of those shapes.
+    ``names`` may come as a dict with int or digit-string keys, or a list; they are checked and made file-name safe
+    by :func:`~yolo_backbones.core.weights.metadata.check_names`. Other keys are dropped. Raises
+    :class:`MetadataError` for anything that is not plain data of those shapes.
     """
     if not isinstance(raw, dict):
         raise MetadataError(f"{source}: metadata is a {type(raw).__name__}, expected a mapping")
     out: dict[str, Any] = {}
     if raw.get("stride") is not None:
-        stride = raw["stride"]
-        if isinstance(stride, bool) or not isinstance(stride, (int, float, str)):
-            raise MetadataError(f"{source}: stride must be a number, got {type(stride).__name__}")
-        try:
-            value = int(float(stride))
-        except ValueError as exc:
-            raise MetadataError(f"{source}: stride {stride!r} is not a number") from exc
-        if not 0 < value <= _MAX_STRIDE:
-            raise MetadataError(f"{source}: stride {value} out of range (1..{_MAX_STRIDE})")
-        out["stride"] = value
+        out["stride"] = check_stride(raw["stride"], str(source))
     if raw.get("names") is not None:
-        names = raw["names"]
-        items = list(names.items()) if isinstance(names, dict) else list(enumerate(names)) \
-            if isinstance(names, (list, tuple)) else None
-        if items is None:
-            raise MetadataError(f"{source}: names must be a mapping or a list, got {type(names).__name__}")
-        if len(items) > _MAX_CLASSES:
-            raise MetadataError(f"{source}: {len(items)} class names (limit {_MAX_CLASSES})")
-        clean = {}
-        for key, value in items:
-            if isinstance(key, str) and key.strip().isdigit():
-                key = int(key)
-            if isinstance(key, bool) or not isinstance(key, int) or not isinstance(value, str):
-                raise MetadataError(f"{source}: names must map class indices to strings, got {key!r}: {value!r}")
-            clean[key] = value
-        out["names"] = clean
+        names = check_names(raw["names"], str(source))
+        out["names"] = dict(enumerate(names)) if isinstance(names, list) else names
     return out
 
 
@@ -79,7 +53,9 @@ def read_yaml_metadata(path: str | Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(_read_bounded(path))
     except yaml.YAMLError as exc:
-        raise MetadataError(f"{path}: not valid YAML ({exc})") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MetadataError(f"{path}: not plain YAML data ({reason}); nothing from it was run, re-export the model") \
+            from None
     return clean_metadata(raw or {}, path)
 
 

@@ -92,7 +92,9 @@ def check_names(names: Any, source: str) -> Any:
 
 
 def check_stride(stride: Any, source: str) -> int:
-    """A model stride from a file: an int (or int-valued number / numeric string) in 1..1024."""
+    """A model stride from a file: an int (or int-valued number / numeric string) in 1..1024; never a bool."""
+    if isinstance(stride, bool):
+        stride = None
     try:
         value = float(stride)
     except (TypeError, ValueError):

@@ -8,8 +8,9 @@ the images of the run and logs pycocotools' 12 lines.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from .coco_eval import evaluate, format_stats, image_id_map, load_annotations, to_coco_results
 

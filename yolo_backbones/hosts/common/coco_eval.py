@@ -18,8 +18,9 @@ import copy
 import io
 import json
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 __all__ = ["STAT_NAMES", "load_annotations", "category_map", "image_id_map", "to_coco_results", "evaluate",
            "format_stats"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 import sys
 import types
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable
 
 MARK = "_yolo_backbones_compat"  # set on every replacement function: "<module>.<name>" it was made for
 LOG = logging.getLogger("yolov5")  # the pip host's logger; used where no host module is at hand

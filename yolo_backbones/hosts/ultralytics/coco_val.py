@@ -1,4 +1,5 @@
-"""``yolo val`` (and the final validation of ``yolo train``): COCO mAP with pycocotools for any dataset with a COCO JSON.
+"""``yolo val`` (and the final validation of ``yolo train``): COCO mAP with pycocotools for any dataset with a COCO
+JSON.
 
 ultralytics evaluates with its COCO tools only when the val set is COCO's ``val2017.txt`` (and then
 needs the ``faster-coco-eval`` package). For a detection dataset whose YAML has ``coco_json:`` (relative
@@ -61,13 +62,14 @@ def _make_eval_json(original: Callable) -> Callable:
         try:
             coco, results = evaluate_run(self.jdict, path, self.data["names"], self.dataloader.dataset.im_files, _LOG,
                                          note=f"; {pred_json.name} rewritten with its category and image ids")
-        except Exception as e:  # as ultralytics does: a failed COCO evaluation does not fail the validation
+        except Exception as e:  # noqa: BLE001  as ultralytics does: a failed COCO evaluation does not fail the validation
             _LOG.warning(f"pycocotools unable to run on {pred_json} with {path}: {e}")
             return stats
         if pred_json.is_file():
             pred_json.write_text(json.dumps(results))
         stats["metrics/mAP50(B)"], stats["metrics/mAP50-95(B)"] = coco["AP50"], coco["AP"]
-        stats.update({f"metrics/mAP_{x}(B)": coco[k] for x, k in (("small", "APs"), ("medium", "APm"), ("large", "APl"))})
+        sizes = (("small", "APs"), ("medium", "APm"), ("large", "APl"))
+        stats.update({f"metrics/mAP_{x}(B)": coco[k] for x, k in sizes})
         stats["fitness"] = 0.9 * coco["AP"] + 0.1 * coco["AP50"]
         self.metrics.coco_stats = coco
         return stats
@@ -77,10 +79,12 @@ def _make_eval_json(original: Callable) -> Callable:
 
 
 def patch_detection_validator() -> None:
-    """Hook ``DetectionValidator.init_metrics`` / ``eval_json`` once, if ``ultralytics.models.yolo.detect.val`` is loaded."""
+    """Hook ``DetectionValidator.init_metrics`` / ``eval_json`` once, if ``ultralytics.models.yolo.detect.val`` is
+    loaded."""
     module = sys.modules.get("ultralytics.models.yolo.detect.val")
     cls = getattr(module, "DetectionValidator", None)
-    if cls is None or cls.__dict__.get(_PATCHED_FLAG) or not all(hasattr(cls, a) for a in ("init_metrics", "eval_json")):
+    hookable = cls is not None and all(hasattr(cls, a) for a in ("init_metrics", "eval_json"))
+    if not hookable or cls.__dict__.get(_PATCHED_FLAG):
         return
     cls.init_metrics = _make_init_metrics(cls.init_metrics)
     cls.eval_json = _make_eval_json(cls.eval_json)

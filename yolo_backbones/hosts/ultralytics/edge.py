@@ -5,7 +5,9 @@ their loaders in ``AutoBackend``.
   conventions (output layout, coordinate normalisation, metadata, NMS pipelines) and receive the model prepared
   by :func:`~yolo_backbones.deploy.graph.export_model` when it holds a plugin backbone: NCHW weights (XNNPACK's
   lowering asserts them), EfficientFormer's attention biases as constants of the export size. Their metadata
-  gets ``yolo_backbones: <version>``, which the loaders below look for. Stock models pass unchanged.
+  gets ``yolo_backbones: <version>``, which the loaders below look for. Stock models pass unchanged. ExecuTorch
+  programs of plugin models are lowered by :mod:`yolo_backbones.deploy.executorch` (its XNNPACK graph rewrites),
+  written in ultralytics' layout.
 * NCNN loader: a ``*_ncnn_model`` with that marker loads through :mod:`yolo_backbones.deploy.ncnn`: float32
   (ncnn would store activations in fp16) and only the model's outputs ``out0, out1, ...`` (ultralytics takes
   every unconsumed blob as an output, which for Mobile-Former includes its last tokens).
@@ -14,13 +16,14 @@ their loaders in ``AutoBackend``.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from ...deploy.graph import export_model, has_backbone
-from ...deploy.metadata import read_yaml_metadata
+from ...deploy.metadata import MAX_METADATA_BYTES, read_yaml_metadata
 from ..common.patching import replace
 from .model_patch import TOPS
 
@@ -50,11 +53,28 @@ def _make_converter(original: Callable) -> Callable:
             metadata[MARKER] = _version()
         if model is None or example is None or not has_backbone(model):
             return original(*bound.args, **bound.kwargs)
+        if original.__name__ == "torch2executorch":
+            return _torch2executorch(model, example, bound.arguments.get("output_dir"), metadata)
         with export_model(model, example) as ready:
             bound.arguments["model"] = ready
             return original(*bound.args, **bound.kwargs)
 
     return convert
+
+
+def _torch2executorch(model: Any, example: Any, output_dir: str | Path, metadata: dict | None) -> str:
+    """ultralytics' ExecuTorch export layout (``<output_dir>/model.pte`` + ``metadata.yaml``) written by
+    :func:`yolo_backbones.deploy.executorch.export_executorch`, whose graph rewrites keep LayerNorm, attention and
+    splits on XNNPACK (ultralytics lowers the captured graph as it is)."""
+    from ultralytics.utils import YAML
+
+    from ...deploy.executorch import export_executorch
+
+    output_dir = Path(output_dir)
+    export_executorch(model, example, output_dir / "model.pte")
+    if metadata is not None:
+        YAML.save(output_dir / "metadata.yaml", metadata)
+    return str(output_dir)
 
 
 def _make_ncnn_load(original: Callable) -> Callable:
@@ -83,22 +103,35 @@ def _make_ncnn_forward(original: Callable) -> Callable:
 
 
 def _raw_yaml(path: Path) -> dict:
-    # The marker is all we need: read the keys without restoring anything (safe_load, bounded by metadata.py)
-    try:
-        read_yaml_metadata(path)  # validates stride/names and the size
-        import yaml
-
-        data = yaml.safe_load(path.read_text(encoding="utf-8", errors="replace")) if path.is_file() else {}
-        return data if isinstance(data, dict) else {}
-    except Exception:  # noqa: BLE001  (a foreign or damaged file: ultralytics' own loader decides)
+    """The keys of an NCNN folder's ``metadata.yaml`` (``{}`` without one), read as data only. A file that is not
+    plain, bounded metadata (Python tags, bad stride/names, oversized) raises
+    :class:`~yolo_backbones.core.weights.metadata.MetadataError` naming it (the NCNN loader reads the file before
+    ultralytics' checked reader does)."""
+    if not path.is_file():
         return {}
+    read_yaml_metadata(path)  # validates size, YAML (safe_load) and stride/names; raises MetadataError
+    import yaml
+
+    data = yaml.safe_load(path.read_text(encoding="utf-8", errors="replace"))
+    return data if isinstance(data, dict) else {}
+
+
+def _mnn_marked(net: Any) -> bool:
+    # Read from the file's own bizCode, not the backend's metadata: a host may filter the keys it applies (the
+    # marker is not one of ultralytics' keys). json only, bounded like any exported metadata.
+    try:
+        text = net.get_info().get("bizCode", "")
+        data = json.loads(text) if isinstance(text, str) and len(text) <= MAX_METADATA_BYTES else {}
+    except Exception:  # noqa: BLE001  (foreign or damaged metadata: not a plugin export)
+        return False
+    return isinstance(data, dict) and MARKER in data
 
 
 def _make_mnn_load(original: Callable) -> Callable:
     def load_model(self: Any, weight: str | Path) -> None:
         """ultralytics' MNN loading; plugin exports (marker in bizCode) are reloaded at ``precision: high``."""
         original(self, weight)
-        if MARKER not in (self.metadata or {}):
+        if not _mnn_marked(self.net):
             return
         mnn = sys.modules["MNN"]  # imported by the original (with ultralytics' execstack workaround)
         config = {"precision": "high", "backend": "CPU", "numThread": (os.cpu_count() + 1) // 2}

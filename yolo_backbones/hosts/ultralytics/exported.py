@@ -29,6 +29,8 @@ _LOG = logging.getLogger("ultralytics")
 _SOURCE: contextvars.ContextVar[str] = contextvars.ContextVar("yolo_backbones_metadata_source",
                                                               default="the exported model")
 _FLAG = "_yolo_backbones_checked"
+# formats whose metadata lives inside the file (a metadata.yaml beside them belongs to something else)
+_EMBEDDED_METADATA = {".engine", ".tflite", ".torchscript", ".onnx", ".mlpackage", ".mlmodel", ".aimodel", ".pb"}
 _TEXT_KEYS = ("description", "author", "date", "version", "license", "docs", "task", "head", "dla")
 
 
@@ -102,6 +104,17 @@ def _zip_member_sizes_ok(path: Path) -> None:
                                     f"{MAX_METADATA_BYTES}); re-export the model")
 
 
+def _refuse_unreadable(path: Path, suffix: str, sidecar: Path) -> None:
+    """ultralytics returns ``{}`` for metadata it cannot parse, and the model then runs without its names: a metadata
+    file or entry that is present but unreadable (e.g. a YAML Python tag) is a :class:`MetadataError` instead."""
+    from ...deploy.metadata import read_yaml_metadata, read_zip_metadata
+
+    if suffix == ".tflite" and path.is_file() and zipfile.is_zipfile(path):
+        read_zip_metadata(path)
+    elif suffix not in _EMBEDDED_METADATA:
+        read_yaml_metadata(sidecar)
+
+
 def _make_read_metadata(original: Callable) -> Callable:
     def read_metadata(file: Any) -> dict:
         """ultralytics' ``read_metadata`` with its inputs bounded in size (see the module doc)."""
@@ -116,7 +129,10 @@ def _make_read_metadata(original: Callable) -> Callable:
         sidecar = (path if path.is_dir() else path.parent) / "metadata.yaml"
         if sidecar.is_file() and sidecar.stat().st_size > MAX_METADATA_BYTES:
             raise MetadataError(f"{sidecar}: {sidecar.stat().st_size} bytes of metadata (limit {MAX_METADATA_BYTES})")
-        return original(file)
+        metadata = original(file)
+        if not metadata:
+            _refuse_unreadable(path, suffix, sidecar)
+        return metadata
 
     read_metadata.__wrapped__ = original
     return read_metadata

@@ -87,7 +87,8 @@ def _make_attempt_download_asset(original: Callable, downloads: Any) -> Callable
         from ultralytics.utils import SETTINGS
 
         name = str(file).strip().replace("'", "")
-        renamed = downloads.checks.check_yolov5u_filename(name, verbose=False)  # yolov5n.pt -> yolov5nu.pt, as the original
+        # yolov5n.pt -> yolov5nu.pt, as the original does
+        renamed = downloads.checks.check_yolov5u_filename(name, verbose=False)
         weights_dir = Path(SETTINGS["weights_dir"])
         if any(Path(x).exists() or (weights_dir / x).exists() for x in (name, renamed)):
             return original(file, *args, **kwargs)

@@ -27,8 +27,14 @@ from torch import nn
 from ...core.base import Backbone
 from ...core.select import Select
 from ...core.weights.safe_load import user_module_classes
-from ..common.rows import (ModelConfigError, activation_spec, build_backbone, check_select, check_tensor_inputs,
-                           unknown_module_error)
+from ..common.rows import (
+    ModelConfigError,
+    activation_spec,
+    build_backbone,
+    check_select,
+    check_tensor_inputs,
+    unknown_module_error,
+)
 
 __all__ = ["make_parse_model", "plan_rows"]
 
@@ -135,7 +141,8 @@ def plan_rows(d: dict[str, Any], ch: int, ns: dict[str, Any]) -> dict[str, Any]:
     cfg = dict(d)
     if d.get("activation"):
         cls, args = activation_spec(d["activation"])
-        cfg["activation"] = f"nn.{cls.__name__}{args!r}" if args else f"nn.{cls.__name__}()"  # eval-safe by construction
+        # eval-safe by construction: a torch.nn class name and literal arguments
+        cfg["activation"] = f"nn.{cls.__name__}{args!r}" if args else f"nn.{cls.__name__}()"
     default = d.get("default_scale")
     if d.get("scales") and not d.get("scale") and default:
         if default not in d["scales"]:

@@ -23,8 +23,9 @@ import json
 import logging
 import os
 import types
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from ..common.coco import annotation_file, evaluate_run
 from ..common.patching import replace as _replace
@@ -117,7 +118,7 @@ def _make_run(original: Callable, val: types.ModuleType) -> Callable:
             return results
         try:
             stats = _evaluate_run(pred_json, annotations_file, data, datasets[-1] if datasets else None, val, log)
-        except Exception as e:  # as YOLOv5 does: a failed pycocotools step does not fail the validation
+        except Exception as e:  # noqa: BLE001  as YOLOv5 does: a failed pycocotools step does not fail the validation
             log.warning(f"WARNING ⚠️ pycocotools unable to run on {pred_json} with {annotations_file}: {e}")
             return results
         metrics, *rest = results

@@ -16,8 +16,14 @@ from torch import nn
 from ...core.base import Backbone
 from ...core.select import Select
 from ...core.weights.safe_load import user_module_classes
-from ..common.rows import (ModelConfigError, build_backbone, check_select, check_tensor_inputs, parse_activation,
-                           unknown_module_error)
+from ..common.rows import (
+    ModelConfigError,
+    build_backbone,
+    check_select,
+    check_tensor_inputs,
+    parse_activation,
+    unknown_module_error,
+)
 
 # Conv-like YOLOv5 modules whose first YAML argument is the (width-scaled) output channel count,
 # and the subset that takes the repeat count as third argument. Names, because the two hosts
@@ -77,7 +83,7 @@ def _resolve_argument(arg: Any, ns: dict[str, Any], yaml_locals: dict[str, Any])
 
 # BatchNorm statistics of each backbone as built, restored after YOLOv5's training-mode stride probe
 # (see model_patch.make_initialize_weights); weak keys, so a model that never reaches it leaks nothing.
-_NORM_SNAPSHOTS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_NORM_SNAPSHOTS: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 _NORM_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 

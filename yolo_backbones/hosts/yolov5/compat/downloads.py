@@ -10,8 +10,6 @@ from typing import Any
 
 from ...common.patching import LOG, MARK, replace
 
-
-
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".torchscript", ".onnx", ".engine", ".mlmodel", ".pb", ".tflite", ".xml", ".bin",
                     ".yaml", ".yml")
 
@@ -61,7 +59,7 @@ def _patch_downloads(d: types.ModuleType, g: types.ModuleType | None) -> None:
             return original_hub(repo_id, hf_token=hf_token, revision=revision)
         try:
             folder = snapshot_download(repo_id, revision=revision, token=hf_token, local_files_only=True)
-        except Exception:  # LocalEntryNotFoundError and friends: not in the cache
+        except Exception:  # noqa: BLE001  LocalEntryNotFoundError and friends: not in the cache
             folder = None
         weights = sorted(Path(folder).glob("*.pt")) if folder else []
         if not weights:

@@ -1,4 +1,5 @@
-"""Offline replacements for YOLOv5's ``utils.general`` checks (online, git, requirements, font, files, datasets, AMP)."""
+"""Offline replacements for YOLOv5's ``utils.general`` checks (online, git, requirements, font, files, datasets,
+AMP)."""
 from __future__ import annotations
 
 import glob
@@ -18,7 +19,6 @@ from torch import nn
 from ....resources import RESOURCE_DIRS, is_project_file
 from ...common.patching import LOG, replace, say_once
 from .requirements import _requirement_strings, _satisfied
-
 
 
 def _patch_general(g: types.ModuleType) -> None:
@@ -54,7 +54,7 @@ def _patch_general(g: types.ModuleType) -> None:
                         "automatically (yolo_backbones runs YOLOv5 offline); install them yourself with pip.")
         return not missing
 
-    def check_font(font: str | Path = getattr(g, "FONT", "Arial.ttf"), progress: bool = False) -> None:
+    def check_font(font: str | Path = getattr(g, "FONT", "Arial.ttf"), progress: bool = False) -> None:  # noqa: B008
         """Never download a font. Why: the original downloads Arial.ttf from ultralytics.com."""
         font = Path(font)
         if not font.exists() and not (g.CONFIG_DIR / font.name).exists():
@@ -145,7 +145,7 @@ def _make_check_amp(g: types.ModuleType, prefix: str, log: logging.Logger) -> Ca
             wrapped.amp = True
             amp = wrapped(image).xywhn[0]
             ok, why = fp32.shape == amp.shape and bool(torch.allclose(fp32, amp, atol=0.1)), "results differ"
-        except Exception as e:  # the model cannot run the check (e.g. a backbone's input-size limits)
+        except Exception as e:  # noqa: BLE001  the model cannot run the check (e.g. a backbone's input-size limits)
             ok, why = False, f"{type(e).__name__}: {e}"
         if ok:
             log.info("AMP: checks passed ✅")

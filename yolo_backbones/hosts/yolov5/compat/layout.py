@@ -7,7 +7,6 @@ from pathlib import Path
 from ...common.patching import register_host_tops
 
 
-
 def _is_yolov5_file(module: types.ModuleType) -> bool:
     """True if ``module`` is a file of a YOLOv5 tree (pip package or clone), not a namesake."""
     file = getattr(module, "__file__", None)

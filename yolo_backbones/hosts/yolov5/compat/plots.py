@@ -9,13 +9,12 @@ from typing import Any
 from ...common.patching import LOG, replace, say_once
 
 
-
 def _patch_plots(plots: types.ModuleType, g: types.ModuleType) -> None:
     from PIL import ImageFont
 
     log = getattr(g, "LOGGER", LOG)
 
-    def check_pil_font(font: str | Path = getattr(g, "FONT", "Arial.ttf"), size: int = 10) -> Any:
+    def check_pil_font(font: str | Path = getattr(g, "FONT", "Arial.ttf"), size: int = 10) -> Any:  # noqa: B008
         """A local TrueType font, else PIL's built-in font; never download.
 
         Why: the original downloads Arial.ttf when missing and, offline, fails the plotting threads

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 def _requirement_strings(requirements: Any, root: Path, exclude: tuple) -> list[str]:
     if requirements is None:  # the host's own requirements
         requirements = root / "requirements.txt"

@@ -11,7 +11,6 @@ import torch
 from ...common.checkpoints import load_model_checkpoint
 
 
-
 class _OnnxWithLegacyExport(types.ModuleType):
     """``torch.onnx`` as seen by the host's export.py: ``export`` defaults to the TorchScript exporter.
 

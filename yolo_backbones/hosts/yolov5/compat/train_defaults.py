@@ -9,7 +9,6 @@ from ...common.patching import LOG, replace
 from .resume import patch_resume, resuming
 
 
-
 class _DefaultWeights(str):
     """A ``--weights`` value that came from train.py's default, not from the user."""
 

@@ -1,0 +1,146 @@
+"""Rewrites of a captured graph into operators ExecuTorch's XNNPACK delegate takes, with the same outputs.
+
+ExecuTorch's XNNPACK partitioner has no LayerNorm, scaled-dot-product attention, split/chunk, broadcast ``expand``
+or 1x1 max pooling; each such node runs on ExecuTorch's portable (reference) kernels and cuts the graph into
+another delegate partition (EdgeViT-XXS: 50 partitions, minutes of lowering). :data:`DECOMPOSITIONS`, applied
+with ``ExportedProgram.run_decompositions`` before lowering, spells them with operators it takes:
+
+* ``layer_norm`` -> mean (as a 4-D global average pooling), subtract, square, mean, ``rsqrt``, multiply, add;
+* ``scaled_dot_product_attention`` (no dropout) -> ``bmm``, ``softmax``, ``bmm`` over flattened batch dims;
+* ``matmul`` -> ``mm`` / ``bmm`` with missing batch dims as views (ATen's own decomposition expands both operands);
+* ``split`` / ``split_with_sizes`` / ``chunk`` / ``select`` -> unit-step slices (and views);
+* ``repeat`` -> concatenation (a copy when nothing repeats, e.g. Mobile-Former's tokens at batch 1);
+* ``max_pool2d`` with a 1x1 window (strided token sampling, see ``core/layers/layout.subsample``) -> 1x1 average
+  pooling, which returns the same elements (XNNPACK's max pooling needs stride <= window):
+  :func:`pool_1x1_as_average`, a node rewrite, since other max poolings must stay as they are.
+
+Outputs equal the original operators' up to float rounding (~1e-7 relative; tested in tests/test_edge_export.py).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["DECOMPOSITIONS", "pool_1x1_as_average"]
+
+aten = torch.ops.aten
+
+
+def _mean_last(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Mean over the last ``n`` dims (kept as size 1), as the mean over the two innermost dims of a 4-D tensor:
+    the only mean XNNPACK takes (its global average pooling)."""
+    inner = math.prod(x.shape[x.dim() - n:])
+    return x.reshape(-1, 1, 1, inner).mean((2, 3), keepdim=True).reshape(*x.shape[:x.dim() - n], *[1] * n)
+
+
+def _layer_norm(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None, eps: float = 1e-5, cudnn_enable: bool = True) -> torch.Tensor:
+    n = len(normalized_shape)
+    centred = x - _mean_last(x, n)
+    y = centred * torch.rsqrt(_mean_last(centred * centred, n) + eps)
+    if weight is not None:
+        y = y * weight
+    return y + bias if bias is not None else y
+
+
+def _batched(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for operands with the same batch dims (>= 3-D), as one ``bmm``."""
+    batch = a.shape[:-2]
+    out = torch.bmm(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]))
+    return out.reshape(*batch, a.shape[-2], b.shape[-1])
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if a.dim() == 1:
+        return _matmul(a.unsqueeze(0), b).squeeze(-2)
+    if b.dim() == 1:
+        return _matmul(a, b.unsqueeze(-1)).squeeze(-1)
+    if b.dim() == 2:
+        return torch.mm(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
+    rank = max(a.dim(), b.dim())  # missing leading batch dims as size-1 views, not expands
+    a, b = a.reshape(*[1] * (rank - a.dim()), *a.shape), b.reshape(*[1] * (rank - b.dim()), *b.shape)
+    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    if a.shape[:-2] != batch:  # true broadcasting (batch > 1 against 1) needs the expand XNNPACK does not take
+        a = a.expand(*batch, *a.shape[-2:])
+    if b.shape[:-2] != batch:
+        b = b.expand(*batch, *b.shape[-2:])
+    return _batched(a, b)
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
+               dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
+               enable_gqa: bool = False) -> torch.Tensor:
+    if dropout_p or enable_gqa or q.shape[:-2] != k.shape[:-2]:
+        raise NotImplementedError("ExecuTorch export: attention with dropout, grouped queries or broadcast batch "
+                                  "dims has no XNNPACK formulation here")
+    scores = _batched(q * (scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])), k.transpose(-2, -1))
+    if is_causal:
+        keep = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+        scores = scores.masked_fill(~keep, float("-inf"))
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else \
+            scores + attn_mask
+    return _batched(scores.softmax(-1), v)
+
+
+def _select(x: torch.Tensor, dim: int, index: int) -> torch.Tensor:
+    dim, index = dim % x.dim(), index % x.shape[dim]
+    return x.narrow(dim, index, 1).reshape([*x.shape[:dim], *x.shape[dim + 1:]])
+
+
+def _repeat(x: torch.Tensor, repeats: Sequence[int]) -> torch.Tensor:
+    x = x.reshape(*[1] * (len(repeats) - x.dim()), *x.shape)
+    if all(r == 1 for r in repeats):
+        return x.clone()
+    for dim, r in enumerate(repeats):
+        if r > 1:
+            x = torch.cat([x] * r, dim)
+    return x
+
+
+def _split_with_sizes(x: torch.Tensor, sizes: Sequence[int], dim: int = 0) -> list[torch.Tensor]:
+    out, start = [], 0
+    for size in sizes:
+        out.append(x.narrow(dim, start, size))
+        start += size
+    return out
+
+
+def _split(x: torch.Tensor, size: int, dim: int = 0) -> list[torch.Tensor]:
+    total = x.shape[dim]
+    return _split_with_sizes(x, [min(size, total - s) for s in range(0, total, size)], dim)
+
+
+def _chunk(x: torch.Tensor, chunks: int, dim: int = 0) -> list[torch.Tensor]:
+    return _split(x, -(-x.shape[dim] // chunks), dim)
+
+
+def pool_1x1_as_average(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """Turn every 1x1-window ``max_pool2d`` node (strided sampling) of ``program`` into a 1x1 ``avg_pool2d``, in
+    place; other max poolings (YOLOv5's SPPF) stay as they are, for XNNPACK's max pooling."""
+    graph = program.graph_module.graph
+    for node in graph.nodes:
+        if node.op != "call_function" or node.target is not aten.max_pool2d.default:
+            continue
+        x, kernel, *rest = node.args
+        stride, padding, _dilation, ceil_mode = (list(rest) + [[], [0, 0], [1, 1], False][len(rest):])[:4]
+        if list(kernel) in ([1], [1, 1]) and all(p == 0 for p in padding) and not ceil_mode:
+            node.target = aten.avg_pool2d.default
+            node.args = (x, [1, 1], list(stride) or [1, 1])
+            node.kwargs = {}
+    program.graph_module.recompile()
+    return program
+
+
+DECOMPOSITIONS = {
+    aten.layer_norm.default: _layer_norm,
+    aten.scaled_dot_product_attention.default: _attention,
+    aten.matmul.default: _matmul,
+    aten.split_with_sizes.default: _split_with_sizes,
+    aten.split.Tensor: _split,
+    aten.chunk.default: _chunk,
+    aten.select.int: _select,
+    aten.repeat.default: _repeat,
+}
