@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import run
 
 pytestmark = pytest.mark.slow
