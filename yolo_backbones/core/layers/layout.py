@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["is_channels_last", "map_to_heads", "heads_to_map", "channels_last_weights", "is_tracing"]
+# Re-exported: where blocks and hosts have always imported them from.
+from ..inference.context import is_tracing
+from ..inference.fuse import channels_last_weights
+
+__all__ = ["is_channels_last", "map_to_heads", "heads_to_map", "tokens_to_heads", "channels_last_weights", "is_tracing"]
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
@@ -36,25 +40,6 @@ def heads_to_map(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return y.transpose(-1, -2).reshape_as(like)
 
 
-def is_tracing() -> bool:
-    """True while TorchScript tracing or scripting (``torch.jit.trace``, the ``dynamo=False`` ONNX exporter).
-
-    Inference shortcuts that branch on the batch size or on data must not be recorded into such graphs.
-    """
-    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
-
-
-def channels_last_weights(module: torch.nn.Module) -> torch.nn.Module:
-    """In place: lay out every 4-D parameter and buffer of ``module`` channels-last; returns ``module``.
-
-    Unlike ``module.to(memory_format=torch.channels_last)`` it leaves other tensors alone (YOLOv5's
-    ``Detect._apply`` would also push its 5-D grids through the conversion, which fails) and keeps the
-    parameter objects (``.data`` is replaced), so references held elsewhere stay valid.
-    """
-    with torch.no_grad():
-        for m in module.modules():
-            for tensors in (m._parameters, m._buffers):
-                for t in tensors.values():
-                    if t is not None and t.ndim == 4 and not t.is_contiguous(memory_format=torch.channels_last):
-                        t.data = t.data.contiguous(memory_format=torch.channels_last)
-    return module
+def tokens_to_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """``(B, N, heads * d)`` -> ``(B, heads, N, d)`` (a view; channel ``h * d + i`` is element ``i`` of head ``h``)."""
+    return x.unflatten(-1, (num_heads, -1)).transpose(1, 2)

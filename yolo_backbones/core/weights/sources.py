@@ -38,9 +38,10 @@ import os
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 
@@ -507,7 +508,7 @@ def read_weights_file(path: PathLike) -> dict[str, torch.Tensor]:
             return _unwrap(load_file(str(path), device="cpu"), path)
         except WeightsFileError:
             raise
-        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        except Exception as e:
             raise WeightsFileError(f"{path} cannot be read as safetensors ({_first_line(e)}): {redo}") from e
     return _unwrap(_load_pickle_safely(path), path)
 

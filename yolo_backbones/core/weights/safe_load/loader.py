@@ -8,8 +8,15 @@ from typing import IO, Any, Union
 
 import torch
 
-from .errors import CheckpointFileError, Damaged, DevicePassthrough, Refused, UnsafeCheckpointLoadWarning, \
-    UntrustedCheckpointError, one_line
+from .errors import (
+    CheckpointFileError,
+    Damaged,
+    DevicePassthrough,
+    Refused,
+    UnsafeCheckpointLoadWarning,
+    UntrustedCheckpointError,
+    one_line,
+)
 from .file_kinds import check_file, name_of
 from .unpickler import PICKLE_MODULE
 

@@ -18,8 +18,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .class_policy import (ClassRef, class_refusal, describe_value, extra_classes, global_cache, in_namespace,
-                           namespaces, new_instance, resolve_alias)
+from .class_policy import (
+    ClassRef,
+    class_refusal,
+    describe_value,
+    extra_classes,
+    global_cache,
+    in_namespace,
+    namespaces,
+    new_instance,
+    resolve_alias,
+)
 from .errors import Damaged, Refused
 
 
