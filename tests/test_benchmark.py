@@ -54,6 +54,7 @@ def table_rows(markdown: str) -> list[list[str]]:
     return [r for r in rows if not all(re.fullmatch(r":?-+:?", c) for c in r)]
 
 
+@pytest.mark.slow
 def test_markdown_has_columns_and_a_row_per_model(out) -> None:
     rows = table_rows((out / "benchmark.md").read_text())
     assert rows[0] == HEADERS
@@ -62,6 +63,7 @@ def test_markdown_has_columns_and_a_row_per_model(out) -> None:
     assert not any("error" in c for r in rows for c in r), rows
 
 
+@pytest.mark.slow
 def test_ratios_to_yolov5s(out) -> None:
     rows = {r[0]: r for r in table_rows((out / "benchmark.md").read_text())[1:]}
     for value in rows["yolov5s"][1:8]:
@@ -76,6 +78,7 @@ def test_ratios_to_yolov5s(out) -> None:
     assert "### Below target" in (out / "benchmark.md").read_text()
 
 
+@pytest.mark.slow
 def test_raw_numbers_are_positive(out) -> None:
     data = json.loads((out / "benchmark.json").read_text())
     results = {r["name"]: r for r in data["results"]}
@@ -99,6 +102,7 @@ def test_curve_interpolates_in_log_gflops() -> None:
     assert script.curve_gflops_per_s(points, 0.5) == 10.0 and script.curve_gflops_per_s(points, 9.0) == 30.0
 
 
+@pytest.mark.slow
 def test_small_cnn_is_yolov5n_at_half_width(out) -> None:
     import yaml
 
@@ -120,6 +124,7 @@ def test_models_below_yolov5n_are_compared_with_the_small_cnn() -> None:
     assert script.small_cnn_text(results[2], results[1:]) == ""  # small CNN not measured
 
 
+@pytest.mark.slow
 def test_floor_is_measured_and_caps_the_efficiency(out) -> None:
     data = json.loads((out / "benchmark.json").read_text())
     for r in data["results"]:
@@ -147,6 +152,7 @@ def test_cpu_attention_flops_are_counted() -> None:
     assert counter.get_total_flops() == 2 * (2 * 2 * 16 * 16 * 8)  # q @ k^T and attn @ v
 
 
+@pytest.mark.slow
 @pytest.mark.eval_fusion  # the "eval" timing is the default eval model
 def test_reference_and_memory_columns(tmp_path, monkeypatch) -> None:
     """--reference times the EfficientFormer classifiers against timm; --train-memory runs child processes."""
@@ -163,6 +169,7 @@ def test_reference_and_memory_columns(tmp_path, monkeypatch) -> None:
     assert rows["yolov5s"][10:12] == ["2.50 (1.00x)", "-"]  # checkpointing is a backbone option
 
 
+@pytest.mark.slow
 def test_png_is_written(out) -> None:
     data = (out / "benchmark.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
@@ -170,6 +177,7 @@ def test_png_is_written(out) -> None:
     assert width > 2.5 * height  # one latency-vs-GFLOPs panel per engine: eager, onnxruntime, OpenVINO
 
 
+@pytest.mark.slow
 def test_failure_is_recorded_not_raised(tmp_path, monkeypatch) -> None:
     """A metric that raises (here ONNX export, so ONNX and OpenVINO) lands as an error in its cell; the run and the
     other metrics go on."""
@@ -189,6 +197,7 @@ def test_failure_is_recorded_not_raised(tmp_path, monkeypatch) -> None:
     assert rows[MODEL][3].endswith("x)")
 
 
+@pytest.mark.slow
 def test_checkpoint_load_measurement_returns_both_timings() -> None:
     sys.path.insert(0, str(ROOT / "scripts"))
     from bench_checkpoint_load import measure

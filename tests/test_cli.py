@@ -78,6 +78,7 @@ def test_unknown_command_exits_2(capsys) -> None:
     assert "unknown command 'trian'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_script_is_installed() -> None:
     exe = Path(sys.executable).with_name("yolo-backbones")
     if not exe.exists():

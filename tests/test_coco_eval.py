@@ -139,6 +139,7 @@ def test_format_is_pycocotools_own(annotations, names, capsys) -> None:
 
 # --- scripts/coco_eval.py ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_script_prints_the_12_metrics(annotations, names, tmp_path: Path) -> None:
     predictions = tmp_path / "best_predictions.json"
     predictions.write_text(json.dumps(yolo_predictions(annotations, names)))
@@ -262,6 +263,7 @@ def test_host_mean_average_precision_runs_on_numpy_2_4() -> None:
 
 # --- the real val.py -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_val_py_prints_coco_map_on_the_embedded_data(trained: Path, tmp_path: Path, annotations) -> None:
     proc = run([sys.executable, str(ROOT / "val.py"), "--weights", str(trained), "--img", str(IMG), "--device", "cpu",
                 "--batch-size", "4", "--save-json", "--conf-thres", "0", "--project", str(tmp_path), "--name", "val"],
@@ -274,6 +276,7 @@ def test_val_py_prints_coco_map_on_the_embedded_data(trained: Path, tmp_path: Pa
     assert {p["category_id"] for p in written} <= {c["id"] for c in annotations["categories"]}
 
 
+@pytest.mark.slow
 def test_val_py_coco_json_flag(trained: Path, tmp_path: Path) -> None:
     data = yaml.safe_load(DATA.read_text())
     data.pop("coco_json")
@@ -289,6 +292,7 @@ def test_val_py_coco_json_flag(trained: Path, tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not (COCO128 / "annotations" / "instances_train2017.json").is_file(),
                     reason="../shared/datasets/coco128 exists on dev/CI machines only")
+@pytest.mark.slow
 def test_val_py_on_coco128(trained: Path, tmp_path: Path, names) -> None:
     """8 coco128 images (not those of coco8) against coco128's COCO annotations, which hold 128 images."""
     images = sorted((COCO128 / "images" / "train2017").glob("*.jpg"))[8:16]
@@ -305,6 +309,7 @@ def test_val_py_on_coco128(trained: Path, tmp_path: Path, names) -> None:
 
 @pytest.mark.skipif(not os.environ.get("YOLOV5_CLONE"),
                     reason="set YOLOV5_CLONE=/path/to/ultralytics/yolov5 to test a clone")
+@pytest.mark.slow
 def test_val_py_coco_json_through_a_yolov5_clone(trained: Path, tmp_path: Path) -> None:
     proc = run([sys.executable, str(ROOT / "val.py"), "--yolov5-dir", os.environ["YOLOV5_CLONE"], "--weights",
                 str(trained), "--img", str(IMG), "--device", "cpu", "--batch-size", "4", "--conf-thres", "0",

@@ -173,6 +173,7 @@ def test_allow_classes_extends_the_allowlist(tmp_path):
     assert general.torch.load(path, map_location="cpu")["thing"].value == 7
 
 
+@pytest.mark.slow
 def test_module_missing_from_sys_modules_is_imported_on_demand(tmp_path):
     # An upstream-clone checkpoint refers to models.common.*; under pip that module is only imported
     # when needed (pickle would import it too). Write such a file in a fresh process.
@@ -343,6 +344,7 @@ def test_apply_compat_is_idempotent():
     assert snapshot() == before
 
 
+@pytest.mark.slow
 def test_only_the_pkg_resources_warning_is_silenced():
     script = """
         import warnings

@@ -24,6 +24,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
 
+pytestmark = pytest.mark.slow  # end-to-end: subprocesses, training, exports
+
 yolo = pytest.importorskip("yolov5.models.yolo")
 
 if not dist.is_available() or not dist.is_gloo_available():

@@ -13,6 +13,8 @@ import pytest
 
 from conftest import IMG, run  # and the session fixture `trained`
 
+pytestmark = pytest.mark.slow  # end-to-end: subprocesses, training, exports
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -72,6 +72,7 @@ def test_flag_without_counterpart_is_a_clear_error() -> None:
         to_ultralytics_args("train", ["--cfg", "x.yaml", "--evolve", "10"])
 
 
+@pytest.mark.slow
 def test_root_wrappers_run_a_yolo11_model_on_ultralytics(tmp_path: Path) -> None:
     """train.py --cfg yolo11_*.yaml goes to ultralytics; val.py --weights picks it again from the checkpoint."""
     import subprocess

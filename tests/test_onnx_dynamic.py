@@ -30,6 +30,8 @@ pytest.importorskip("onnx")
 
 from yolov5.models.yolo import Detect, Model  # noqa: E402
 
+pytestmark = pytest.mark.slow  # end-to-end: subprocesses, training, exports
+
 MODELS = sorted((Path(__file__).resolve().parents[1] / "models").glob("yolov5_*.yaml"))
 EXPORT_SIZE = 192
 CHECK_SHAPES = [(2, 128, 256), (1, 256, 192)]  # (batch, height, width), both unlike the export input

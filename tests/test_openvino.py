@@ -32,6 +32,8 @@ if importlib.util.find_spec("openvino") is None:  # found, not imported: a plain
 from test_onnx_dynamic import WithFeatures, export_dynamic, perturb  # noqa: E402
 from yolo_backbones.deploy import openvino as ovc  # noqa: E402
 
+pytestmark = pytest.mark.slow  # end-to-end: subprocesses, training, exports
+
 ROOT = Path(__file__).resolve().parents[1]
 # One YAML per backbone family (the conversion path is per operator set; the other variants repeat it).
 MODELS = [ROOT / "models" / f"yolov5_{name}.yaml" for name in ("edgevit", "mobileformer", "efficientformer",

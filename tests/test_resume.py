@@ -13,7 +13,11 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import IMG, run
+
+pytestmark = pytest.mark.slow  # end-to-end: subprocesses, training, exports
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = "yolov5_mobileformer_52m.yaml"  # the smallest model; test_end_to_end.py trains EdgeViT

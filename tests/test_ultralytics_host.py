@@ -91,6 +91,7 @@ def test_yaml_set_mirrors_the_yolov5_set() -> None:
 
 
 # --------------------------------------------------------------------------------------- building, shapes
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ALL_YAMLS)
 def test_every_yaml_builds_and_outputs_the_right_shapes(name) -> None:
     torch.manual_seed(0)
@@ -223,6 +224,7 @@ def test_yaml_cannot_call_functions_or_eval_code() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ training
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["yolo11_edgevit.yaml", "yolo26_edgevit.yaml", "yolov8_edgevit.yaml"])
 def test_one_training_step_reaches_every_parameter(name) -> None:
     from ultralytics.cfg import get_cfg
@@ -256,10 +258,12 @@ def trained(tmp_path_factory) -> Path:
     return best
 
 
+@pytest.mark.slow
 def test_cli_train_offline_through_the_import_hook(trained) -> None:
     assert trained.stat().st_size > 1e6
 
 
+@pytest.mark.slow
 def test_python_api_train_offline_and_resume(tmp_path) -> None:
     """YOLO(yaml).train(...) interrupted after epoch 1, then YOLO(last.pt).train(resume=True) to the end."""
     script = tmp_path / "train_resume.py"
@@ -289,6 +293,7 @@ def test_python_api_train_offline_and_resume(tmp_path) -> None:
     assert (tmp_path / "runs" / "api" / "weights" / "best.pt").is_file()
 
 
+@pytest.mark.slow
 def test_ddp_rank_script_finds_the_plugin(tmp_path) -> None:
     """ultralytics starts each DDP rank from a generated script that unpickles the trainer with its own
     torch_load: that load must stay ultralytics' and the rank interpreter must get the plugin from the hook.
@@ -324,6 +329,7 @@ def _trusted_load(path: Path) -> torch.nn.Module:
     return torch.load(path, map_location="cpu", weights_only=False)["model"].float().eval()
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_through_the_safe_loader(trained) -> None:
     assert getattr(tasks.torch_load, "__module__", "").startswith("yolo_backbones.")
     model = YOLO(str(trained)).model.eval()
@@ -340,6 +346,7 @@ def test_refused_checkpoint_reports_the_loaders_error(tmp_path) -> None:
         YOLO(str(path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["yolo11_edgevit.yaml", "yolo11_mobileformer.yaml", "yolo11_efficientformerv2_s0.yaml"])
 def test_fuse_is_exact(name) -> None:
     torch.manual_seed(0)
@@ -359,6 +366,7 @@ def test_fuse_is_exact(name) -> None:
         torch.testing.assert_close(model(x)[0], expected, rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_onnx_and_torchscript_exports_match(trained, tmp_path) -> None:
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
@@ -380,6 +388,7 @@ def test_onnx_and_torchscript_exports_match(trained, tmp_path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- val, offline
+@pytest.mark.slow
 def test_val_reports_pycocotools_map_for_a_coco_json_dataset(trained, tmp_path, caplog) -> None:
     metrics = YOLO(str(trained)).val(data="coco8.yaml", imgsz=IMG, batch=8, conf=0.0, device="cpu", plots=False,
                                      project=str(tmp_path), name="val")
@@ -390,6 +399,7 @@ def test_val_reports_pycocotools_map_for_a_coco_json_dataset(trained, tmp_path, 
     assert predictions and {p["image_id"] for p in predictions} <= {9, 25, 30, 36, 49, 61, 71, 74}
 
 
+@pytest.mark.slow
 def test_predict(trained, tmp_path) -> None:
     results = YOLO(str(trained)).predict(ROOT / "data" / "coco8" / "images" / "000000000009.jpg", imgsz=IMG, conf=0.0,
                                          device="cpu", save=True, project=str(tmp_path), name="predict")

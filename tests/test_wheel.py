@@ -11,6 +11,8 @@ import pytest
 
 from conftest import run
 
+pytestmark = pytest.mark.slow  # end-to-end: subprocesses, training, exports
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

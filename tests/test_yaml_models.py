@@ -39,6 +39,7 @@ def test_yamls_exist() -> None:
     assert "yolov5_edgevit.yaml" in YAMLS
 
 
+@pytest.mark.slow
 def test_backbone_row_and_strides(detector) -> None:
     backbone = detector.model[0]
     assert isinstance(backbone, yolo_backbones.core.base.Backbone)
@@ -48,6 +49,7 @@ def test_backbone_row_and_strides(detector) -> None:
     assert first.ndim == 4 and first.shape[1] == 3
 
 
+@pytest.mark.slow
 def test_model_info_reports_gflops(detector) -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -60,6 +62,7 @@ def test_model_info_reports_gflops(detector) -> None:
     assert "GFLOPs" in stream.getvalue(), f"GFLOPs silently dropped: {stream.getvalue()!r}"
 
 
+@pytest.mark.slow
 def test_training_step_reaches_every_parameter(detector) -> None:
     """YOLOv5's loss on a rect batch: every parameter gets a finite gradient (DDP needs no unused params)."""
     detector.train()
@@ -73,6 +76,7 @@ def test_training_step_reaches_every_parameter(detector) -> None:
     assert all(torch.isfinite(p.grad).all() for p in detector.parameters())
 
 
+@pytest.mark.slow
 def test_ema_and_checkpoint_round_trip(detector, tmp_path) -> None:
     """What train.py does: EMA (deepcopy), an FP16 checkpoint of the whole model, safe reload, same outputs."""
     ema = ModelEMA(detector)
@@ -88,6 +92,7 @@ def test_ema_and_checkpoint_round_trip(detector, tmp_path) -> None:
         torch.testing.assert_close(loaded(x)[0], reference(x)[0])
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_pytorch(detector, tmp_path) -> None:
     ort = pytest.importorskip("onnxruntime")
     model = copy.deepcopy(detector).float().eval()

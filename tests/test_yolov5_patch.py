@@ -78,6 +78,7 @@ def test_unpatched_yolov5_forward_gives_the_same_result(edgevit_model) -> None:
     torch.testing.assert_close(ours, stock)
 
 
+@pytest.mark.slow
 def test_visualize_saves_each_backbone_map(edgevit_model, tmp_path: Path) -> None:
     edgevit_model.eval()
     with torch.no_grad():
@@ -146,6 +147,7 @@ def test_stock_yolov5_yaml_still_builds_identically() -> None:
     assert model.stride.tolist() == [8.0, 16.0, 32.0]
 
 
+@pytest.mark.slow
 def test_import_never_loads_a_second_yolov5_copy() -> None:
     code = ("import yolo_backbones, sys; assert 'yolov5' not in sys.modules and 'models' not in sys.modules;"
             "import yolov5.models.yolo as y; assert y._yolo_backbones_patched;"
@@ -153,6 +155,7 @@ def test_import_never_loads_a_second_yolov5_copy() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_detector_learns_with_yolov5_loss() -> None:
     """Backbone + neck + Detect train end to end: YOLOv5's own loss falls when fitting two fixed images."""
     from yolov5.utils.loss import ComputeLoss

@@ -78,7 +78,7 @@ def drop_bias_idxs(model: nn.Module, state_dict: dict[str, torch.Tensor], source
     """Remove ``*.attention_bias_idxs`` buffers from ``state_dict`` after checking them against ``model``.
 
     The model derives these indices (:class:`OffsetBiasAttention`); a buffer that does not match the
-    reference geometry of its layer raises :class:`~yolo_backbones.weights.CheckpointMismatchError`.
+    reference geometry of its layer raises :class:`~yolo_backbones.core.weights.state_dict.CheckpointMismatchError`.
     Keys of layers the model does not have are kept (they are reported as unexpected, or dropped
     with the classifier keys, by the loader).
     """

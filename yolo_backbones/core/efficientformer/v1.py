@@ -26,7 +26,7 @@ mapping; timm-format checkpoints (``stem.*``, ``stages.*``) are converted by
   Here the pretrained bias, a (heads, 7, 7) table indexed by the token offset ``(|dy|, |dx|)``, is
   resized with bicubic interpolation (``align_corners=True``: offset 0 and the largest offset keep their
   trained values) to the runtime ``h x w`` token grid, separately per axis so non-square grids work,
-  and gathered with ``|dy| * w + |dx|`` (see :class:`~yolo_backbones.layers.OffsetBiasAttention`). At
+  and gathered with ``|dy| * w + |dx|`` (see :class:`~yolo_backbones.core.layers.OffsetBiasAttention`). At
   the 7x7 grid there is no resize and the bias is bit-identical to the reference one. The result is
   cached per grid size / device / dtype in inference only (eval mode, no autograd); the cache is
   cleared by ``.to()`` / ``.half()``, ``train()`` / ``eval()`` and ``load_state_dict`` and is not
@@ -39,7 +39,7 @@ mapping; timm-format checkpoints (``stem.*``, ``stages.*``) are converted by
   (32), which PyTorch's fused CPU attention kernel does not take.
 * In inference the pooling mixer's residual ``x + ls1 * (pool(x) - x)`` is computed as
   ``lerp(x, pool(x), ls1)`` (the same function, one pass over the map).
-* BatchNorms are :class:`~yolo_backbones.layers.SafeBatchNorm2d` (batch-1 1x1 maps work in training).
+* BatchNorms are :class:`~yolo_backbones.core.layers.SafeBatchNorm2d` (batch-1 1x1 maps work in training).
 * Detection mode (``num_classes=0``) has no ``head`` / ``dist_head``; it returns the outputs of the
   stages in ``out_indices`` (strides 4 / 8 / 16 / 32), the stage-3 token grid reshaped back to a
   ``(B, C, H / 32, W / 32)`` map. Stages after the last requested one are not built, so every parameter

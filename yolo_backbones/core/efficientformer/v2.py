@@ -30,7 +30,7 @@ converted by :meth:`EfficientFormerV2.convert_state_dict`. Differences from the 
   for the downsampling attention, whose stride-2 queries see key offsets up to 13 on the 14x14
   stride-16 grid -- are resized with bicubic interpolation (``align_corners=True``: offset 0 and the
   largest offset keep their trained values; each axis separately, so non-square grids work) to the
-  runtime key grid and gathered per offset (see :class:`~yolo_backbones.layers.OffsetBiasAttention`).
+  runtime key grid and gathered per offset (see :class:`~yolo_backbones.core.layers.OffsetBiasAttention`).
   At 224x224 the biases are bit-identical to the reference ones. The result is cached per grid size /
   device / dtype in inference only; ``.to()`` / ``.half()``, ``train()`` / ``eval()`` and
   ``load_state_dict`` clear the cache and ``deepcopy`` / pickling do not copy it. The stride-2
@@ -42,7 +42,7 @@ converted by :meth:`EfficientFormerV2.convert_state_dict`. Differences from the 
   cannot express, and the downsampling attention's value dim (64) differs from its key dim (16), which
   PyTorch's fused CPU kernel does not take. The talking heads are computed as ``heads x heads`` matrix
   products over the attention maps (the same function as the reference 1x1 convs, same weights).
-* BatchNorms are :class:`~yolo_backbones.layers.SafeBatchNorm2d` (batch-1 1x1 maps work in training,
+* BatchNorms are :class:`~yolo_backbones.core.layers.SafeBatchNorm2d` (batch-1 1x1 maps work in training,
   e.g. the stride-32 map of YOLOv5's 32x32 FLOPs probe).
 * Detection mode (``num_classes=0``) has no ``head`` / ``dist_head``; it returns the outputs of the
   stages in ``out_indices`` (strides 4 / 8 / 16 / 32). Stages after the last requested one are not
@@ -273,7 +273,7 @@ class Attention4DDownsample(OffsetBiasAttention):
 class AttnDownsample(nn.Module):
     """Stage 2->3 downsampling: ``BN(conv3x3 s2 (x)) + Attention4DDownsample(x)``.
 
-    The conv + BN of :class:`~yolo_backbones.layers.ConvBnDownsample` (same arguments and output shape)
+    The conv + BN of :class:`~yolo_backbones.core.layers.ConvBnDownsample` (same arguments and output shape)
     under the official keys ``conv`` / ``bn``, plus the attention branch ``attn``.
     """
 
@@ -296,7 +296,7 @@ class AttnDownsample(nn.Module):
 class ConvMlpMid(ConvBnMlp):
     """Inverted-residual MLP: ``1x1 -> BN -> GELU -> dw3x3 -> BN -> GELU -> 1x1 -> BN`` on ``(B, C, H, W)``.
 
-    :class:`~yolo_backbones.layers.ConvBnMlp` with its depth-wise ``mid`` conv.
+    :class:`~yolo_backbones.core.layers.ConvBnMlp` with its depth-wise ``mid`` conv.
 
     Args:
         in_features: input (and output) channels.
@@ -336,7 +336,7 @@ class AttnFFN(LayerScaleBlock):
         layer_scale_init_value: initial layer-scale value (shape ``(dim, 1, 1)``).
         stride: attention stride (2 in stage 2, ``None`` in stage 3), see :class:`Attention4D`.
 
-    Takes and returns ``(B, dim, H, W)`` (forward: :class:`~yolo_backbones.layers.LayerScaleBlock`).
+    Takes and returns ``(B, dim, H, W)`` (forward: :class:`~yolo_backbones.core.layers.LayerScaleBlock`).
     Fusing folds ``ls1`` into the attention's output conv ``token_mixer.proj.1`` (after its BN) and ``ls2``
     into ``mlp.fc2``.
     """

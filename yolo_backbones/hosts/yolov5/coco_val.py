@@ -64,7 +64,7 @@ def _make_run(original: Callable, val: types.ModuleType) -> Callable:
         """YOLOv5's ``val.run``; with ``save_json``, also pycocotools mAP for a dataset with a COCO annotation file.
 
         ``coco_json`` (or ``--coco-json``) names the annotation file; otherwise the data YAML's
-        ``coco_json:`` key does. See :mod:`yolo_backbones.coco_val`.
+        ``coco_json:`` key does. See :mod:`yolo_backbones.hosts.common.coco`.
         """
         try:
             bound = signature.bind(*args, **kwargs)
