@@ -106,20 +106,22 @@ def test_forward_intermediates_and_pruning(name) -> None:
         assert torch.equal(whole.forward_features(x), maps[3])
     with pytest.raises(ValueError, match="out of range"):
         whole.forward_intermediates(x, [4])
-    # Pruning a whole (pooled) model to stages 0-1 gives the feature extractor that returns them.
-    short = _features(name, out_indices=(0, 1))
-    torch.manual_seed(0)
-    pooled = create(name, num_classes=0).eval()
-    assert pooled.prune_intermediate_layers((0, 1)) == [0, 1]
-    randomise(pooled)
-    assert pooled.features_only and pooled.out_indices == (0, 1) and pooled.num_built_stages == 2
-    assert list(pooled.state_dict()) == list(short.state_dict())
-    assert n_params(pooled) == n_params(short)
-    assert short.pruned_modules() and set(short.pruned_modules()) == set(pooled.pruned_modules())
-    _assert_same(_run(pooled, x), _run(short, x))
+    # Pruning to stages 0-1 leaves the feature extractor that returns them, with the same values.
+    short = copy.deepcopy(whole)
+    assert short.prune_intermediate_layers((0, 1)) == [0, 1]
+    assert short.features_only and short.out_indices == (0, 1) and short.num_built_stages == 2
     _assert_same(_run(short, x), maps[:2])
     with pytest.raises(ValueError, match="out of range"):
         short.forward_intermediates(x, [2])
+    # The same structure as a feature extractor built for stages 0-1, or a pruned pooled model.
+    built = create(name, features_only=True, out_indices=(0, 1))
+    pooled = create(name, num_classes=0)
+    pooled.prune_intermediate_layers((0, 1))
+    for other in (built, pooled):
+        assert list(other.state_dict()) == list(short.state_dict()) and n_params(other) == n_params(short)
+        assert set(other.pruned_modules()) == set(short.pruned_modules()) != set()
+        other.load_state_dict(short.state_dict())
+        _assert_same(_run(other.eval(), x), maps[:2])
 
 
 @pytest.mark.parametrize("name", NAMES)
