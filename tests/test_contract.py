@@ -12,9 +12,9 @@ import io
 
 import pytest
 import torch
-
 from helpers import n_params, single_thread  # noqa: F401  (autouse: one torch thread per test)
 from test_fuse import randomise
+
 from yolo_backbones import backbone_names, create, load_checkpoint
 from yolo_backbones.core.features import FeatureInfo
 from yolo_backbones.core.registry import backbone_classes

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from gadgets import write_gadget
 
 ROOT = Path(__file__).resolve().parents[1]

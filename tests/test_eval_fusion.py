@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 import torch
-from helpers import single_thread  # noqa: F401  (autouse: one torch thread per test)
+from helpers import DETECTION, single_thread  # noqa: F401  (autouse: one torch thread per test)
 from test_fuse import randomise
 from torch import nn
 
@@ -36,7 +36,7 @@ def as_list(out) -> list[torch.Tensor]:
 @pytest.fixture(scope="module", params=NAMES)
 def backbone(request) -> nn.Module:
     torch.manual_seed(0)
-    return randomise(create(request.param, features_only=True, input_norm=True, out_indices=(1, 2, 3))).eval()
+    return randomise(create(request.param, **DETECTION, out_indices=(1, 2, 3))).eval()
 
 
 def test_eval_forward_runs_the_fused_twin_with_the_same_outputs(backbone) -> None:

@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 import yaml
-from helpers import single_thread  # noqa: F401  (autouse: one torch thread per test)
+from helpers import DETECTION, single_thread  # noqa: F401  (autouse: one torch thread per test)
 from torch import nn
 
 from yolo_backbones.core.edgevit import EdgeViT
@@ -86,7 +86,7 @@ def pair(request) -> tuple[str, nn.Module, nn.Module]:
     """(case, unfused eval backbone, fused deep copy) in detection mode with randomised statistics."""
     torch.manual_seed(0)
     cls, variant, _, _ = CASES[request.param]
-    model = randomise(cls(variant, features_only=True, input_norm=True).eval())
+    model = randomise(cls(variant, **DETECTION).eval())
     return request.param, model, copy.deepcopy(model).fuse()
 
 
@@ -157,7 +157,7 @@ def test_fuse_is_idempotent(pair) -> None:
 
 
 def test_fusing_in_training_mode_warns() -> None:
-    model = MobileFormer("26m", features_only=True, input_norm=True)
+    model = MobileFormer("26m", **DETECTION)
     with pytest.warns(UserWarning, match="inference only"):
         model.fuse()
 

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 import torch
-from helpers import single_thread  # noqa: F401  (autouse: one torch thread per test)
+from helpers import DETECTION, single_thread  # noqa: F401  (autouse: one torch thread per test)
 from test_fuse import randomise
 from torch import nn
 
@@ -47,7 +47,7 @@ def run(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 def case(request) -> tuple[str, nn.Module]:
     torch.manual_seed(0)
     cls, variant = CASES[request.param]
-    return request.param, randomise(cls(variant, features_only=True, input_norm=True).eval())
+    return request.param, randomise(cls(variant, **DETECTION).eval())
 
 
 # ------------------------------------------------------------------------------------------------ layout

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import DETECTION
 from torch import nn
 
 import yolo_backbones
@@ -121,7 +122,7 @@ def _as_old_layout(buffer: bytes) -> bytes:
 @pytest.mark.parametrize("name", ["edgevit_xxs", "mobileformer_26m", "efficientformer_l1", "efficientformerv2_s0"])
 def test_checkpoint_with_pre_0_2_module_paths_loads(name, tmp_path):
     torch.manual_seed(0)
-    model = nn.Sequential(create(name, features_only=True, input_norm=True, out_indices=(1, 2, 3)), Select(1)).eval()
+    model = nn.Sequential(create(name, **DETECTION, out_indices=(1, 2, 3)), Select(1)).eval()
     buffer = io.BytesIO()
     torch.save({"model": model, "epoch": 3}, buffer)
     old = tmp_path / "old_layout.pt"
