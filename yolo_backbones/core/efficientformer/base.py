@@ -107,22 +107,37 @@ class EfficientFormerBase(Backbone):
     ``network`` is ``[stage0, down1, stage1, down2, stage2, down3, stage3]`` as in the reference. A
     subclass sets ``stem_act`` (activation of :func:`~yolo_backbones.core.layers.conv_bn_stem`), ``norm_layer``
     (final norm of the stride-32 output), ``timm_to_official`` (timm checkpoint renaming) and implements
-    :meth:`make_stage` (and :meth:`make_downsample` if it differs from ``conv3x3 s2 -> BN``). Arguments are
-    those of the subclasses.
+    :meth:`make_stage` (and :meth:`make_downsample` if it differs from ``conv3x3 s2 -> BN``).
+
+    Args:
+        variant: a key of the subclass's config table (default ``default_variant``).
+        out_indices: stages a feature extractor returns (0..3 = strides 4, 8, 16, 32; default 1, 2, 3).
+        pretrained: a weights file (official or timm keys) or a weights name such as ``imagenet``, loaded strictly.
+        features_only: build the feature extractor (see :class:`~yolo_backbones.core.base.Backbone`).
+        num_classes: ``1000`` (default) for the ImageNet classifier (with ``head`` and ``dist_head``; their
+            logits are averaged), ``0`` for pooled features.
+        in_chans: input channels.
+        input_norm: normalise ``[0, 1]`` RGB input itself (YOLO backbone rows).
+        drop_path_rate: stochastic depth, increased linearly over all blocks (reference rule).
+        grad_checkpointing: recompute block activations in backward to save training memory
+            (see :meth:`~yolo_backbones.core.base.Backbone.set_grad_checkpointing`).
     """
 
     input_multiple = 1
     classifier_prefixes = ("head.", "dist_head.")
     head_module_names = ("head", "dist_head")
+    default_variant: ClassVar[str]
     stem_act: ClassVar[type[nn.Module]]
     norm_layer: ClassVar[type[nn.Module]]
     timm_to_official: ClassVar[Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]]
 
-    def __init__(self, variant: str, out_indices: Sequence[int] | None, pretrained: str | None, *,
-                 features_only: bool, num_classes: int, in_chans: int, input_norm: bool, drop_path_rate: float,
+    def __init__(self, variant: str | None = None, out_indices: Sequence[int] | None = None,
+                 pretrained: str | None = None, *, features_only: bool = False, num_classes: int = 1000,
+                 in_chans: int = 3, input_norm: bool = False, drop_path_rate: float = 0.0,
                  grad_checkpointing: bool = False) -> None:
-        super().__init__(variant, out_indices, features_only=features_only, num_classes=num_classes,
-                         in_chans=in_chans, input_norm=input_norm, grad_checkpointing=grad_checkpointing)
+        super().__init__(self.default_variant if variant is None else variant, out_indices,
+                         features_only=features_only, num_classes=num_classes, in_chans=in_chans,
+                         input_norm=input_norm, grad_checkpointing=grad_checkpointing)
         dims = self.cfg["embed_dims"]
         # Stem first: YOLOv5 takes the input channel count from the first parameter.
         self.patch_embed = conv_bn_stem(in_chans, dims[0], self.stem_act)

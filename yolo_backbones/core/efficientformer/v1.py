@@ -54,7 +54,6 @@ mapping; timm-format checkpoints (``stem.*``, ``stages.*``) are converted by
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -234,18 +233,8 @@ def timm_to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 class EfficientFormer(EfficientFormerBase):
     """EfficientFormer-L1 / L3 / L7: an ImageNet classifier, pooled features or a 4-stage feature extractor.
 
-    Args:
-        variant: ``"l1"``, ``"l3"`` or ``"l7"``.
-        out_indices: stages a feature extractor returns (0..3 = strides 4, 8, 16, 32; default 1, 2, 3).
-        pretrained: a weights file (official or timm keys) or a weights name such as ``imagenet``, loaded strictly.
-        features_only: build the feature extractor (see :class:`~yolo_backbones.core.base.Backbone`).
-        num_classes: ``1000`` (default) for the ImageNet classifier (with ``head`` and ``dist_head``; their
-            logits are averaged), ``0`` for pooled features.
-        in_chans: input channels.
-        input_norm: normalise ``[0, 1]`` RGB input itself (YOLO backbone rows).
-        drop_path_rate: stochastic depth, increased linearly over all blocks (reference rule).
-        grad_checkpointing: recompute block activations in backward to save training memory
-            (see :meth:`~yolo_backbones.core.base.Backbone.set_grad_checkpointing`).
+    ``variant`` is ``"l1"`` (default), ``"l3"`` or ``"l7"``; the other arguments are those of
+    :class:`~yolo_backbones.core.efficientformer.base.EfficientFormerBase`.
 
     A feature extractor returns ``[(B, C_i, ceil(H / s_i), ceil(W / s_i)) for i in out_indices]`` with the
     ``embed_dims`` of the variant as channels; the stride-32 map is the Meta3D token grid after the final
@@ -255,16 +244,10 @@ class EfficientFormer(EfficientFormerBase):
 
     family = "efficientformer"
     variants = EFFICIENTFORMER_CFGS
+    default_variant = "l1"
     stem_act = nn.ReLU
     norm_layer = nn.LayerNorm
     timm_to_official = staticmethod(timm_to_official)
-
-    def __init__(self, variant: str = "l1", out_indices: Sequence[int] | None = None, pretrained: str | None = None,
-                 *, features_only: bool = False, num_classes: int = 1000, in_chans: int = 3, input_norm: bool = False,
-                 drop_path_rate: float = 0.0, grad_checkpointing: bool = False) -> None:
-        super().__init__(variant, out_indices, pretrained, features_only=features_only, num_classes=num_classes,
-                         in_chans=in_chans, input_norm=input_norm, drop_path_rate=drop_path_rate,
-                         grad_checkpointing=grad_checkpointing)
 
     def make_stage(self, index: int, drop_path_rate: float) -> nn.Sequential:
         return _stage(self.cfg["embed_dims"][index], index, self.cfg, drop_path_rate)

@@ -55,7 +55,7 @@ converted by :meth:`EfficientFormerV2.convert_state_dict`. Differences from the 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -404,19 +404,9 @@ def timm_to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 class EfficientFormerV2(EfficientFormerBase):
     """EfficientFormerV2-S0 / S1 / S2 / L: an ImageNet classifier, pooled features or a 4-stage feature extractor.
 
-    Args:
-        variant: ``"s0"``, ``"s1"``, ``"s2"`` or ``"l"``.
-        out_indices: stages a feature extractor returns (0..3 = strides 4, 8, 16, 32; default 1, 2, 3).
-        pretrained: a weights file (official or timm keys) or a weights name such as ``imagenet``, loaded strictly.
-        features_only: build the feature extractor (see :class:`~yolo_backbones.core.base.Backbone`).
-        num_classes: ``1000`` (default) for the ImageNet classifier (with ``head`` and ``dist_head``; their
-            logits are averaged), ``0`` for pooled features.
-        in_chans: input channels.
-        input_norm: normalise ``[0, 1]`` RGB input itself (YOLO backbone rows).
-        drop_path_rate: stochastic depth, increased linearly over all blocks (reference rule; the official
-            training values are in the config table as ``ref_drop_path``).
-        grad_checkpointing: recompute block activations in backward to save training memory
-            (see :meth:`~yolo_backbones.core.base.Backbone.set_grad_checkpointing`).
+    ``variant`` is ``"s0"`` (default), ``"s1"``, ``"s2"`` or ``"l"``; the other arguments are those of
+    :class:`~yolo_backbones.core.efficientformer.base.EfficientFormerBase` (the official training values of
+    ``drop_path_rate`` are in the config table as ``ref_drop_path``).
 
     A feature extractor returns ``[(B, C_i, ceil(H / s_i), ceil(W / s_i)) for i in out_indices]`` with the
     ``embed_dims`` of the variant as channels; the stride-32 map passes through the final BatchNorm
@@ -425,16 +415,10 @@ class EfficientFormerV2(EfficientFormerBase):
 
     family = "efficientformerv2"
     variants = EFFICIENTFORMERV2_CFGS
+    default_variant = "s0"
     stem_act = nn.GELU
     norm_layer = SafeBatchNorm2d
     timm_to_official = staticmethod(timm_to_official)
-
-    def __init__(self, variant: str = "s0", out_indices: Sequence[int] | None = None, pretrained: str | None = None,
-                 *, features_only: bool = False, num_classes: int = 1000, in_chans: int = 3, input_norm: bool = False,
-                 drop_path_rate: float = 0.0, grad_checkpointing: bool = False) -> None:
-        super().__init__(variant, out_indices, pretrained, features_only=features_only, num_classes=num_classes,
-                         in_chans=in_chans, input_norm=input_norm, drop_path_rate=drop_path_rate,
-                         grad_checkpointing=grad_checkpointing)
 
     def make_downsample(self, index: int) -> nn.Module:
         """``conv3x3 s2 -> BN`` in front of stages 1 and 2; the attention downsampling in front of stage 3."""
