@@ -24,6 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as module_hooks
 
+try:  # a private helper of torch: without it, assume a mode may be active (the plain ops then run)
+    from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
+except ImportError:
+    _current_dispatch_mode = None
+
 __all__ = ["fused_forward", "fused_inference", "hooked", "dispatch_mode_active", "fused_kernels_available",
            "is_tracing"]
 
@@ -47,11 +52,7 @@ def hooked(module: nn.Module) -> bool:
 
 def dispatch_mode_active() -> bool:
     """Whether a ``TorchDispatchMode`` (e.g. ``FlopCounterMode``) sees the ops; True when it cannot be told."""
-    try:
-        from torch.utils._python_dispatch import _get_current_dispatch_mode
-    except ImportError:
-        return True
-    return _get_current_dispatch_mode() is not None
+    return _current_dispatch_mode is None or _current_dispatch_mode() is not None
 
 
 def _probe() -> bool:
