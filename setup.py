@@ -59,6 +59,24 @@ class EditableWheelWithPth(editable_wheel):
         return WithPth()
 
 
+# `pip install yolo-backbones[edge]`: converters and Linux runtimes for LiteRT, Core ML, NCNN, ExecuTorch and MNN
+# (docs/deployment.md). Versions are the ones tested together with torch 2.14.1 and both hosts.
+EDGE = [
+    "litert-torch==0.10.*",  # LiteRT (TFLite) conversion (torch.export based)
+    "ai-edge-litert==2.3.*",  # LiteRT interpreter with XNNPACK
+    "coremltools==9.0",  # Core ML conversion (no runtime on Linux)
+    "pnnx==20261020",  # PyTorch -> NCNN; ultralytics asks for 20260526, which cannot convert EfficientFormerV2
+    "ncnn==1.0.20261020",  # NCNN runtime, the release matching pnnx
+    "executorch==1.5.*",  # ExecuTorch export (XNNPACK) and runtime; needs torch >= 2.13 at run time
+    "MNN==3.6.*",  # ultralytics' format=mnn (from its ONNX export)
+    "numpy<2.4",  # coremltools 9.0 fails on numpy 2.4 ("only 0-dimensional arrays can be converted ...")
+    # litert-torch depends on transformers (only its generative-model examples import it; conversion does not).
+    # transformers 5 needs huggingface-hub 2.x, against yolov5==7.0.14's huggingface-hub<0.25, which stays: the 4.48
+    # line is the newest that accepts it, and YOLOv5's own hub calls work on 0.24 (tests/test_edge_requirements.py).
+    "transformers>=4.44,<4.49",
+    "huggingface-hub>=0.20,<0.25",
+]
+
 setup(
     name="yolo-backbones",
     version="0.2.0",
@@ -84,6 +102,7 @@ setup(
         "openvino>=2023.1",  # export.py --include openvino, DetectMultiBackend on *_openvino_model/ (convert_model API)
         "PyYAML",
     ],
-    extras_require={"test": ["pytest>=7", "timm>=1.0"]},  # timm: reference for EfficientFormer parity tests
+    extras_require={"test": ["pytest>=7", "timm>=1.0"],  # timm: reference for EfficientFormer parity tests
+                    "edge": EDGE},
     entry_points={"console_scripts": ["yolo-backbones = yolo_backbones.cli:main"]},
 )

@@ -30,6 +30,9 @@ WATCHED = frozenset({
     "ultralytics", "ultralytics.nn.tasks", "ultralytics.utils.checks", "ultralytics.utils.downloads",
     "ultralytics.utils.events", "ultralytics.utils.torch_utils", "ultralytics.data.utils",
     "ultralytics.models.yolo.detect.val",
+    "ultralytics.utils.export.litert", "ultralytics.utils.export.ncnn", "ultralytics.utils.export.executorch",
+    "ultralytics.utils.export.coreml", "ultralytics.utils.export.mnn", "ultralytics.nn.backends.ncnn",
+    "ultralytics.nn.backends.mnn",
 })
 # Modules before whose first line runs the plugin's offline defaults are set (see the module doc).
 BEFORE = frozenset({"ultralytics"})

@@ -337,7 +337,10 @@ def test_apply_compat_is_idempotent():
                 len(torch.serialization.get_safe_globals()), len(warnings.filters),
                 {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "YOLO_OFFLINE")})
 
-    compat.apply_compat()  # once in this test's own warnings context (pytest resets the filters per test)
+    # once each way in this test's own warnings context (pytest resets the filters per test); with the host given,
+    # the first call also imports the host's scripts (which tests run before this one may or may not have done)
+    compat.apply_compat()
+    compat.apply_compat(sys.modules["yolov5"])
     before = snapshot()
     compat.apply_compat()
     compat.apply_compat(sys.modules["yolov5"])

@@ -251,7 +251,9 @@ def test_jit_trace_matches_eager():
         traced = torch.jit.trace(model, x, strict=False)
     with torch.no_grad():
         for a, b in zip(traced(x), model(x)):
-            assert torch.allclose(a, b, atol=1e-6)
+            # The graph holds the export formulation (transposed conv for the local propagation, pooling for the
+            # delegates) where eager inference runs a multiply-add: the same function up to float rounding.
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max()))
 
 
 def test_half_precision_has_no_fp32_leftovers():

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .inference.context import is_tracing
+
 __all__ = ["run_block", "recomputing", "recompute_in_backward"]
 
 _RECOMPUTING: contextvars.ContextVar[bool] = contextvars.ContextVar("yolo_backbones_recomputing", default=False)
@@ -74,8 +76,11 @@ def recompute_in_backward(fn: Callable[..., torch.Tensor], *tensors: torch.Tenso
     For cheap chains whose intermediates are large: BatchNorm -> GELU on wide maps, the attention matrices
     of an attention core. Same values and gradients as ``fn(*tensors)``; BatchNorm running statistics are
     updated once (see :func:`recomputing`). Plain ``fn(*tensors)`` when autograd is off or inside a block that
-    is already checkpointed.
+    is already checkpointed, and while a graph is captured for export (``is_tracing``: the recorded graph
+    must not depend on grad mode, which torch.jit.trace's check run switches off).
     """
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) or _IN_CHECKPOINT.get():
+        return fn(*tensors)
+    if is_tracing():
         return fn(*tensors)
     return checkpoint(fn, *tensors, use_reentrant=False, context_fn=_contexts)

@@ -13,7 +13,7 @@ from ..inference import onednn
 from ..inference.tiling import tiled_rows
 from ..layers.fused import mlp
 
-__all__ = ["local_agg", "self_attn"]
+__all__ = ["local_agg", "self_attn", "propagate"]
 
 
 def local_agg(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -35,6 +35,23 @@ def _local_agg_rows(block: nn.Module, x: torch.Tensor, crop: slice) -> torch.Ten
     return onednn.conv(block.mlp.fc2, hidden, residual=x)
 
 
+def propagate(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """:meth:`~.model.GlobalSparseAttn.propagate` as one broadcast multiply-add, straight into the token grid.
+
+    ``LocalProp`` is a transposed conv with kernel = stride = r and one channel per group: it writes
+    ``bias + x * w[i, j]`` to pixel ``(i, j)`` of each delegate's ``r x r`` cell, which is what this computes
+    (the conv kernel is much slower for this degenerate geometry).
+    """
+    if attn.LocalProp is None:
+        return attn.norm(x)
+    B, h, w, C = x.shape
+    r, weight = attn.sr_ratio, attn.LocalProp.weight  # (C, 1, r, r)
+    cell = weight[:, 0].permute(1, 2, 0).reshape(1, 1, r, 1, r, C)
+    bias = attn.LocalProp.bias if attn.LocalProp.bias is not None else weight.new_zeros(C)
+    y = torch.addcmul(bias, x.reshape(B, h, 1, w, 1, C), cell)
+    return attn.norm(y.reshape(B, h * r, w * r, C))
+
+
 def self_attn(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """:class:`~.model.SelfAttn`; propagation, projection and MLP (all per token) strip by strip on large grids."""
     x = onednn.conv(block.pos_embed, x, residual=None if block.pos_embed_has_identity else x)
@@ -45,7 +62,7 @@ def self_attn(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     def rows_out(src: slice, crop: slice, rows: slice) -> torch.Tensor:
         # Token rows `rows` (a multiple of r) of the output.
-        y = attn.propagate(delegates[:, rows.start // r:rows.stop // r])
+        y = propagate(attn, delegates[:, rows.start // r:rows.stop // r])
         y = onednn.linear(attn.proj, y, residual=x[:, rows])
         return mlp(block.mlp, block.norm2(y), residual=y)
 

@@ -27,9 +27,6 @@ no key conversion. Differences from the reference code, none of which changes th
 * the delegate tokens are taken by strided slicing (the reference uses ``AvgPool2d(1, r)``, a
   kernel-1 pooling, i.e. the same subsampling) and attention uses
   ``torch.nn.functional.scaled_dot_product_attention``;
-* the local propagation (a depth-wise ``ConvTranspose2d`` with kernel = stride = ``r``) is computed as what it
-  is: each delegate's result times the kernel weights, plus the bias, written to the ``r x r`` cell of the
-  delegate (one broadcast multiply-add; also what exported graphs record);
 * the transformer part works on a channels-last token grid ``(B, H, W, C)`` instead of a flat
   ``(B, N, C)`` sequence, so the subsampling is a slice instead of reshapes;
 * the patch embedding registers its conv before its norm, so the first parameter of the model is
@@ -48,6 +45,7 @@ from ..base import Backbone
 from ..inference.context import fused_inference
 from ..inference.fuse import absorb_identity, fold_affine_into_conv, fuse_bn_conv, is_foldable_bn
 from ..layers import ConvMlp, DropPath, LayerNorm2d, Mlp, SafeBatchNorm2d
+from ..layers.layout import is_tracing, subsample
 from ..registry import register
 from . import fused
 
@@ -147,6 +145,13 @@ def fuse_position_encoding(block: nn.Module) -> None:
         block.pos_embed_has_identity = True
 
 
+def delegate_tokens(x: torch.Tensor, r: int) -> torch.Tensor:
+    """The top-left token of every ``r x r`` cell of a ``(B, H, W, C)`` grid: ``(B, ceil(H / r), ceil(W / r), C)``."""
+    if is_tracing():
+        return subsample(x.permute(0, 3, 1, 2), r).permute(0, 2, 3, 1)  # as a pooling of the map (see subsample)
+    return x[:, ::r, ::r, :]
+
+
 class GlobalSparseAttn(nn.Module):
     """Multi-head self-attention among "delegate" tokens, propagated back to every token.
 
@@ -198,34 +203,23 @@ class GlobalSparseAttn(nn.Module):
         """Attention among the delegate tokens of ``pre_norm(x)``: ``(B, H, W, C)`` -> ``(B, H / r, W / r, C)``."""
         r = self.sr_ratio
         if r > 1:
-            # Delegate tokens: the top-left token of every r x r cell (== AvgPool2d(kernel 1, stride r)).
-            x = x[:, ::r, ::r, :]
+            x = delegate_tokens(x, r)
         if pre_norm is not None:
             x = pre_norm(x)  # per token, so only the delegates need it
         B, h, w, C = x.shape
-        # (B, h, w, 3C) -> (3, B, heads, h*w, head_dim)
-        qkv = self.qkv(x).reshape(B, h * w, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        # (B, h, w, 3C) -> q, k, v (B, heads, h*w, head_dim): views, at most 4-D (NCNN holds no more)
+        qkv = self.qkv(x).reshape(B, h * w, 3 * C)
+        q, k, v = (t.reshape(B, h * w, self.num_heads, self.head_dim).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0,
                                            scale=self.scale)
         return x.transpose(1, 2).reshape(B, h, w, C)
 
     def propagate(self, x: torch.Tensor) -> torch.Tensor:
-        """Local propagation + norm of the delegates' results: ``(B, h, w, C)`` -> ``(B, h * r, w * r, C)``.
-
-        ``LocalProp`` is a transposed conv with kernel = stride = r and one channel per group: it writes
-        ``bias + x * w[i, j]`` to pixel ``(i, j)`` of each delegate's ``r x r`` cell. One broadcast multiply-add
-        computes exactly that, straight into the token-grid layout (the conv kernel is much slower for this
-        degenerate geometry, and a grouped transposed conv is not every exporter's friend).
-        """
+        """Local propagation + norm of the delegates' results: ``(B, h, w, C)`` -> ``(B, h * r, w * r, C)``."""
         if self.LocalProp is None:
             return self.norm(x)
-        B, h, w, C = x.shape
-        r, weight = self.sr_ratio, self.LocalProp.weight  # (C, 1, r, r)
-        cell = weight[:, 0].permute(1, 2, 0).reshape(1, 1, r, 1, r, C)
-        bias = self.LocalProp.bias if self.LocalProp.bias is not None else weight.new_zeros(C)
-        y = torch.addcmul(bias, x.reshape(B, h, 1, w, 1, C), cell)
-        return self.norm(y.reshape(B, h * r, w * r, C))
+        # Spread every delegate's result over its r x r cell: (B, C, h, w) -> (B, C, h*r, w*r).
+        return self.norm(self.LocalProp(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
 
 
 class SelfAttn(nn.Module):

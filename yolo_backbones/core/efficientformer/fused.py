@@ -14,6 +14,7 @@ from torch import nn
 
 from ..inference import onednn
 from ..layers import fused as layers
+from ..layers.layout import subsample
 
 __all__ = ["meta4d", "attention", "attention4d", "attention4d_downsample", "lg_query", "attn_downsample",
            "gelu_conv_norm"]
@@ -62,8 +63,8 @@ def attention4d_downsample(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def lg_query(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """:class:`~.v2.LGQuery`: the ``+ x[::2, ::2]`` added by the strided depth-wise conv's kernel."""
-    return block.proj(onednn.conv(block.local[0], x, residual=x[:, :, ::2, ::2]))
+    """:class:`~.v2.LGQuery`: the ``+ subsample(x, 2)`` added by the strided depth-wise conv's kernel."""
+    return block.proj(onednn.conv(block.local[0], x, residual=subsample(x, 2)))
 
 
 def attn_downsample(block: nn.Module, x: torch.Tensor) -> torch.Tensor:

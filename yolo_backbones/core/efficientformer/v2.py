@@ -79,6 +79,7 @@ from ..layers import (
     mix_heads,
     softmax_attention,
 )
+from ..layers.layout import subsample
 from ..registry import register
 from . import fused
 from .base import TIMM_LAYER_SCALE_RULE, EfficientFormerBase, apply_rules, rename_timm_keys, stage_blocks
@@ -215,8 +216,8 @@ class LGQuery(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if fused_inference(x):
             return fused.lg_query(self, x)
-        # x[..., ::2, ::2] is the reference AvgPool2d(kernel 1, stride 2): same values, ceil(H / 2) rows.
-        return self.proj(self.local(x) + x[:, :, ::2, ::2])
+        # subsample(x, 2) is the reference AvgPool2d(kernel 1, stride 2): same values, ceil(H / 2) rows.
+        return self.proj(self.local(x) + subsample(x, 2))
 
 
 class Attention4DDownsample(OffsetBiasAttention):

@@ -37,11 +37,14 @@ _available: bool | None = None
 
 
 def is_tracing() -> bool:
-    """True while TorchScript tracing or scripting (``torch.jit.trace``, the ``dynamo=False`` ONNX exporter).
+    """True while a model is captured as a graph for export: TorchScript tracing or scripting (``torch.jit.trace``,
+    the ``dynamo=False`` ONNX exporter, pnnx, coremltools) or ``torch.export`` (litert-torch, ExecuTorch).
 
-    Inference shortcuts that branch on the batch size or on data must not be recorded into such graphs.
+    Inference shortcuts that branch on the batch size, on grad mode or on data, or that keep caches, must not be
+    recorded into such graphs: blocks take their reference formulation instead (see docs/deployment.md).
     """
-    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_exporting())
 
 
 def hooked(module: nn.Module) -> bool:

@@ -1,6 +1,9 @@
 """Attention with a learned per-head bias indexed by the token offset, resizable to any token grid."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -87,6 +90,9 @@ class OffsetBiasAttention(nn.Module):
 
     def attention_bias(self, q_hw: tuple[int, int], k_hw: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
         """Bias ``(num_heads, Hq * Wq, Hk * Wk)`` in ``dtype`` for a query grid ``q_hw`` and key grid ``k_hw``."""
+        static = self.__dict__.get(_STATIC_BIASES)
+        if static is not None:  # a static-shape export: the bias is a constant of the graph (see static_biases)
+            return static.serve(self, q_hw, k_hw, dtype)
         device = self.attention_biases.device
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             # TorchScript tracing (torch.jit.trace, the dynamo=False ONNX exporter): the sizes are traced
@@ -150,6 +156,61 @@ class OffsetBiasAttention(nn.Module):
         return tuple(idxs.shape) == tuple(ref.shape) and bool(torch.equal(idxs.detach().cpu().long(), ref))
 
 
+_STATIC_BIASES = "_yolo_backbones_static_biases"
+
+
+class _StaticBiases:
+    """Biases recorded by one eager forward, served as constants while the same model is captured for export."""
+
+    def __init__(self) -> None:
+        self.recording = True
+        self.biases: dict[tuple, torch.Tensor] = {}
+
+    def serve(self, layer: OffsetBiasAttention, q_hw, k_hw, dtype: torch.dtype) -> torch.Tensor:
+        key = ((int(q_hw[0]), int(q_hw[1])), (int(k_hw[0]), int(k_hw[1])), dtype)
+        bias = self.biases.get(key)
+        if bias is None:
+            if not self.recording:
+                raise RuntimeError(f"{type(layer).__name__}: no static attention bias for grids {key[:2]} (the "
+                                   "export input has another size than the example the biases were recorded with)")
+            table_hw = key[1]
+            index = layer.bias_index(key[0], table_hw, layer.attention_biases.device)
+            with torch.no_grad():
+                bias = self.biases[key] = layer._compute_bias(key[0], table_hw, dtype, index)
+        return bias
+
+
+@contextlib.contextmanager
+def static_biases(model: nn.Module, *example: torch.Tensor) -> Iterator[nn.Module]:
+    """Within the context, every :class:`OffsetBiasAttention` of ``model`` serves its bias as a constant.
+
+    For exports with static shapes (LiteRT, Core ML, NCNN, ExecuTorch): one eager forward of ``example``
+    records the bias of each layer for the grids of that input size (the same computation as
+    :meth:`OffsetBiasAttention.attention_bias`), and a graph captured within the context holds those tensors
+    instead of the resize and gather (which Core ML and NCNN cannot all take). Yields ``model``. A capture at
+    another input size raises RuntimeError.
+    """
+    layers = [m for m in model.modules() if isinstance(m, OffsetBiasAttention)]
+    for layer in layers:
+        layer.__dict__[_STATIC_BIASES] = _StaticBiases()
+    # The recording forward must run these layers, not an eval-fusion copy of their backbone.
+    fusing = {m: m.eval_fusion for m in model.modules() if isinstance(getattr(m, "eval_fusion", None), bool)}
+    try:
+        if layers:
+            for m in fusing:
+                m.eval_fusion = False
+            with torch.no_grad():
+                model(*example)
+        for layer in layers:
+            layer.__dict__[_STATIC_BIASES].recording = False
+        yield model
+    finally:
+        for m, enabled in fusing.items():
+            m.eval_fusion = enabled
+        for layer in layers:
+            layer.__dict__.pop(_STATIC_BIASES, None)
+
+
 def biased_scores(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
     """Attention logits ``scale * q @ k^T + bias``.
 
@@ -174,7 +235,8 @@ def mix_heads(attn: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """
     h = attn.shape[1]
     out = torch.matmul(conv.weight.reshape(h, h), attn.flatten(2))  # (B, heads, Nq * Nk)
-    return (out if conv.bias is None else out + conv.bias[:, None]).view_as(attn)
+    # view(shape), not view_as: pnnx cannot convert view_as
+    return (out if conv.bias is None else out + conv.bias[:, None]).view(attn.shape)
 
 
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,

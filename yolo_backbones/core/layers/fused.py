@@ -101,7 +101,7 @@ def mix_heads(attn: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """:func:`~yolo_backbones.core.layers.mix_heads`; one image's maps in one ``addmm``."""
     if attn.shape[0] == 1 and conv.bias is not None:
         h = attn.shape[1]
-        return torch.addmm(conv.bias[:, None], conv.weight.reshape(h, h), attn.flatten(2)[0]).view_as(attn)
+        return torch.addmm(conv.bias[:, None], conv.weight.reshape(h, h), attn.flatten(2)[0]).view(attn.shape)
     return plain_mix_heads(attn, conv)
 
 

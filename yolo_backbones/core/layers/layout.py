@@ -14,7 +14,8 @@ import torch
 from ..inference.context import is_tracing
 from ..inference.fuse import channels_last_weights
 
-__all__ = ["is_channels_last", "map_to_heads", "heads_to_map", "tokens_to_heads", "channels_last_weights", "is_tracing"]
+__all__ = ["is_channels_last", "map_to_heads", "heads_to_map", "tokens_to_heads", "subsample", "channels_last_weights",
+           "is_tracing"]
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
@@ -43,3 +44,14 @@ def heads_to_map(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def tokens_to_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     """``(B, N, heads * d)`` -> ``(B, heads, N, d)`` (a view; channel ``h * d + i`` is element ``i`` of head ``h``)."""
     return x.unflatten(-1, (num_heads, -1)).transpose(1, 2)
+
+
+def subsample(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Every ``r``-th pixel of a ``(B, C, H, W)`` map along H and W (the reference ``AvgPool2d(1, r)``).
+
+    A strided view in eager mode; while a graph is captured for export the same selection as a kernel-1 pooling
+    (NCNN cannot convert a strided slice). Returns ``(B, C, ceil(H / r), ceil(W / r))``.
+    """
+    if is_tracing():
+        return torch.nn.functional.max_pool2d(x, kernel_size=1, stride=r)
+    return x[:, :, ::r, ::r]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ..inference.context import is_tracing
+
 __all__ = ["slopes", "dynamic_relu"]
 
 
@@ -26,8 +28,8 @@ def dynamic_relu(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
         ``(B, C, H, W)``.
     """
     a1, a2 = slopes(coeffs)
-    if torch.is_grad_enabled() and (x.requires_grad or a1.requires_grad or a2.requires_grad):
-        return _DynamicReLU.apply(x, a1, a2)
+    if torch.is_grad_enabled() and (x.requires_grad or a1.requires_grad or a2.requires_grad) and not is_tracing():
+        return _DynamicReLU.apply(x, a1, a2)  # exporters get the plain ops below (an autograd.Function won't convert)
     return torch.maximum(x * a1, x * a2)
 
 

@@ -37,23 +37,28 @@ def host_modules(tops: Iterable[str] | None = None) -> Iterator[types.ModuleType
 
 
 def replace(module: types.ModuleType | None, name: str, make: Callable[[Callable], Callable], *,
-            tops: Iterable[str] | None = None) -> None:
+            tops: Iterable[str] | None = None, layer: str = MARK) -> None:
     """Set ``module.<name> = make(original)`` once; re-point host modules that imported the original by name.
 
-    ``tops`` limits the re-pointing to modules of those top-level packages (default: the registered
-    host packages). A replacement made for another module (one host's function imported by name into
-    another host's module) counts as an original here, so each host keeps its own replacement.
+    ``module`` may be any object with a ``__dict__`` (a class, for methods). ``tops`` limits the re-pointing to
+    modules of those top-level packages (default: the registered host packages). ``layer`` names the patch: two
+    patches of one function (e.g. OpenVINO's and the edge formats' ``export.run``) stack, each applied once
+    however often both are re-applied. A replacement made for another module (one host's function imported by
+    name into another host's module) counts as an original here, so each host keeps its own replacement.
     """
     current = module.__dict__.get(name) if module is not None else None
     if not callable(current):
         return
     target = f"{module.__name__}.{name}"
-    if getattr(current, MARK, None) in (target, True):
-        original, new = current.__wrapped__, current
+    applied = current
+    while applied is not None and getattr(applied, layer, None) not in (target, True):
+        applied = getattr(applied, "__wrapped__", None)  # down the stack of other layers' replacements
+    if applied is not None:
+        original, new = applied.__wrapped__, current
     else:
         original, new = current, make(current)
         new.__wrapped__ = original
-        setattr(new, MARK, target)
+        setattr(new, layer, target)
         setattr(module, name, new)
     repoint(original, new, name, tops=tops)
 

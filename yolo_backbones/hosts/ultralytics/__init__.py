@@ -6,7 +6,8 @@
   (:mod:`.parse_model`), ``fuse``/``is_fused`` covering the backbones (:mod:`.model_patch`);
 * no network and no pip (:mod:`.offline`); bare YAML names find this project's files (:mod:`.files`);
 * checkpoints load through the project's safe loader (:mod:`.checkpoints`);
-* COCO mAP with pycocotools for datasets with ``coco_json:`` (:mod:`.coco_val`).
+* COCO mAP with pycocotools for datasets with ``coco_json:`` (:mod:`.coco_val`);
+* edge exports and their loaders for plugin models (:mod:`.edge`).
 
 Modules imported later are handled by the next call, which ``yolo_backbones``' import hook makes.
 """
@@ -16,6 +17,7 @@ import sys
 
 from .checkpoints import patch_checkpoint_loading
 from .coco_val import patch_detection_validator
+from .edge import patch_edge
 from .files import patch_files
 from .model_patch import is_tasks_module, patch_tasks_module
 from .offline import OfflineError, patch_offline
@@ -34,5 +36,6 @@ def install() -> list[str]:
     patch_files()
     patch_checkpoint_loading()
     patch_detection_validator()
+    patch_edge()
     tasks = sys.modules.get("ultralytics.nn.tasks")
     return [tasks.__name__] if tasks is not None and patch_tasks_module(tasks) else []

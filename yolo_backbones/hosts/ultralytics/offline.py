@@ -11,16 +11,20 @@ While ``YOLO_OFFLINE`` is true (the default :func:`~yolo_backbones.hosts.common.
 * usage analytics (``events``) are off.
 
 Always: ``check_requirements`` never runs pip (e.g. ``onnxslim`` on ONNX export, which then just skips
-the simplification); it says what is missing instead.
+the simplification); it says what is missing instead. A missing package of the ``edge`` extra (LiteRT, Core ML,
+NCNN, ExecuTorch, MNN) is an error naming the extra; a pin the extra overrides on purpose (pnnx) is not checked.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from ...deploy.requirements import DELIBERATE_VERSIONS, EDGE_EXTRA, FORMAT_PACKAGES, EdgeExtraMissingError
 from ..common.offline import env_true, go_offline
 from ..common.patching import replace, say_once
 from .model_patch import TOPS
@@ -104,19 +108,49 @@ def _make_check_requirements(original: Callable) -> Callable:
         except TypeError:
             return original(*args, **kwargs)  # ultralytics' own error
         bound.arguments["install"] = False
-        ok = original(*bound.args, **bound.kwargs)
+        bound.arguments["requirements"] = _without_deliberate(bound.arguments.get("requirements"))
+        ok = original(*bound.args, **bound.kwargs) if bound.arguments["requirements"] != [] else True
         if not ok:
             wanted = bound.arguments.get("requirements")
             items = list(wanted) if isinstance(wanted, (list, tuple)) else [wanted]
             # a tuple inside the list means "any one of these"
             missing = [" or ".join(r) if isinstance(r, tuple) else str(r) for r in items
                        if isinstance(r, Path) or not original([r], install=False)]
+            edge = [m for m in missing if _package(m) in _EDGE_PACKAGES and not _installed(_package(m))]
+            if edge:
+                raise EdgeExtraMissingError(f"{', '.join(edge)} not installed (this export or runtime needs it; "
+                                            f"nothing is installed at run time): {EDGE_EXTRA}")
             say_once(f"requirements:{missing}", f"requirements: {', '.join(missing)} not installed; yolo_backbones "
                      "does not install packages automatically (install them with pip if this step needs them)",
                      _LOG, logging.WARNING)
         return ok
 
     return check_requirements
+
+
+_EDGE_PACKAGES = {dist.lower() for packages in FORMAT_PACKAGES.values() for _, dist in packages}
+
+
+def _package(requirement: str) -> str:
+    return re.split(r"[\[<>=!~;@ ]", str(requirement).strip(), maxsplit=1)[0].lower()
+
+
+def _installed(name: str) -> bool:
+    try:
+        importlib.metadata.version(name)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def _without_deliberate(requirements: Any) -> Any:
+    """``requirements`` without the pins the edge extra overrides on purpose (installed in another version)."""
+    items = [requirements] if isinstance(requirements, str) else requirements
+    if not isinstance(items, (list, tuple)):
+        return requirements
+    kept = [r for r in items
+            if not (isinstance(r, str) and _package(r) in DELIBERATE_VERSIONS and _installed(_package(r)))]
+    return requirements if len(kept) == len(items) else kept
 
 
 def patch_offline() -> None:

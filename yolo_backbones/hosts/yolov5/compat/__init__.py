@@ -11,7 +11,9 @@ replaces a few host functions, only those that exist, and is idempotent:
 * ``train`` with ``--cfg`` and no ``--weights`` trains from scratch (``train_defaults``);
 * numpy >= 2.4: the host's mAP code finds ``np.trapz`` again (``standins``);
 * ``val.run`` with ``save_json`` computes pycocotools mAP for any dataset with a COCO JSON (``coco_val``);
-* ``export.py --include openvino`` and ``DetectMultiBackend`` use today's ``openvino`` API, at f32 (``openvino``).
+* ``export.py --include openvino`` and ``DetectMultiBackend`` use today's ``openvino`` API, at f32 (``openvino``);
+* ``--include tflite|coreml|ncnn|executorch`` and their ``DetectMultiBackend`` loading go through
+  ``yolo_backbones.deploy`` (``edge``).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from ....core.weights.safe_load import load_checkpoint
 from ...common.offline import go_offline
 from ...common.patching import repoint
 from .downloads import _patch_downloads
+from .edge import patch_edge
 from .general import _patch_general
 from .layout import _is_yolov5_file
 from .openvino import patch_openvino
@@ -119,8 +122,10 @@ def apply_compat(host: types.ModuleType | None = None) -> None:
 
             patch_val(val)  # val.py --save-json: pycocotools mAP for any dataset with a COCO annotation file
         export, common = (sys.modules.get(prefix + name) for name in ("export", "models.common"))
-        patch_openvino(export if export is not None and (prefix or _is_yolov5_file(export)) else None,
-                       common if common is not None and (prefix or _is_yolov5_file(common)) else None)
+        export = export if export is not None and (prefix or _is_yolov5_file(export)) else None
+        common = common if common is not None and (prefix or _is_yolov5_file(common)) else None
+        patch_openvino(export, common)
+        patch_edge(export, common)  # after OpenVINO: its run/DetectMultiBackend are wrapped in turn
     patches = sys.modules.get("ultralytics.utils.patches")
     if patches is not None and callable(getattr(patches, "torch_load", None)):
         # Why: a clone loads every checkpoint with ultralytics' torch_load, which defaults to weights_only=False

@@ -130,7 +130,8 @@ def _patch_export_run(export: types.ModuleType) -> None:
 
 
 # -------------------------------------------------------------------------------- DetectMultiBackend
-_BACKEND_FLAGS = ("pt", "jit", "dnn", "onnx", "xml", "engine", "coreml", "saved_model", "pb", "tflite", "edgetpu",
+# DetectMultiBackend's format flags; a replaced loader sets them all False and its own True
+BACKEND_FLAGS = ("pt", "jit", "dnn", "onnx", "xml", "engine", "coreml", "saved_model", "pb", "tflite", "edgetpu",
                   "tfjs", "paddle", "triton", "nhwc", "fp16", "cuda", "dynamic")
 
 
@@ -171,7 +172,7 @@ def _patch_common(common: types.ModuleType) -> None:
                 names = yaml.safe_load((Path(host_root) / "data" / "ImageNet.yaml").read_text())["names"]
             batch = compiled.input(0).get_partial_shape()[0]
             self.__dict__.update(params)
-            self.__dict__.update(dict.fromkeys(_BACKEND_FLAGS, False))
+            self.__dict__.update(dict.fromkeys(BACKEND_FLAGS, False))
             self.__dict__.update(
                 xml=True, w=str(xml), stride=stride or 32, names=names,
                 device=params.get("device", torch.device("cpu")),

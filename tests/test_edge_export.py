@@ -1,0 +1,293 @@
+"""Edge deployment (issue 21): export formulations, safe metadata, the edge extra, and parity of each format.
+
+Fast tests check the building blocks. Slow tests convert real models: NCNN for one backbone of every family
+(the fastest converter), LiteRT, ExecuTorch and Core ML for one family each (their conversions take 0.5-5 min
+per model on a shared 2-core machine), and one detector per host end to end. The full matrix (every YAML x
+every format) is not run in CI (see docs/deployment.md for what was measured).
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import yolo_backbones as yb
+from yolo_backbones.core.layers.attention_bias import OffsetBiasAttention, static_biases
+from yolo_backbones.core.layers.layout import subsample
+from yolo_backbones.deploy import metadata as meta
+from yolo_backbones.deploy.graph import export_ready
+from yolo_backbones.deploy.parity import ParityError, check_parity, relative_error
+from yolo_backbones.deploy.requirements import EdgeExtraMissingError, import_edge
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILIES = ("edgevit_xxs", "mobileformer_52m", "efficientformerv2_s0", "efficientformer_l1")
+IMG = 64
+
+
+def backbone(name: str) -> torch.nn.Module:
+    """A fused feature backbone with non-trivial BatchNorm statistics (so fusion is not an identity)."""
+    torch.manual_seed(0)
+    model = yb.create(name, features_only=True, input_norm=True).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return model.fuse()
+
+
+def example(size: int = IMG) -> torch.Tensor:
+    return torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+# ------------------------------------------------------------------------------------ export formulations
+@pytest.mark.parametrize("r", [2, 4])
+def test_subsample_pooling_equals_strided_view(r):
+    x = torch.randn(2, 5, 9, 14)
+    assert torch.equal(F.max_pool2d(x, kernel_size=1, stride=r), x[:, :, ::r, ::r])
+    assert torch.equal(subsample(x, r), x[:, :, ::r, ::r])
+
+
+@pytest.mark.slow
+def test_static_biases_equal_the_computed_ones():
+    model = yb.create("efficientformerv2_s0", features_only=True, input_norm=True).eval()
+    x = example(96)
+    with torch.no_grad():
+        expected = model(x)
+        with static_biases(model, x):
+            layers = [m for m in model.modules() if isinstance(m, OffsetBiasAttention)]
+            assert layers and all(m.__dict__["_yolo_backbones_static_biases"].biases for m in layers)
+            got = model(x)
+            with pytest.raises(RuntimeError, match="another size"):
+                model(example(128))
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert not any("_yolo_backbones_static_biases" in m.__dict__ for m in layers)  # gone after the context
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILIES)
+def test_traced_graph_is_the_same_in_both_grad_modes(name):
+    """torch.jit.trace's sanity check (pnnx runs it) re-traces under no_grad: the graphs must not differ, and the
+    traced export formulation must compute what the eager model computes."""
+    model, x = backbone(name), example()
+    traced = torch.jit.trace(model, x, check_trace=True, strict=False)  # raises TracingCheckError on a mismatch
+    with torch.no_grad():
+        for a, b in zip(traced(x), model(x)):
+            assert relative_error(a, b) < 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobileformer_52m", "efficientformer_l1"])
+def test_export_copy_has_nchw_weights_and_flat_outputs(name):
+    model, x = backbone(name), example()
+    assert any(not p.is_contiguous() for p in model.parameters())  # fuse() lays weights out channels-last
+    with export_ready(model, x) as ready:
+        assert all(t.is_contiguous() for t in [*ready.parameters(), *ready.buffers()])
+        out = ready(x)
+    assert isinstance(out, tuple) and len(out) == 3
+    with torch.no_grad():
+        assert all(relative_error(a, b) < 1e-6 for a, b in zip(out, model(x)))
+
+
+# ------------------------------------------------------------------------------------------- metadata
+@pytest.mark.parametrize("raw, expected", [
+    ({"stride": 32, "names": {0: "a", 1: "b"}}, {"stride": 32, "names": {0: "a", 1: "b"}}),
+    ({"stride": "32", "names": ["a", "b"]}, {"stride": 32, "names": {0: "a", 1: "b"}}),
+    ({"names": {"0": "a"}, "other": object()}, {"names": {0: "a"}}),
+])
+def test_clean_metadata_accepts_plain_data(raw, expected):
+    assert meta.clean_metadata(raw) == expected
+
+
+@pytest.mark.parametrize("raw", [
+    {"stride": "__import__('os').system('true')"}, {"stride": [32]}, {"stride": 0}, {"stride": True},
+    {"names": "{0: 'a'}"}, {"names": {0: ["a"]}}, {"names": {"x": "a"}}, {"names": {i: "a" for i in range(100_001)}},
+    ["stride", 32],
+])
+def test_clean_metadata_refuses_anything_else(raw):
+    with pytest.raises(meta.MetadataError):
+        meta.clean_metadata(raw)
+
+
+def test_zip_metadata_is_parsed_never_evaluated(tmp_path):
+    marker = tmp_path / "ran"
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"TFL3" + bytes(64))
+    with zipfile.ZipFile(model, "a") as zf:
+        zf.writestr("meta.txt", f"__import__('pathlib').Path({str(marker)!r}).touch()")
+    with pytest.raises(meta.MetadataError, match="not plain data"):
+        meta.read_zip_metadata(model)
+    assert not marker.exists()
+    clean = tmp_path / "c.tflite"
+    clean.write_bytes(b"TFL3" + bytes(64))
+    meta.append_zip_metadata(clean, {"stride": 16, "names": ["x"]}, "meta.txt")
+    assert meta.read_zip_metadata(clean) == {"stride": 16, "names": {0: "x"}}
+
+
+def test_yaml_metadata_refuses_python_tags_and_huge_files(tmp_path):
+    bad = tmp_path / "metadata.yaml"
+    bad.write_text("stride: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(meta.MetadataError):
+        meta.read_yaml_metadata(bad)
+    bad.write_text("names: [" + "'a', " * (meta.MAX_METADATA_BYTES // 4) + "]\n")
+    with pytest.raises(meta.MetadataError, match="limit"):
+        meta.read_yaml_metadata(bad)
+
+
+# ------------------------------------------------------------------------------------- parity helper
+def test_check_parity_names_the_worst_output():
+    model = torch.nn.Conv2d(3, 4, 1)
+    x = example()
+    with torch.no_grad():
+        good = model(x).numpy()
+    assert check_parity(model, lambda a: [good], x) == [0.0]
+    with pytest.raises(ParityError, match="output 0 differs"):
+        check_parity(model, lambda a: [good * 1.01], x)
+    with pytest.raises(ParityError, match="2 outputs"):
+        check_parity(model, lambda a: [good, good], x)
+
+
+# --------------------------------------------------------------------------------------- edge extra
+def test_missing_edge_package_is_one_line_naming_the_extra():
+    with pytest.raises(EdgeExtraMissingError) as info:
+        import_edge("surely_not_installed_module_xyz", "NCNN export")
+    text = str(info.value)
+    assert "\n" not in text and "yolo-backbones[edge]" in text and "NCNN export" in text
+
+
+def test_ultralytics_check_requirements_raises_for_a_missing_edge_package(monkeypatch):
+    pytest.importorskip("ultralytics")
+    from ultralytics.utils import checks
+
+    from yolo_backbones.hosts.ultralytics import offline
+
+    monkeypatch.setattr(offline, "_EDGE_PACKAGES", offline._EDGE_PACKAGES | {"not-a-real-edge-pkg"})
+    with pytest.raises(EdgeExtraMissingError, match=r"yolo-backbones\[edge\]"):
+        checks.check_requirements("not-a-real-edge-pkg>=1")
+    assert checks.check_requirements("pnnx==20260526")  # the extra's deliberate pnnx pin: no warning, no install
+
+
+def test_huggingface_hub_satisfies_yolov5_and_has_what_yolov5_imports():
+    """The extra keeps yolov5==7.0.14's huggingface-hub<0.25 (litert-torch's transformers is held at 4.4x)."""
+    from packaging.requirements import Requirement
+
+    hub = importlib.metadata.version("huggingface-hub")
+    pins = [Requirement(r) for r in importlib.metadata.requires("yolov5") if r.lower().startswith("huggingface")]
+    assert pins and all(p.specifier.contains(hub) for p in pins)
+    # what YOLOv5 7.0.14 imports from it (utils/downloads.py, helpers.py) and the plugin's offline lookup uses
+    from huggingface_hub import constants, create_repo, hf_hub_download, list_repo_files, snapshot_download, upload_file
+    from huggingface_hub.utils._errors import RepositoryNotFoundError  # noqa: F401
+    from huggingface_hub.utils._validators import HFValidationError  # noqa: F401
+
+    assert callable(snapshot_download) and hasattr(constants, "HF_HUB_OFFLINE")
+    assert all(callable(f) for f in (create_repo, hf_hub_download, list_repo_files, upload_file))
+
+
+# ------------------------------------------------------------------------------------ conversions (slow)
+def _need(module: str) -> None:
+    pytest.importorskip(module, reason=f"{module} not installed (pip install 'yolo-backbones[edge]')")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILIES)
+def test_ncnn_matches_pytorch(name, tmp_path):
+    _need("pnnx")
+    from yolo_backbones.deploy import ncnn
+
+    model, x = backbone(name), example()
+    folder = ncnn.export_ncnn(model, x, tmp_path / "m_ncnn_model", {"stride": 32, "names": ["a"]})
+    assert sorted(p.name for p in folder.iterdir()) == ["metadata.yaml", "model.ncnn.bin", "model.ncnn.param"]
+    runner = ncnn.load_ncnn(folder)
+    assert runner.metadata == {"stride": 32, "names": {0: "a"}}
+    assert max(check_parity(model, runner, x)) < 1e-4  # float32 storage and arithmetic
+
+
+@pytest.mark.slow
+def test_litert_matches_pytorch(tmp_path):
+    _need("litert_torch")
+    from yolo_backbones.deploy import litert
+
+    model, x = backbone("edgevit_xxs"), example()
+    runner = litert.load_litert(litert.export_litert(model, x, tmp_path / "m.tflite", {"stride": 32, "names": ["a"]}))
+    assert runner.input_shape == tuple(x.shape) and runner.metadata["stride"] == 32
+    assert max(check_parity(model, runner, x)) < 1e-4
+    with pytest.raises(ValueError, match="static shapes"):
+        runner(np.zeros((1, 3, 2 * IMG, 2 * IMG), np.float32))
+
+
+@pytest.mark.slow
+def test_executorch_matches_pytorch_and_runs_on_xnnpack(tmp_path):
+    _need("executorch")
+    from yolo_backbones.deploy import executorch
+
+    model, x = backbone("efficientformer_l1"), example()
+    pte = executorch.export_executorch(model, x, tmp_path / "m.pte", {"stride": 32, "names": ["a"]})
+    assert max(check_parity(model, executorch.load_executorch(pte), x)) < 1e-4
+    assert executorch.delegated_share(pte) > 0.5
+
+
+@pytest.mark.slow
+def test_coreml_converts_reloads_and_holds_only_core_ops(tmp_path):
+    _need("coremltools")
+    from yolo_backbones.deploy import coreml
+
+    # EfficientFormerV2: gathered attention biases (served as constants) and the downsampling attention
+    package = coreml.export_coreml(backbone("efficientformerv2_s0"), example(), tmp_path / "m.mlpackage",
+                                   {"stride": 32, "names": ["a"]})
+    ops = coreml.check_coreml(package)
+    assert ops.get("conv", 0) > 10 and "upsample_bicubic" not in str(ops)
+
+
+@pytest.mark.slow
+def test_yolov5_export_ncnn_and_val_on_it(tmp_path):
+    """export.py --include ncnn, then DetectMultiBackend (val.py's loader) on the folder matches PyTorch."""
+    _need("pnnx")
+    from conftest import run
+
+    from yolo_backbones.deploy.ncnn import load_ncnn
+
+    script = (f"import sys, torch, yolo_backbones\nfrom yolov5.models.yolo import Model\ntorch.manual_seed(0)\n"
+              f"m = Model({str(ROOT / 'models' / 'yolov5_mobileformer_52m.yaml')!r}).eval()\n"
+              f"m.names = {{0: 'a', 1: 'b'}}\ntorch.save({{'model': m, 'epoch': -1}}, 'best.pt')\n")
+    run([sys.executable, "-c", script], cwd=tmp_path)
+    run([sys.executable, str(ROOT / "export.py"), "--weights", "best.pt", "--img", str(IMG), "--include", "ncnn"],
+        cwd=tmp_path)
+    folder = tmp_path / "best_ncnn_model"
+    assert load_ncnn(folder).metadata == {"stride": 32, "names": {0: "a", 1: "b"}}
+    check = (f"import torch, yolo_backbones\nfrom yolov5.models.common import DetectMultiBackend\n"
+             f"from yolov5.models.experimental import attempt_load\n"
+             f"from yolo_backbones.deploy.parity import relative_error\n"
+             f"ref = attempt_load('best.pt', device=torch.device('cpu'), inplace=True, fuse=True).eval()\n"
+             f"be = DetectMultiBackend('best_ncnn_model', device=torch.device('cpu'))\n"
+             f"x = torch.rand(1, 3, {IMG}, {IMG})\n"
+             f"with torch.no_grad(): r = ref(x)[0]\n"
+             f"print('ERR', relative_error(be(x), r), be.stride, be.names)\n")
+    out = run([sys.executable, "-c", check], cwd=tmp_path).stdout
+    err = float(out.split("ERR")[1].split()[0])
+    assert err < 1e-4 and "{0: 'a', 1: 'b'}" in out
+
+
+@pytest.mark.slow
+def test_ultralytics_yolo_export_ncnn_and_autobackend(tmp_path):
+    """yolo export format=ncnn of a plugin YAML; AutoBackend runs it at fp32 with only the model's outputs."""
+    _need("pnnx")
+    pytest.importorskip("ultralytics")
+    from conftest import run
+
+    script = (f"import torch, yolo_backbones\nfrom ultralytics import YOLO\n"
+              f"from ultralytics.nn.autobackend import AutoBackend\n"
+              f"from yolo_backbones.deploy.parity import relative_error\ntorch.manual_seed(0)\n"
+              f"y = YOLO('yolo11_mobileformer_52m.yaml')\nf = y.export(format='ncnn', imgsz={IMG})\n"
+              f"x = torch.rand(1, 3, {IMG}, {IMG})\nref = y.model.fuse().eval()\n"
+              f"with torch.no_grad(): r = ref(x)[0]\n"
+              f"be = AutoBackend(f, device=torch.device('cpu'))\nout = be(x)\n"
+              f"out = out[0] if isinstance(out, (list, tuple)) else out\n"
+              f"print('ERR', relative_error(out, r), be.backend.net.opt.use_fp16_storage)\n")
+    out = run([sys.executable, "-c", script], cwd=tmp_path).stdout
+    err, fp16 = out.split("ERR")[1].split()[:2]
+    assert float(err) < 1e-4 and fp16 == "False"

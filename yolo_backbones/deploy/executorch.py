@@ -1,0 +1,93 @@
+"""ExecuTorch export (XNNPACK delegate) and inference with the ExecuTorch runtime, host-free.
+
+* export: :func:`export_executorch` captures the model with ``torch.export`` at the example's shape (static),
+  lowers every supported operator to XNNPACK (``XnnpackPartitioner``) and writes the ``.pte`` program, beside
+  ``<stem>.yaml`` when given metadata. Operators XNNPACK does not take run on ExecuTorch's portable CPU kernels.
+* inference: :class:`ExecuTorchRunner` loads the program with ``executorch.runtime``; precision float32
+  (XNNPACK's fp32 kernels; nothing is quantised or cast).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .graph import export_ready
+from .metadata import read_yaml_metadata, write_yaml_metadata
+from .requirements import import_edge
+
+__all__ = ["PRECISION", "export_executorch", "ExecuTorchRunner", "load_executorch", "delegated_share"]
+
+PRECISION = "fp32"
+
+
+def export_executorch(model: nn.Module, example: torch.Tensor, file: str | Path,
+                      metadata: dict[str, Any] | None = None) -> Path:
+    """Convert ``model`` to an ExecuTorch ``.pte`` program for inputs of ``example``'s shape; returns its path.
+
+    Args:
+        model: a (fused) model taking ``(B, C, H, W)`` float input; outputs in order (lists/tuples flattened).
+        example: input of the exported shape.
+        file: the ``.pte`` path to write; ``<stem>.yaml`` goes beside it.
+        metadata: ``stride``/``names``, or None.
+    """
+    import_edge("executorch", "ExecuTorch export")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    file = Path(file)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with export_ready(model, example) as ready:
+        program = torch.export.export(ready, (example,), strict=False)
+    lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    file.write_bytes(lowered.to_executorch().buffer)
+    if metadata:
+        write_yaml_metadata(file.with_suffix(".yaml"), metadata)
+    return file
+
+
+def delegated_share(file: str | Path) -> float:
+    """Fraction of the program's operator calls that run inside the XNNPACK delegate (1.0: all of them)."""
+    import_edge("executorch", "ExecuTorch inspection")
+    from executorch.exir._serialize import _deserialize_pte_binary
+
+    program = _deserialize_pte_binary(Path(file).read_bytes())
+    program = getattr(program, "program", program)
+    plan = program.execution_plan[0]
+    kinds = [type(i.instr_args).__name__ for i in plan.chains[0].instructions]
+    delegate = kinds.count("DelegateCall")
+    kernels = kinds.count("KernelCall")
+    return 1.0 if delegate + kernels == 0 else delegate / (delegate + kernels)
+
+
+class ExecuTorchRunner:
+    """A ``.pte`` program on the ExecuTorch runtime: ``runner(x)`` takes a float32 array of the exported input
+    shape and returns the outputs as a list of arrays."""
+
+    def __init__(self, file: str | Path) -> None:
+        import_edge("executorch", "ExecuTorch inference")
+        from executorch.runtime import Runtime
+
+        self.file = Path(file)
+        if self.file.is_dir():
+            found = sorted(self.file.glob("*.pte"))
+            if not found:
+                raise FileNotFoundError(f"{self.file} holds no .pte program")
+            self.file = found[0]
+        if not self.file.is_file():
+            raise FileNotFoundError(f"ExecuTorch program {self.file} not found")
+        self.method = Runtime.get().load_program(str(self.file)).load_method("forward")
+        own = self.file.with_suffix(".yaml")  # written by export_executorch; ultralytics writes metadata.yaml
+        self.metadata = read_yaml_metadata(own if own.is_file() else self.file.parent / "metadata.yaml")
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        outputs = self.method.execute([torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))])
+        return [o.numpy().copy() if isinstance(o, torch.Tensor) else np.asarray(o) for o in outputs]
+
+
+def load_executorch(file: str | Path) -> ExecuTorchRunner:
+    """:class:`ExecuTorchRunner` for a ``.pte`` file (or a folder holding one)."""
+    return ExecuTorchRunner(file)
