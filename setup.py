@@ -103,6 +103,7 @@ setup(
         "PyYAML",
     ],
     extras_require={"test": ["pytest>=7", "timm>=1.0"],  # timm: reference for EfficientFormer parity tests
-                    "edge": EDGE},
+                    "edge": EDGE,
+                    "openvino": ["nncf>=2.14"]},  # OpenVINO INT8 export (export.py --int8, yolo export quantize=8)
     entry_points={"console_scripts": ["yolo-backbones = yolo_backbones.cli:main"]},
 )

@@ -29,7 +29,7 @@ WATCHED = frozenset({
     # ultralytics: every module the ultralytics host patches, and the package itself
     "ultralytics", "ultralytics.nn.tasks", "ultralytics.utils.checks", "ultralytics.utils.downloads",
     "ultralytics.utils.events", "ultralytics.utils.torch_utils", "ultralytics.data.utils",
-    "ultralytics.models.yolo.detect.val",
+    "ultralytics.models.yolo.detect.val", "ultralytics.utils.export.openvino", "ultralytics.nn.backends.base",
     "ultralytics.utils.export.litert", "ultralytics.utils.export.ncnn", "ultralytics.utils.export.executorch",
     "ultralytics.utils.export.coreml", "ultralytics.utils.export.mnn", "ultralytics.nn.backends.ncnn",
     "ultralytics.nn.backends.mnn",

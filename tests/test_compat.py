@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import yolo_backbones
+from yolo_backbones import ModelConfigError
 import yolo_backbones.core.weights.safe_load as checkpoints
 import yolo_backbones.hosts.yolov5.compat as compat
 
@@ -157,49 +158,84 @@ def test_trust_env_var_loads_with_weights_only_false(model, tmp_path, monkeypatc
 
 
 class AllowedLater:
-    """A non-module global that a checkpoint may only contain after allow_classes()."""
+    """A plain class: no checkpoint object of it is ever restored, allowed or not."""
 
     def __init__(self, value: int) -> None:
         self.value = value
 
 
-def test_allow_classes_extends_the_allowlist(tmp_path):
+def test_objects_of_other_classes_are_refused_and_cannot_be_allowed(tmp_path):
     path = tmp_path / "extra.pt"
     torch.save({"thing": AllowedLater(7)}, path)
     with pytest.raises(checkpoints.UntrustedCheckpointError, match="AllowedLater"):
         general.torch.load(path, map_location="cpu")
+    with pytest.raises(TypeError, match="nn.Module classes"):
+        checkpoints.allow_classes(AllowedLater)
 
-    checkpoints.allow_classes(AllowedLater)
-    assert general.torch.load(path, map_location="cpu")["thing"].value == 7
+
+class DoubleConv(torch.nn.Module):
+    """A user's own layer, named in a model YAML after allow_classes()."""
+
+    def __init__(self, c1: int, c2: int) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(c1, c2, 3, padding=1), torch.nn.Conv2d(c2, c2, 3, padding=1)
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def test_allowed_user_layer_builds_from_yaml_and_its_checkpoint_rebuilds(tmp_path):
+    import yaml
+
+    cfg = yaml.safe_load(PIP_YOLOV5N.read_text())
+    cfg["backbone"][1] = [-1, 1, "DoubleConv", [32]]  # a user layer in place of a Conv (c1 is inserted below)
+    with pytest.raises(ModelConfigError, match="DoubleConv"):
+        DetectionModel(deepcopy(cfg), ch=3)
+    checkpoints.allow_classes(DoubleConv)
+    cfg["backbone"][1] = [-1, 1, "DoubleConv", [16, 16]]  # YOLOv5 keeps the channel count for unknown layers
+    model = DetectionModel(deepcopy(cfg), ch=3).eval()
+    assert type(model.model[1]) is DoubleConv
+    torch.save({"model": deepcopy(model).half(), "epoch": 1}, tmp_path / "custom.pt")
+    loaded = attempt_load(str(tmp_path / "custom.pt"), device="cpu", fuse=False)
+    assert type(loaded.model[1]) is DoubleConv
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x)[0], model.float()(x)[0], rtol=1e-2, atol=1e-2)  # fp16 weights
 
 
 @pytest.mark.slow
-def test_module_missing_from_sys_modules_is_imported_on_demand(tmp_path):
-    # An upstream-clone checkpoint refers to models.common.*; under pip that module is only imported
-    # when needed (pickle would import it too). Write such a file in a fresh process.
-    if "models.common" in sys.modules:
-        pytest.skip("models.common already imported in this process")
+def test_clone_checkpoint_is_rebuilt_with_the_pip_package(tmp_path):
+    """A checkpoint a YOLOv5 clone wrote names models.yolo.DetectionModel; without a clone it is rebuilt with the
+    PyPI package's class (no object of the file is used, only its YAML and tensors)."""
     path = tmp_path / "upstream_style.pt"
     script = f"""
         import sys, torch, yolov5  # puts site-packages/yolov5 on sys.path, as pip does
-        from models.common import Conv
-        torch.save({{"layer": Conv(3, 8)}}, {str(path)!r})
+        from models.yolo import DetectionModel
+        torch.manual_seed(0)
+        m = DetectionModel({str(PIP_YOLOV5N)!r}, ch=3, nc=3).eval()
+        torch.save({{"model": m, "epoch": 1}}, {str(path)!r})
+        print(float(m(torch.ones(1, 3, 64, 64))[0].sum()))
     """
     env = {**os.environ, "YOLO_BACKBONES_NO_AUTOLOAD": "1"}
-    subprocess.run([sys.executable, "-c", textwrap.dedent(script)], check=True, env=env, capture_output=True)
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], check=True, env=env, capture_output=True,
+                         text=True)
+    assert b"models.yolo" in path.read_bytes()
 
-    layer = general.torch.load(path, map_location="cpu")["layer"]
+    model = general.torch.load(path, map_location="cpu")["model"]
 
-    from yolo_backbones.core.weights.safe_load.class_policy import resolve_alias
-
-    # With no YOLOv5 clone on sys.path at install (here: the checkout's YAML-only models/ folder), `models` is
-    # read from the pip package (one copy of every class); a clone's own modules are imported on demand.
-    expected = resolve_alias("models.common")
-    assert expected in ("models.common", "yolov5.models.common")
-    assert type(layer).__module__ == expected and expected in sys.modules
+    assert type(model) is DetectionModel and model.yaml["nc"] == 3
+    with torch.no_grad():
+        assert abs(float(model(torch.ones(1, 3, 64, 64))[0].sum()) - float(out.stdout.split()[-1])) < 1e-2
 
 
-# --- no downloads -------------------------------------------------------------------------------------
+def test_standalone_host_layer_is_refused_in_one_line(tmp_path):
+    from yolov5.models.common import Conv
+
+    torch.save({"layer": Conv(3, 8)}, tmp_path / "layer.pt")
+    with pytest.raises(checkpoints.UntrustedCheckpointError, match="saved without the model config") as info:
+        general.torch.load(tmp_path / "layer.pt", map_location="cpu")
+    assert "\n" not in str(info.value)
+
 
 def test_fonts_are_never_downloaded_and_plotting_works(no_network, tmp_path, monkeypatch):
     monkeypatch.setattr(general, "CONFIG_DIR", tmp_path)  # no Arial.ttf anywhere

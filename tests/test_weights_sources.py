@@ -468,8 +468,8 @@ def test_sources_imports_nothing_else_from_the_package_at_top_level():
                 continue
             assert node.level == 0, "relative import at module level"
             top.add(node.module.split(".")[0])
-    assert top <= {"__future__", "argparse", "hashlib", "os", "pickle", "re", "urllib", "dataclasses", "pathlib", "typing",
-                   "torch"}, top
+    assert top <= {"__future__", "argparse", "collections", "hashlib", "os", "pickle", "re", "urllib", "dataclasses",
+                   "pathlib", "typing", "torch"}, top
 
 
 def test_default_pickle_reader_is_the_restricted_loader(env, monkeypatch):

@@ -215,7 +215,7 @@ def test_checkpoint_yaml_with_a_renamed_variant_gives_a_clear_error() -> None:
 def test_yolov5_clone_detection_ignores_a_yaml_only_models_folder(tmp_path, monkeypatch):
     """A folder named ``models`` holding only YAMLs (like this project's) is not a YOLOv5 clone: clone
     checkpoints must then be read through the pip package's ``yolov5.models``; a real clone is used as is."""
-    from yolo_backbones.hosts.yolov5 import _yolov5_clone_on_path
+    from yolo_backbones.hosts.yolov5.checkpoints import _clone_on_path as _yolov5_clone_on_path
 
     monkeypatch.delitem(sys.modules, "models", raising=False)
     (tmp_path / "models").mkdir()

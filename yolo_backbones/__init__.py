@@ -8,6 +8,7 @@ It never imports a host itself.
 from __future__ import annotations
 
 from . import legacy
+from .core.weights import plugin_layers
 from .core import Backbone, InputSizeError, Select, backbone_names, create, list_backbones
 from .core.weights.safe_load import CheckpointFileError, UntrustedCheckpointError, allow_classes, load_checkpoint
 from .hosts.common.rows import ModelConfigError
@@ -17,6 +18,7 @@ __all__ = ["create", "list_backbones", "backbone_names", "install", "load_checkp
 __version__ = "0.2.0"
 
 legacy.install_aliases()
+plugin_layers.register()
 
 
 def install() -> list[str]:

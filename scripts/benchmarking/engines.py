@@ -56,6 +56,21 @@ def openvino_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int
         return median_time_s(lambda: compiled(x), warmup, runs) * 1000
 
 
+def openvino_int8_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int, threads: int) -> float:
+    """Median milliseconds of the OpenVINO model quantized like ``export.py --include openvino --int8``: NNCF INT8
+    calibrated on the embedded coco8 images at ``img``, with the project's FP32 exceptions (docs/int8.md); compiled
+    as DetectMultiBackend does (f32 hint for the parts left in floating point)."""
+    from yolo_backbones.deploy.int8.openvino import int8_transform
+    from yolo_backbones.deploy.openvino import compile_openvino, convert_onnx_to_openvino
+
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = convert_onnx_to_openvino(export_onnx(model, img, Path(tmp) / "model.onnx"), Path(tmp) / "ov",
+                                       transform=int8_transform(None, img, log=lambda message: None))
+        compiled = compile_openvino(xml, threads=threads)
+        x = torch.rand(1, 3, img, img).numpy()
+        return median_time_s(lambda: compiled(x), warmup, runs) * 1000
+
+
 @dataclass(frozen=True)
 class Engine:
     """One latency column: ``key`` (Result field), ``label`` (plot/explanation), the ``flag`` of ``args`` that turns it
@@ -73,6 +88,8 @@ ENGINES = (
     Engine("eager_ms", "PyTorch eager", None, None, "PyTorch eager"),
     Engine("onnx_ms", "onnxruntime", "onnx", onnx_latency_ms, "onnxruntime CPUExecutionProvider (opset 17)"),
     Engine("openvino_ms", "OpenVINO", "openvino", openvino_latency_ms, "OpenVINO CPU, f32 inference precision"),
+    Engine("openvino_int8_ms", "OpenVINO INT8", "int8", openvino_int8_latency_ms,
+           "OpenVINO INT8: NNCF post-training quantization as export.py --int8 does, calibrated on the 8 coco8 images"),
 )
 
 

@@ -48,6 +48,8 @@ METRICS = (
     ("eager_ms", "eager ms", "{:.1f}"),
     ("onnx_ms", "ONNX ms", "{:.1f}"),
     ("openvino_ms", "OpenVINO ms", "{:.1f}"),
+    ("openvino_int8_ms", "OpenVINO INT8 ms", "{:.1f}"),
+    ("int8_speedup", "INT8 speed-up (OpenVINO)", "{:.2f}x"),
     ("train_ips", "train img/s", "{:.1f}"),
     ("gflops_per_s", "GFLOP/s", "{:.1f}"),
     ("efficiency", "vs CNN curve", "{:.2f}"),
@@ -58,7 +60,7 @@ METRICS = (
 
 
 # Metrics shown without a ratio to YOLOv5s (already relative, or not numbers).
-NO_RATIO = {"efficiency", "reference"}
+NO_RATIO = {"efficiency", "reference", "int8_speedup"}
 
 
 @dataclass
@@ -72,6 +74,8 @@ class Result:
     eager_ms: float | None = None
     onnx_ms: float | None = None
     openvino_ms: float | None = None
+    openvino_int8_ms: float | None = None
+    int8_speedup: float | None = None  # openvino_ms / openvino_int8_ms
     train_ips: float | None = None
     gflops_per_s: float | None = None
     efficiency: float | None = None

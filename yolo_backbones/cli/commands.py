@@ -56,7 +56,8 @@ def prepare_argv(script: str, argv: Sequence[str]) -> list[str]:
         resolved = find_resource(value) if k >= 0 and value else None
         if resolved is not None:
             _replace_value(argv, k, str(resolved))
-    if script in ("train", "val") and _flag_value(argv, "--data")[0] < 0:
+    calibrating = script == "export" and _flag_value(argv, "--int8")[0] >= 0  # INT8 calibrates on --data
+    if (script in ("train", "val") or calibrating) and _flag_value(argv, "--data")[0] < 0:
         argv += ["--data", str(DATA_DIR / DEFAULT_DATA)]
     if script == "detect" and _flag_value(argv, "--source")[0] < 0:
         argv += ["--source", str(DATA_DIR / "coco8" / "images")]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,11 +119,14 @@ def find_openvino_xml(weights: str | Path) -> Path | None:
                             f"({own.name}); pass the .xml to use")
 
 
-def convert_onnx_to_openvino(onnx_file: Path, out_dir: Path, metadata: dict[str, Any] | None = None) -> Path:
+def convert_onnx_to_openvino(onnx_file: Path, out_dir: Path, metadata: dict[str, Any] | None = None,
+                             transform: Callable[[Any], Any] | None = None) -> Path:
     """Convert an ONNX model to OpenVINO IR: ``out_dir/<onnx stem>.xml`` + ``.bin`` (+ ``.yaml`` metadata).
 
     Weights stay in the ONNX file's precision (``compress_to_fp16=False``); the input keeps the ONNX
-    file's shape, static or with dynamic batch/height/width, and is marked NCHW. Returns the .xml path.
+    file's shape, static or with dynamic batch/height/width, and is marked NCHW. ``transform`` (e.g. INT8
+    quantization, :func:`yolo_backbones.deploy.int8.openvino.int8_transform`) maps the converted
+    ``openvino.Model`` before it is saved. Returns the .xml path.
     """
     ov = import_openvino()
     onnx_file, out_dir = Path(onnx_file), Path(out_dir)
@@ -133,6 +137,8 @@ def convert_onnx_to_openvino(onnx_file: Path, out_dir: Path, metadata: dict[str,
     image = model.get_parameters()[0]
     if image.get_layout().empty:
         image.set_layout(ov.Layout("NCHW"))  # lets OpenVINO tools (get_batch, preprocessing) find the batch axis
+    if transform is not None:
+        model = transform(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     xml = out_dir / f"{onnx_file.stem}.xml"
     ov.save_model(model, str(xml), compress_to_fp16=False)

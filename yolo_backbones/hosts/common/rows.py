@@ -11,6 +11,7 @@ from torch import nn
 
 from ...core.base import Backbone
 from ...core.registry import backbone_classes
+from ...core.weights.safe_load import is_rebuilding
 from ...core.weights.sources import WeightsFileError
 from ...core.weights.state_dict import CheckpointMismatchError
 
@@ -54,6 +55,10 @@ def build_backbone(m: type[Backbone], args: list[Any], c1: Any, row: int) -> Bac
                                    f"{', '.join(sorted(fixed))} (the row sets them: in_chans from the previous "
                                    f"layer), got {sorted(map(str, kwargs))}")
     args = [None if a in ("None", "none", "") else a for a in args]
+    if is_rebuilding():
+        # The weights come from the checkpoint being loaded: a weights name or path its config stores is neither
+        # read nor downloaded.
+        args, kwargs = args[:2], {k: v for k, v in kwargs.items() if k != "pretrained"}
     try:
         module = m(*args, **kwargs, in_chans=c1, **ROW_OPTIONS)
     except (ValueError, TypeError, FileNotFoundError, CheckpointMismatchError, WeightsFileError) as e:

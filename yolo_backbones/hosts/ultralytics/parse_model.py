@@ -26,6 +26,7 @@ from torch import nn
 
 from ...core.base import Backbone
 from ...core.select import Select
+from ...core.weights.safe_load import user_module_classes
 from ..common.rows import (ModelConfigError, activation_spec, build_backbone, check_select, check_tensor_inputs,
                            unknown_module_error)
 
@@ -83,7 +84,9 @@ def _resolve(name: Any, ns: dict[str, Any], row: int) -> type[nn.Module]:
     elif name.startswith("torchvision.ops."):
         cls = getattr(importlib.import_module("torchvision.ops"), name[len("torchvision.ops."):], None)
     else:
-        cls = ns.get(name)
+        cls = ns.get(name) if name.isidentifier() else None
+        if cls is None and name in user_module_classes():
+            cls = ns[name] = user_module_classes()[name]  # ultralytics' parse_model looks names up in tasks.py
     if cls is None:
         raise unknown_module_error(name, [k for k, v in ns.items() if isinstance(v, type) and issubclass(v, nn.Module)
                                           and not k.startswith("_")], row)

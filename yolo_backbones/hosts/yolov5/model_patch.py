@@ -19,6 +19,7 @@ from ...core.inference.fuse import fuse_conv_bn, is_foldable_bn
 from ...core.layers.layout import is_tracing
 from ...core.registry import backbone_classes
 from ...core.select import Select
+from ...core.weights.safe_load import is_rebuilding, run_probe
 from ..common.fuse import make_fuse
 from .parse_model import _NORM_SNAPSHOTS, make_parse_model
 
@@ -33,6 +34,11 @@ def make_forward_once(visualize_fn: Callable | None) -> Callable:
     """
 
     def _forward_once(self: nn.Module, x: torch.Tensor, profile: bool = False, visualize: Any = False) -> Any:
+        if is_rebuilding() and not profile and not visualize:  # a checkpoint's model: a cheaper stride probe
+            return run_probe(lambda im: forward(self, im), x)
+        return forward(self, x, profile, visualize)
+
+    def forward(self: nn.Module, x: torch.Tensor, profile: bool = False, visualize: Any = False) -> Any:
         y, dt = [], []
         for m in self.model:
             if m.f != -1:
@@ -148,6 +154,20 @@ def _fuse_host(model: nn.Module) -> None:
     enable_fast_detect(model)
 
 
+def make_info(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``BaseModel.info`` (the model summary with a FLOPs count, a forward of a model copy): skipped while a
+    checkpoint's model is rebuilt, where the summary is silenced anyway."""
+
+    def info(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if is_rebuilding():
+            return None
+        return original(self, *args, **kwargs)
+
+    info.__wrapped__ = original
+    info.__doc__ = original.__doc__
+    return info
+
+
 def is_yolo_module(module: types.ModuleType) -> bool:
     """True if ``module`` looks like a YOLOv5 ``models/yolo.py`` (PyPI package or clone)."""
     return all(hasattr(module, a) for a in ("parse_model", "BaseModel", "DetectionModel", "Detect", "Conv"))
@@ -173,5 +193,7 @@ def patch_yolo_module(module: types.ModuleType) -> bool:
     module.BaseModel._forward_once = make_forward_once(ns.get("feature_visualization"))
     module.BaseModel.fuse = make_fuse(module.BaseModel.fuse, fold_host=_fuse_host)
     module.Detect.forward = make_detect_forward(module.Detect.forward, module.Detect)
+    if callable(module.BaseModel.__dict__.get("info")):
+        module.BaseModel.info = make_info(module.BaseModel.info)
     setattr(module, _PATCHED_FLAG, True)
     return True

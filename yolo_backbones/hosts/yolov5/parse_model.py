@@ -15,6 +15,7 @@ from torch import nn
 
 from ...core.base import Backbone
 from ...core.select import Select
+from ...core.weights.safe_load import user_module_classes
 from ..common.rows import (ModelConfigError, build_backbone, check_select, check_tensor_inputs, parse_activation,
                            unknown_module_error)
 
@@ -37,30 +38,41 @@ def _module_name(m: Any) -> str:
 
 
 
-def _resolve_module(name: Any, ns: dict[str, Any], row: int) -> Any:
-    """A YAML module string -> the class: a name in yolo.py's namespace or ``nn.<Name>``."""
+def _resolve_module(name: Any, ns: dict[str, Any], row: int) -> type[nn.Module]:
+    """A YAML module name -> an ``nn.Module`` class: a class of yolo.py's namespace (the host's layers and this
+    plugin's), ``nn.<Name>``, or a class given to :func:`yolo_backbones.allow_classes`. Functions and other
+    objects of yolo.py's globals (``increment_path``, ...) are never called for a row."""
     if not isinstance(name, str):
-        return name
-    if name in ns:
-        return ns[name]
-    if name.startswith("nn.") and isinstance(getattr(nn, name[3:], None), type):
-        return getattr(nn, name[3:])
-    host = [k for k, v in ns.items() if isinstance(v, type) and issubclass(v, nn.Module)]
-    raise unknown_module_error(name, host, row)
+        raise ModelConfigError(f"layer {row}: the module must be a class name, got {type(name).__name__}")
+    if name.startswith("nn."):
+        cls = getattr(nn, name[3:], None) if name[3:].isidentifier() else None
+    else:
+        cls = ns.get(name) if name.isidentifier() else None
+        if cls is None:
+            cls = user_module_classes().get(name)
+    if cls is None:
+        host = [k for k, v in ns.items() if isinstance(v, type) and issubclass(v, nn.Module)]
+        raise unknown_module_error(name, host, row)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ModelConfigError(f"layer {row}: {name!r} is not a model layer (an nn.Module class) but a "
+                               f"{type(cls).__name__}; a YAML row may only name layer classes")
+    return cls
 
 
 def _resolve_argument(arg: Any, ns: dict[str, Any], yaml_locals: dict[str, Any]) -> Any:
-    """A YAML argument: YOLOv5 evaluated strings; here a name (``nc``, ``anchors``, ``None``) or a literal."""
+    """A YAML argument: YOLOv5 evaluated strings; here a name (``nc``, ``anchors``, ``None``), a layer class, or a
+    literal. Any other name stays a string (YOLOv5's eval left strings like ``'nearest'`` unchanged too)."""
     if not isinstance(arg, str):
         return arg
     if arg in yaml_locals:
         return yaml_locals[arg]
-    if arg in ns:
-        return ns[arg]
+    found = ns.get(arg) if arg.isidentifier() else None
+    if isinstance(found, type) and issubclass(found, nn.Module):
+        return found
     try:
         return ast.literal_eval(arg)
-    except (ValueError, SyntaxError):
-        return arg  # e.g. 'nearest' for nn.Upsample: YOLOv5's eval left such strings unchanged too
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return arg
 
 
 # BatchNorm statistics of each backbone as built, restored after YOLOv5's training-mode stride probe

@@ -1,97 +1,97 @@
-"""Which classes a checkpoint may rebuild, the hooks that widen that, and every mutable registry of the loader.
+"""The loader's registries: moved module paths, the layer classes users add to YAMLs, namespace-like data classes.
 
-Allowed classes reach the unpickler only as inert :class:`ClassRef` tokens; the registries and
-caches live here alone so that one :func:`_invalidate` keeps them consistent.
+Nothing here decides which objects of a file are restored: no object is. :func:`allow_classes` names
+``nn.Module`` classes of the user's own project that model YAMLs (and so the configs stored in checkpoints)
+may use as layers; they are built from the YAML's arguments like every host layer, never from file state.
 """
 from __future__ import annotations
 
 import argparse
 import types
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
 # ----------------------------------------------------------------------------------- registries
-namespaces: list[str] = ["yolo_backbones"]  # dotted package prefixes whose classes may be rebuilt
-extra_classes: set[type] = {argparse.Namespace}  # reconstruct-only classes outside the namespaces
-user_setstate: set[type] = set()  # allowed classes whose own __setstate__ their registrant vouches for
 aliases: dict[str, str] = {}  # pickled module path -> current module path
-class_verdicts: dict[type, str | None] = {}  # class -> refusal reason (None: may be rebuilt)
-build_handlers: dict[type, Callable[[Any, Any], None]] = {}  # class -> BUILD handler (build_policy)
-global_cache: dict[tuple[str, str], Any] = {}  # pickled (module, name) -> what GLOBAL pushes (vetted_globals)
+user_modules: dict[str, type[nn.Module]] = {}  # YAML name -> a user's nn.Module class (allow_classes)
+# class path -> factory(**plain attributes) for namespace-like objects (register_plain_class)
+plain_classes: dict[str, Any] = {"argparse.Namespace": argparse.Namespace,
+                                 "types.SimpleNamespace": types.SimpleNamespace}
+# class -> builder(record, interpreter, depth) for the plugin's own layers (register_layer_builder)
+layer_builders: dict[type, Any] = {}
 
 
-def _invalidate() -> None:
-    # Every cached verdict may change when the allowed classes, namespaces or aliases do.
-    class_verdicts.clear()
-    build_handlers.clear()
-    global_cache.clear()
+def register_plain_class(class_path: str, factory: Any) -> None:
+    """Host hook: objects pickled as ``class_path`` with an attribute dict become ``factory(**attributes)``.
+
+    For namespace-like classes only (e.g. ultralytics' ``IterableSimpleNamespace``): the attributes are plain
+    data (converted and checked first) and ``factory`` must do nothing but store them.
+    """
+    plain_classes[class_path] = factory
 
 
-def _check_class_arg(cls: Any, what: str) -> type:
-    if not isinstance(cls, type):
-        raise TypeError(f"{what}() takes classes, got {cls!r}: functions cannot be allowed, since the loader "
-                        "would have to call them with arguments chosen by the file")
-    if cls.__new__ not in _SAFE_NEW:
-        raise TypeError(f"{what}(): {cls.__qualname__} defines its own __new__, so it cannot be rebuilt "
-                        "without running code of it")
-    return cls
+def register_layer_builder(cls: type, builder: Any) -> None:
+    """Let a standalone record of ``cls`` (a layer saved without a model config) be rebuilt by
+    ``builder(record, interpreter, depth) -> nn.Module`` from the plain values its record holds."""
+    layer_builders[cls] = builder
 
 
 def allow_classes(*classes: type) -> None:
-    """Let checkpoints contain instances of ``classes`` (rebuilt without ``__init__``, never called).
+    """Let model YAMLs name these ``nn.Module`` classes of your project as layers (``[-1, 1, MyBlock, [64]]``).
 
-    For classes outside the allowed namespaces, e.g. a custom ``nn.Module`` of your project. A
-    ``__setstate__`` of the class runs with state from the file: by allowing the class you vouch for it.
-    Raises ``TypeError`` for non-classes and classes with their own ``__new__``.
+    A checkpoint whose stored config names such a class is then rebuilt with it too: the class is called with
+    the YAML row's arguments exactly as when the model was first built, and the weights are loaded into it.
+    Objects are never restored from a file, so only ``nn.Module`` classes can be allowed; the class must be
+    importable where the checkpoint is loaded. Raises ``TypeError`` for anything else.
     """
     for cls in classes:
-        extra_classes.add(_check_class_arg(cls, "allow_classes"))
-        user_setstate.add(cls)
-    _invalidate()
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise TypeError(f"allow_classes() takes nn.Module classes (layers a model YAML may name), got {cls!r}; "
+                            "checkpoints never restore other objects, so nothing else needs allowing")
+        user_modules[cls.__name__] = cls
+
+
+def user_module_classes() -> dict[str, type[nn.Module]]:
+    """The layer classes given to :func:`allow_classes`, by YAML name."""
+    return dict(user_modules)
 
 
 def register_data_class(cls: type) -> type:
-    """Host hook (usable as a decorator): like :func:`allow_classes`, but a ``__setstate__`` of ``cls`` is refused."""
-    extra_classes.add(_check_class_arg(cls, "register_data_class"))
-    _invalidate()
+    """Host hook (usable as a decorator): pickled objects of ``cls``, a namespace class (``SimpleNamespace`` or
+    ``argparse.Namespace`` subclass that only stores its keyword arguments), become ``cls(**plain attributes)``."""
+    if not (isinstance(cls, type) and issubclass(cls, (types.SimpleNamespace, argparse.Namespace))
+            and cls.__init__ in (types.SimpleNamespace.__init__, argparse.Namespace.__init__)):
+        raise TypeError(f"register_data_class(): {cls!r} is not a namespace class that only stores its attributes")
+    register_plain_class(f"{cls.__module__}.{cls.__qualname__}", cls)
     return cls
 
 
 def register_model_namespace(prefix: str) -> None:
-    """Host hook: classes defined in package ``prefix`` (e.g. ``'models.'``, ``'ultralytics.nn.'``) may be rebuilt.
-
-    ``'models'`` and ``'models.'`` both mean the module ``models`` and its submodules. Modules of the
-    namespace are imported on demand while loading (as pickle would), never modules outside it.
-    """
+    """Kept for compatibility; no effect. Models are rebuilt by the builders hosts register
+    (:func:`~.modules.register_model_builder`), so no class namespace needs opening any more."""
     ns = prefix.strip().rstrip(".")
     if not ns or not all(part.isidentifier() for part in ns.split(".")):
         raise ValueError(f"register_model_namespace(): {prefix!r} is not a dotted module prefix")
-    if ns not in namespaces:
-        namespaces.append(ns)
-        _invalidate()
 
 
 def register_module_alias(old_module: str, new_module: str) -> None:
-    """Host hook: read globals pickled under ``old_module`` (and its submodules) from ``new_module``.
+    """Host hook: read class paths pickled under ``old_module`` (and its submodules) as ``new_module``'s.
 
     For classes that moved, e.g. ``register_module_alias('yolo_backbones.backbones', 'yolo_backbones.core')``
-    makes ``yolo_backbones.backbones.edgevit.EdgeViT`` resolve to ``yolo_backbones.core.edgevit.EdgeViT``.
-    The alias only changes where a name is looked up; the policy applies to the new location.
+    (files saved by yolo-backbones 0.1).
     """
-    aliases[old_module.strip().rstrip(".")] = new_module.strip().rstrip(".")
-    _invalidate()
-
-
-def in_namespace(module: str, ns: str) -> bool:
-    """Whether ``module`` is the package ``ns`` or one of its submodules."""
-    return module == ns or module.startswith(ns + ".")
+    for name in (old_module, new_module):
+        if not name or not all(part.isidentifier() for part in name.split(".")):
+            raise ValueError(f"register_module_alias(): {name!r} is not a dotted module name")
+    aliases[old_module] = new_module
 
 
 def resolve_alias(module: str) -> str:
     """Where ``module`` lives now, after :func:`register_module_alias`."""
-    if module in aliases:
-        return aliases[module]
+    new = aliases.get(module)
+    if new is not None:
+        return new
     parts = module.split(".")
     for i in range(len(parts) - 1, 0, -1):  # longest aliased package prefix
         new = aliases.get(".".join(parts[:i]))
@@ -100,69 +100,8 @@ def resolve_alias(module: str) -> str:
     return module
 
 
-# --------------------------------------------------------------------------- class policy
-# __new__ implementations that create an empty instance without running code of the class.
-_SAFE_NEW = frozenset({object.__new__, dict.__new__, list.__new__, types.SimpleNamespace.__new__})
-# __init__ implementations a no-argument call may run (SimpleNamespace subclasses pickle as cls()).
-SAFE_INIT = frozenset({object.__init__, dict.__init__, list.__init__, types.SimpleNamespace.__init__})
-
-
-def class_refusal(cls: type) -> str | None:
-    """Why instances of ``cls`` may not be rebuilt from a file, or None if they may."""
-    verdict = class_verdicts.get(cls, False)
-    if verdict is not False:
-        return verdict  # type: ignore[return-value]
-    module = getattr(cls, "__module__", None) or ""
-    if in_namespace(module, __package__):
-        verdict = "it belongs to the checkpoint loader itself"  # e.g. ClassRef: never file-made
-    elif cls in extra_classes:
-        verdict = None
-    elif in_namespace(module, "torch.nn"):
-        if in_namespace(module, "torch.nn.parallel"):
-            verdict = "torch.nn.parallel wrappers are never part of a saved model"
-        elif not issubclass(cls, nn.Module):
-            verdict = "of torch.nn only nn.Module classes may be rebuilt"
-        else:
-            verdict = None
-    elif any(in_namespace(module, ns) for ns in namespaces):
-        verdict = None
-    else:
-        verdict = f"its module {module} is outside the namespaces a checkpoint may use"
-    if verdict is None:
-        if cls.__new__ not in _SAFE_NEW:
-            verdict = "it defines its own __new__, which would run with arguments from the file"
-        elif getattr(cls, "__del__", None) is not None and cls not in user_setstate:
-            verdict = "it defines __del__, which would run on attributes chosen by the file"
-    class_verdicts[cls] = verdict
-    return verdict
-
-
-class ClassRef:
-    """What the unpickler holds for an allowed class: usable to rebuild instances, inert otherwise.
-
-    It is not callable and has no class behaviour, so a file that stores it as a model attribute or
-    hook gets nothing the program could later call.
-    """
-
-    __slots__ = ("cls", "name")
-
-    def __init__(self, cls: type, name: str) -> None:
-        self.cls, self.name = cls, name
-
-    def __repr__(self) -> str:
-        return f"<class {self.name} (reconstruct-only)>"
-
-
-def new_instance(ref: ClassRef) -> Any:
-    """An empty instance of an allowed class."""
-    cls = ref.cls
-    return cls.__new__(cls)  # one of _SAFE_NEW: allocates, runs no code of the class
-
-
-def describe_value(v: Any) -> str:
-    """A short, safe description of a value from the file, for refusal messages."""
-    if type(v) is ClassRef:
-        return f"class {v.name}"
-    if isinstance(v, (str, bytes, int, float, bool, type(None))):
-        return repr(v)[:40]
-    return type(v).__name__
+def describe(value: Any) -> str:
+    """A short, safe description of a value from the file, for messages."""
+    if isinstance(value, (str, bytes, int, float, bool, type(None))):
+        return repr(value)[:40]
+    return type(value).__name__

@@ -1,4 +1,4 @@
-"""The loader's exceptions: the public ones callers catch and the internal ones the unpickler raises."""
+"""The loader's exceptions: the public ones callers catch and the internal ones the reader raises."""
 from __future__ import annotations
 
 import pickle
@@ -6,16 +6,17 @@ from typing import Any
 
 
 class UntrustedCheckpointError(pickle.UnpicklingError):
-    """The checkpoint asks for something the restricted loader refuses; nothing it asked for ran.
+    """The checkpoint asks for something the loader refuses (or exceeds a limit); nothing it asked for ran.
 
     Attributes: ``global_name`` (the pickled global, e.g. ``'models.yolo.Model'``, or ``None``),
-    ``reason`` (why it was refused) and ``path`` (the file, when known).
+    ``reason`` (why it was refused), ``path`` (the file, when known) and ``limit`` (the name of the
+    limit it exceeded, see :mod:`yolo_backbones.core.weights.safe_load.limits`, or ``None``).
     """
 
     def __init__(self, message: str, global_name: str | None = None, reason: str | None = None,
-                 path: str | None = None) -> None:
+                 path: str | None = None, limit: str | None = None) -> None:
         super().__init__(message)
-        self.global_name, self.reason, self.path = global_name, reason or message, path
+        self.global_name, self.reason, self.path, self.limit = global_name, reason or message, path, limit
 
 
 class CheckpointFileError(ValueError):
@@ -38,30 +39,34 @@ class UnsafeCheckpointLoadWarning(RuntimeWarning):
 
 # ------------------------------------------------------------------- internal: never leave load_checkpoint
 class Refused(Exception):
-    """Raised inside the unpickler; load_checkpoint turns it into UntrustedCheckpointError with the file name."""
+    """Raised while reading or rebuilding; load_checkpoint turns it into UntrustedCheckpointError with the file name."""
 
     def __init__(self, global_name: str | None, reason: str) -> None:
         super().__init__(reason)
         self.global_name, self.reason = global_name, reason
 
 
+class OverLimit(Refused):
+    """A size, count or depth of the file exceeds one of the loader's limits (named by ``limit``)."""
+
+    def __init__(self, limit: str, value: Any, what: str) -> None:
+        super().__init__(None, f"{what} exceeds the loader's limit {limit} = {value}")
+        self.limit = limit
+
+
 class Damaged(Exception):
-    """The pickle stream is broken (or, with ``version=True``, names a class this code lacks)."""
+    """The pickle stream or archive is broken (or, with ``version=True``, names a class this code lacks)."""
 
     def __init__(self, detail: str, version: bool = False) -> None:
         super().__init__(detail)
         self.version = version
 
 
+class Mismatch(Exception):
+    """The model a checkpoint stores does not match what its own config builds (checked before any weight is used)."""
+
+
 def one_line(text: Any, limit: int = 400) -> str:
     """``text`` with whitespace runs collapsed to single spaces, cut to ``limit`` characters."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-class DevicePassthrough(Exception):
-    """A device error of torch (e.g. CUDA tensors without CUDA), re-raised unchanged for the caller to see."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error

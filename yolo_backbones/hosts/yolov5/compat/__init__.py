@@ -13,7 +13,8 @@ replaces a few host functions, only those that exist, and is idempotent:
 * ``val.run`` with ``save_json`` computes pycocotools mAP for any dataset with a COCO JSON (``coco_val``);
 * ``export.py --include openvino`` and ``DetectMultiBackend`` use today's ``openvino`` API, at f32 (``openvino``);
 * ``--include tflite|coreml|ncnn|executorch`` and their ``DetectMultiBackend`` loading go through
-  ``yolo_backbones.deploy`` (``edge``).
+  ``yolo_backbones.deploy`` (``edge``);
+* ``DetectMultiBackend`` reads exported models' metadata as literals and checks names and stride (``metadata``).
 """
 from __future__ import annotations
 
@@ -26,13 +27,14 @@ import warnings
 import numpy as np
 import torch
 
-from ....core.weights.safe_load import load_checkpoint
+from ...common.checkpoints import load_model_checkpoint
 from ...common.offline import go_offline
 from ...common.patching import repoint
 from .downloads import _patch_downloads
 from .edge import patch_edge
 from .general import _patch_general
 from .layout import _is_yolov5_file
+from .metadata import patch_metadata
 from .openvino import patch_openvino
 from .plots import _patch_plots
 from .standins import _TORCH, _TORCH_USERS, _NumpyForHost
@@ -126,7 +128,8 @@ def apply_compat(host: types.ModuleType | None = None) -> None:
         common = common if common is not None and (prefix or _is_yolov5_file(common)) else None
         patch_openvino(export, common)
         patch_edge(export, common)  # after OpenVINO: its run/DetectMultiBackend are wrapped in turn
+        patch_metadata(common)  # last: its checks wrap every format's branch of DetectMultiBackend
     patches = sys.modules.get("ultralytics.utils.patches")
     if patches is not None and callable(getattr(patches, "torch_load", None)):
         # Why: a clone loads every checkpoint with ultralytics' torch_load, which defaults to weights_only=False
-        repoint(patches.torch_load, load_checkpoint, "torch_load")
+        repoint(patches.torch_load, load_model_checkpoint, "torch_load")

@@ -74,9 +74,12 @@ def _export_edge(export: types.ModuleType, formats: list[str], args: dict[str, A
     imgsz = args.get("imgsz") or args.get("img") or (640, 640)
     imgsz = [imgsz] if isinstance(imgsz, int) else list(imgsz)
     imgsz *= 2 if len(imgsz) == 1 else 1
-    if args.get("half") or args.get("int8") or args.get("dynamic"):
-        logger.warning(f"{colorstr('edge:')} --half/--int8/--dynamic are not applied to {', '.join(formats)}: "
-                       "these exports are float32 with static shapes")
+    int8 = bool(args.get("int8"))
+    unapplied = [f for f in formats if f != "tflite"] if int8 and not args.get("half") and not args.get("dynamic") \
+        else formats
+    if (args.get("half") or int8 or args.get("dynamic")) and unapplied:
+        logger.warning(f"{colorstr('edge:')} --half/--int8/--dynamic are not applied to {', '.join(unapplied)}: "
+                       "these exports are float32 with static shapes (--int8 applies to tflite)")
     model = g["attempt_load"](str(weights), device=torch.device("cpu"), inplace=True, fuse=True)
     gs = int(max(model.stride))
     imgsz = [g["check_img_size"](x, gs) for x in imgsz]
@@ -96,6 +99,11 @@ def _export_edge(export: types.ModuleType, formats: list[str], args: dict[str, A
                 nhwc = YOLOv5TFLiteLayout(model, h, w)
                 out = litert.export_litert(nhwc, im.permute(0, 2, 3, 1).contiguous(),
                                            file.with_name(f"{file.stem}-fp32.tflite"), metadata, "meta.txt")
+                if int8:  # YOLOv5's name for its INT8 TFLite file; calibrated on --data (default: coco8)
+                    from ....deploy.int8.litert import quantize_litert_on_dataset
+
+                    out = quantize_litert_on_dataset(out, file.with_name(f"{file.stem}-int8.tflite"), args.get("data"),
+                                                     (h, w), nhwc=True, metadata=metadata, metadata_entry="meta.txt")
             elif fmt == "coreml":
                 out = coreml.export_coreml(model, im, file.with_suffix(".mlpackage"), metadata, image_input=True)
                 coreml.check_coreml(out)

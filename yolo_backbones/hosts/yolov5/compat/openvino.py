@@ -16,6 +16,7 @@ discontinued). This module replaces the host's ``export_openvino`` and the OpenV
 """
 from __future__ import annotations
 
+import contextvars
 import inspect
 import os
 import time
@@ -50,6 +51,10 @@ __all__ = ["INFERENCE_PRECISION", "InputShapeError", "OpenVINOUnavailableError",
 
 DEFAULT_OPSET = 17  # export.py's argparse default; `export.run`'s own default (12) predates attention ops
 _STATE = "_yolo_backbones_openvino"  # set on DetectMultiBackend instances that this module built
+# export.run's --int8/--data/--img for export_openvino: the pip package's run calls export_openvino(file, metadata,
+# half) without them (a clone passes int8 and data itself)
+_RUN_SETTINGS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("yolo_backbones_export_run",
+                                                                                      default=None)
 
 
 # ------------------------------------------------------------------------------------------- export.py
@@ -68,18 +73,24 @@ def _patch_export(export: types.ModuleType) -> None:
 
             Returns ``(folder path, None)``, or ``(None, None)`` after logging the error, as YOLOv5's exports do.
             Why: the original runs ``openvino.inference_engine`` and the ``mo`` tool, both removed from openvino.
-            ``int8`` (a clone's NNCF quantisation) is handed to the clone's own function.
+            ``int8`` (``--int8``; the pip package's ``run`` does not pass it, :data:`_RUN_SETTINGS` carries it)
+            writes ``<stem>_int8_openvino_model/`` quantized by :mod:`yolo_backbones.deploy.int8` on ``--data``.
             """
-            if int8:
-                return original(file, metadata, half, int8, data)
+            settings = _RUN_SETTINGS.get() or {}
+            int8, data = int8 or settings.get("int8", False), data or settings.get("data")
             prefix = prefix or colorstr("OpenVINO:")
             t0 = time.perf_counter()
             try:
                 ov = import_openvino()
                 logger.info(f"\n{prefix} starting export with openvino {ov.__version__}...")
                 file = Path(file)
-                out_dir = file.with_name(f"{file.stem}{MODEL_DIR_SUFFIX}")
-                convert_onnx_to_openvino(file.with_suffix(".onnx"), out_dir, metadata)
+                out_dir = file.with_name(f"{file.stem}{'_int8' if int8 else ''}{MODEL_DIR_SUFFIX}")
+                transform = None
+                if int8:
+                    from ....deploy.int8.openvino import int8_transform
+
+                    transform = int8_transform(data, settings.get("imgsz"), logger.info, prefix)
+                convert_onnx_to_openvino(file.with_suffix(".onnx"), out_dir, metadata, transform)
                 f = f"{out_dir}{os.sep}"
                 logger.info(f"{prefix} export success ✅ {time.perf_counter() - t0:.1f}s, saved as {f} "
                             f"({file_size(f):.1f} MB)")
@@ -111,6 +122,7 @@ def _patch_export_run(export: types.ModuleType) -> None:
 
         def run(*args: Any, **kwargs: Any) -> Any:
             bound = signature.bind(*args, **kwargs)
+            given = bound.arguments
             if "opset" in signature.parameters and "opset" not in bound.arguments:
                 bound.arguments["opset"] = DEFAULT_OPSET
             include = bound.arguments.get("include")
@@ -119,7 +131,13 @@ def _patch_export_run(export: types.ModuleType) -> None:
             for name in ("imgsz", "img"):
                 if isinstance(bound.arguments.get(name), int):
                     bound.arguments[name] = [bound.arguments[name]]
-            return original(*bound.args, **bound.kwargs)
+            size = given.get("imgsz") or given.get("img")
+            token = _RUN_SETTINGS.set({"int8": bool(given.get("int8")), "data": given.get("data"),
+                                       "imgsz": int(size[0]) if size else None})
+            try:
+                return original(*bound.args, **bound.kwargs)
+            finally:
+                _RUN_SETTINGS.reset(token)
 
         # fire reads the flags (and fills in their defaults) from the signature: the original's, opset 17
         run.__signature__ = signature.replace(parameters=[

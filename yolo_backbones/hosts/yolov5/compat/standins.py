@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ....core.weights.safe_load import load_checkpoint
+from ...common.checkpoints import load_model_checkpoint
 
 
 
@@ -36,13 +36,14 @@ class _OnnxWithLegacyExport(types.ModuleType):
 class _TorchForHost(types.ModuleType):
     """Stands in for the name ``torch`` inside the host modules that load checkpoints or export ONNX.
 
-    Everything is the real torch except ``load`` (the safe loader) and ``onnx`` (legacy export).
+    Everything is the real torch except ``load`` (the data-only loader, which also requires a model checkpoint:
+    every such call of YOLOv5 reads ``ckpt['model']``) and ``onnx`` (legacy export).
     Why: pip's yolov5 calls ``torch.load(f, map_location=...)`` inside function bodies (attempt_load,
     train, strip_optimizer, hubconf); replacing the module-global name ``torch`` there reroutes
     those calls without changing ``torch.load`` for the rest of the process.
     """
 
-    load = staticmethod(load_checkpoint)
+    load = staticmethod(load_model_checkpoint)
     onnx = _OnnxWithLegacyExport()
 
     def __init__(self) -> None:

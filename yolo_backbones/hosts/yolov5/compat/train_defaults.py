@@ -6,6 +6,7 @@ import types
 from typing import Any, Callable
 
 from ...common.patching import LOG, replace
+from .resume import patch_resume, resuming
 
 
 
@@ -52,9 +53,11 @@ def _patch_train(train: types.ModuleType) -> None:
             # same process would register every logger action twice.
             if callbacks is None and "Callbacks" in train.__dict__:
                 callbacks = train.Callbacks()
-            return original(opt) if callbacks is None else original(opt, callbacks)
+            with resuming(train, opt):  # --resume: the stored run settings are confined (see .resume)
+                return original(opt) if callbacks is None else original(opt, callbacks)
 
         return main
 
+    patch_resume(train)
     replace(train, "parse_opt", make_parse_opt)
     replace(train, "main", make_main)
