@@ -40,9 +40,9 @@ mapping; timm-format checkpoints (``stem.*``, ``stages.*``) are converted by
 * In inference the pooling mixer's residual ``x + ls1 * (pool(x) - x)`` is computed as
   ``lerp(x, pool(x), ls1)`` (the same function, one pass over the map).
 * BatchNorms are :class:`~yolo_backbones.core.layers.SafeBatchNorm2d` (batch-1 1x1 maps work in training).
-* Detection mode (``num_classes=0``) has no ``head`` / ``dist_head``; it returns the outputs of the
+* Detection mode (``features_only=True``) has no ``head`` / ``dist_head``; it returns the outputs of the
   stages in ``out_indices`` (strides 4 / 8 / 16 / 32), the stage-3 token grid reshaped back to a
-  ``(B, C, H / 32, W / 32)`` map. Stages after the last requested one are not built, so every parameter
+  ``(B, C, H / 32, W / 32)`` map. Stages after the last requested one are pruned, so every parameter
   is used.
 * **Output norms: none are added.** The official v1 detection backbone (``detection/backbone.py``) puts
   a new, randomly initialised ``GroupNorm(1, C)`` on each of its four outputs and drops the final

@@ -44,7 +44,7 @@ converted by :meth:`EfficientFormerV2.convert_state_dict`. Differences from the 
   products over the attention maps (the same function as the reference 1x1 convs, same weights).
 * BatchNorms are :class:`~yolo_backbones.core.layers.SafeBatchNorm2d` (batch-1 1x1 maps work in training,
   e.g. the stride-32 map of YOLOv5's 32x32 FLOPs probe).
-* Detection mode (``num_classes=0``) has no ``head`` / ``dist_head``; it returns the outputs of the
+* Detection mode (``features_only=True``) has no ``head`` / ``dist_head``; it returns the outputs of the
   stages in ``out_indices`` (strides 4 / 8 / 16 / 32). Stages after the last requested one are not
   built, so every parameter is used.
 * **Output norms: none are added.** The official v2 detection backbone returns the raw stage outputs
