@@ -36,15 +36,16 @@ _NARROW_HEAD = 12
 
 
 class FrozenLinear(nn.Module):
-    """``F.linear`` with fixed weights derived by fusing (non-persistent buffers: never in a ``state_dict``).
+    """``F.linear`` with fixed weights derived by fusing (buffers: a fused model's ``state_dict`` holds them, so a
+    fused checkpoint, which the loader rebuilds from tensors, computes what was saved).
 
     ``forward(x)``: ``(..., in) -> (..., out)``.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         super().__init__()
-        self.register_buffer("weight", weight, persistent=False)
-        self.register_buffer("bias", bias, persistent=False)
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias)
@@ -159,7 +160,7 @@ class FusedSlopes(nn.Module):
             lo = torch.cat([torch.zeros(n), -torch.ones(n)]).to(w1)
             dtype = hypers[0].hyper[0].weight.dtype
         for name, t in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2), ("lo", lo), ("hi", lo + 2.0)):
-            self.register_buffer(name, t.to(dtype), persistent=False)
+            self.register_buffer(name, t.to(dtype))  # persistent, as FrozenLinear's
 
     def forward(self, tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         hidden = F.relu(F.linear(tokens[:, self.token_id], self.w1, self.b1))
