@@ -1,6 +1,7 @@
 """EdgeViT: the reference model (:mod:`.model`) and the fused forms of its blocks (:mod:`.fused`).
 
-Checkpoints name the classes by this package's path (``yolo_backbones.core.edgevit.EdgeViT``): they stay here.
+Checkpoints saved when EdgeViT was one module name its classes by this package's path
+(``yolo_backbones.core.edgevit.EdgeViT``), newer ones by :mod:`.model`'s: every class stays importable from here.
 """
 from .model import EDGEVIT_CFGS, EdgeViT, GlobalSparseAttn, LGLBlock, LocalAgg, PatchEmbed, SelfAttn
 

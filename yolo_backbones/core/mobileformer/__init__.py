@@ -1,8 +1,9 @@
 """Mobile-Former: the reference model (:mod:`.model`, with its dynamic ReLU in :mod:`.dynamic_relu`) and the fused
 forms of its blocks (:mod:`.fused`).
 
-Checkpoints name the classes by this package's path (``yolo_backbones.core.mobileformer.MobileFormer``, as when it
-was one module): every class stays importable from here.
+Checkpoints saved when Mobile-Former was one module name its classes by this package's path
+(``yolo_backbones.core.mobileformer.MobileFormer``), newer ones by :mod:`.model`'s: every class stays importable
+from here.
 """
 from .dynamic_relu import dynamic_relu
 from .fused import FrozenLinear, FusedSlopes, dynamic_relu_conv
