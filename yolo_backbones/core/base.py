@@ -85,8 +85,9 @@ class Backbone(FeatureContract, PretrainedWeights, InferenceLifecycle, InputHand
 
     @classmethod
     def variant_channels(cls, variant: str) -> tuple[int, ...]:
-        """Output channels of the four stages of ``variant``, read from the config table (no forward pass)."""
-        raise NotImplementedError
+        """Output channels of the four stages of ``variant``, read from the config table (no forward pass): its
+        ``embed_dims`` unless a family says otherwise."""
+        return tuple(cls.variants[cls.resolve_variant(variant)]["embed_dims"])
 
     # ------------------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:

@@ -361,11 +361,6 @@ class EdgeViT(Backbone):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    @classmethod
-    def variant_channels(cls, variant: str) -> tuple[int, ...]:
-        """Output channels of the four stages of ``variant`` (e.g. ``(36, 72, 144, 288)`` for XXS)."""
-        return tuple(cls.variants[cls.resolve_variant(variant)]["embed_dims"])
-
     def stage_module_names(self, stage: int) -> tuple[str, ...]:
         """Stage ``i`` is ``patch_embed{i+1}`` and ``blocks{i+1}``."""
         return f"patch_embed{stage + 1}", f"blocks{stage + 1}"

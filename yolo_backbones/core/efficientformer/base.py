@@ -168,11 +168,6 @@ class EfficientFormerBase(Backbone):
         """Blocks of stage ``index`` (0..3)."""
         raise NotImplementedError
 
-    @classmethod
-    def variant_channels(cls, variant: str) -> tuple[int, ...]:
-        """Output channels of the four stages of ``variant`` (the ``embed_dims`` of its config)."""
-        return tuple(cls.variants[cls.resolve_variant(variant)]["embed_dims"])
-
     def stage_module_names(self, stage: int) -> tuple[str, ...]:
         """Stage ``i`` is ``network.{2i-1}`` (its downsampling, from stage 1 on) and ``network.{2i}``."""
         return (f"network.{2 * stage - 1}", f"network.{2 * stage}") if stage else ("network.0",)

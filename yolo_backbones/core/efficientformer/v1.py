@@ -150,11 +150,7 @@ class Attention(OffsetBiasAttention):
 
     def __init__(self, dim: int, key_dim: int = 32, num_heads: int = 8, attn_ratio: int = 4,
                  resolution: int = _ATTN_RESOLUTION) -> None:
-        super().__init__(num_heads, resolution)
-        self.key_dim = key_dim
-        self.scale = key_dim ** -0.5
-        self.val_dim = int(attn_ratio * key_dim)
-        self.val_attn_dim = self.val_dim * num_heads
+        super().__init__(num_heads, resolution, key_dim, attn_ratio)
         # Per head the qkv output holds [q (key_dim), k (key_dim), v (val_dim)] consecutively, as in the reference.
         self.qkv = nn.Linear(dim, (2 * key_dim + self.val_dim) * num_heads)
         self.proj = nn.Linear(self.val_attn_dim, dim)

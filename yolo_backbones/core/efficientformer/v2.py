@@ -136,11 +136,7 @@ class Attention4D(OffsetBiasAttention):
 
     def __init__(self, dim: int, key_dim: int = 32, num_heads: int = 8, attn_ratio: int = 4,
                  resolution: int = _ATTN_RESOLUTION, stride: int | None = None) -> None:
-        super().__init__(num_heads, resolution)
-        self.key_dim = key_dim
-        self.scale = key_dim ** -0.5
-        self.val_dim = int(attn_ratio * key_dim)
-        self.val_attn_dim = self.val_dim * num_heads
+        super().__init__(num_heads, resolution, key_dim, attn_ratio)
         # Registration order follows the official state_dict.
         self.stride_conv = _conv_bn(dim, dim, 3, stride=stride, groups=dim) if stride else None
         self.q = _conv_bn(dim, key_dim * num_heads)
@@ -237,11 +233,7 @@ class Attention4DDownsample(OffsetBiasAttention):
 
     def __init__(self, dim: int, out_dim: int, key_dim: int = 16, num_heads: int = 8, attn_ratio: int = 4,
                  resolution: int = _DOWN_ATTN_RESOLUTION) -> None:
-        super().__init__(num_heads, resolution, query_stride=2)
-        self.key_dim = key_dim
-        self.scale = key_dim ** -0.5
-        self.val_dim = int(attn_ratio * key_dim)
-        self.val_attn_dim = self.val_dim * num_heads
+        super().__init__(num_heads, resolution, key_dim, attn_ratio, query_stride=2)
         self.q = LGQuery(dim, key_dim * num_heads)
         self.k = _conv_bn(dim, key_dim * num_heads)
         self.v = _conv_bn(dim, self.val_attn_dim)

@@ -47,11 +47,18 @@ class OffsetBiasAttention(nn.Module):
     Args:
         num_heads: attention heads (rows of the table).
         resolution: ``R``, the side of the native key grid the table was trained on.
+        key_dim: width of each head's queries and keys (``scale = key_dim ** -0.5``).
+        attn_ratio: each head's value width over ``key_dim`` (``val_dim``; all heads: ``val_attn_dim``).
         query_stride: ``s``, stride of the query grid on the key grid (1 or 2).
     """
 
-    def __init__(self, num_heads: int, resolution: int, query_stride: int = 1) -> None:
+    def __init__(self, num_heads: int, resolution: int, key_dim: int, attn_ratio: int, query_stride: int = 1
+                 ) -> None:
         super().__init__()
+        self.key_dim = key_dim
+        self.scale = key_dim ** -0.5
+        self.val_dim = int(attn_ratio * key_dim)
+        self.val_attn_dim = self.val_dim * num_heads
         self.num_heads = int(num_heads)
         self.resolution = int(resolution)
         self.query_stride = int(query_stride)
