@@ -114,7 +114,7 @@ from benchmarking.results import FLOOR_IMG, METRICS, Result, attempt  # noqa: E4
 from benchmarking.train_memory import profile_train_memory, train_memory_child  # noqa: E402
 
 import yolo_backbones  # noqa: E402,F401  (installs the plugin)
-from yolo_backbones.core.runtime import tune_cpu_allocator  # noqa: E402
+from yolo_backbones.core.inference.runtime import tune_cpu_allocator  # noqa: E402
 
 
 def profile_eval(model: torch.nn.Module, result: Result, args: argparse.Namespace) -> None:
@@ -224,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         return train_memory_child(*sys.argv[2:7])
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    # The plugin tunes the allocator when a model is fused; do it before anything is measured, so the YOLOv5
-    # baselines run with the same allocator settings as the plugin models.
+    # Opt in to the plugin's allocator setting (the plugin never changes it by itself) before anything is measured,
+    # so the YOLOv5 baselines and the plugin models run with the same allocator settings.
     tune_cpu_allocator()
     args.out.mkdir(parents=True, exist_ok=True)
     results, models = [], {}

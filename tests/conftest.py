@@ -20,7 +20,8 @@ def run(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedP
     """Run a command in a fresh process; fail with its output if it exits non-zero."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, \
+        f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
     return proc
 
 
@@ -40,6 +41,6 @@ def own_layers_in_eval(request, monkeypatch):
     unfused eval model with a fused one, a reference or a gradient compares what it names; tests marked
     ``eval_fusion`` (and every subprocess: the CLI end-to-end runs) use the default."""
     if request.node.get_closest_marker("eval_fusion") is None:
-        from yolo_backbones.core import eval_fusion
+        from yolo_backbones.core.inference import eval_fusion
 
         monkeypatch.setattr(eval_fusion, "ENABLED", False)

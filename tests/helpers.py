@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 KEYS_DIR = Path(__file__).parent / "data" / "keys"
+# A backbone as a YOLO backbone row builds it: a feature extractor that normalises [0, 1] RGB input itself.
+DETECTION = dict(features_only=True, input_norm=True)
 
 # Fills a tensor for one official key: (key, shape, generator) -> tensor.
 Fill = Callable[[str, tuple[int, ...], torch.Generator], torch.Tensor]

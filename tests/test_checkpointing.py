@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 import yaml
+from helpers import DETECTION, single_thread  # noqa: F401  (autouse: one torch thread per test)
 from torch import nn
 
-from helpers import single_thread  # noqa: F401  (autouse: one torch thread per test)
 from yolo_backbones.core.edgevit import EdgeViT
 from yolo_backbones.core.efficientformer.v1 import EfficientFormer
 from yolo_backbones.core.efficientformer.v2 import EfficientFormerV2
@@ -37,7 +37,7 @@ def step(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 def test_checkpointing_changes_nothing_but_memory(name) -> None:
     cls, variant, kwargs = CASES[name]
     torch.manual_seed(0)
-    plain = cls(variant, **kwargs)
+    plain = cls(variant, **kwargs, **DETECTION)
     checkpointed = copy.deepcopy(plain).set_grad_checkpointing()
     assert checkpointed.grad_checkpointing and "grad_checkpointing=True" in checkpointed.extra_repr()
     x = torch.rand(2, 3, 64, 64)
@@ -53,13 +53,13 @@ def test_checkpointing_changes_nothing_but_memory(name) -> None:
 def test_checkpointing_keeps_less_for_backward() -> None:
     """Tensors saved for backward by a training forward: only block boundaries remain with checkpointing."""
     torch.manual_seed(0)
-    model = EfficientFormerV2("s0")
+    model = EfficientFormerV2("s0", **DETECTION)
     x = torch.rand(2, 3, 128, 128)
 
     def saved_bytes(m: nn.Module) -> int:
         seen: dict[int, int] = {}
 
-        def pack(t: torch.Tensor) -> torch.Tensor:
+        def pack(t: torch.Tensor, seen: dict[int, int] = seen) -> torch.Tensor:
             seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
             return t
 
@@ -73,7 +73,7 @@ def test_checkpointing_keeps_less_for_backward() -> None:
 
 
 def test_checkpointing_off_in_eval_and_without_grad() -> None:
-    model = MobileFormer("52m", grad_checkpointing=True).eval()
+    model = MobileFormer("52m", grad_checkpointing=True, **DETECTION).eval()
     with torch.no_grad():
         out = model(torch.rand(1, 3, 64, 64))
     assert all(o.grad_fn is None for o in out)
@@ -119,14 +119,14 @@ def test_recomputed_intermediates_change_nothing_but_memory(name, at_most) -> No
 
     cls, variant, kwargs = CASES[name]
     torch.manual_seed(0)
-    recomputing = cls(variant, **kwargs)
+    recomputing = cls(variant, **kwargs, **DETECTION)
     keeping = copy.deepcopy(recomputing)
     x = torch.rand(2, 3, 64, 64)
     saved = {}
     for key, model in (("recompute", recomputing), ("keep", keeping)):
         seen: dict[int, int] = {}
 
-        def pack(t: torch.Tensor) -> torch.Tensor:
+        def pack(t: torch.Tensor, seen: dict[int, int] = seen) -> torch.Tensor:
             seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
             return t
 

@@ -34,7 +34,7 @@ IMG = 64
 def backbone(name: str) -> torch.nn.Module:
     """A fused feature backbone with non-trivial BatchNorm statistics (so fusion is not an identity)."""
     torch.manual_seed(0)
-    model = yb.create(name, num_classes=0, out_indices=(1, 2, 3)).eval()
+    model = yb.create(name, features_only=True, input_norm=True).eval()
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
@@ -56,7 +56,7 @@ def test_subsample_pooling_equals_strided_view(r):
 
 @pytest.mark.slow
 def test_static_biases_equal_the_computed_ones():
-    model = yb.create("efficientformerv2_s0", num_classes=0, out_indices=(1, 2, 3)).eval()
+    model = yb.create("efficientformerv2_s0", features_only=True, input_norm=True).eval()
     x = example(96)
     with torch.no_grad():
         expected = model(x)

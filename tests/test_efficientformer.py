@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import DETECTION, key_shapes, n_params, random_state_dict, single_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
 import yolo_backbones
@@ -22,8 +23,6 @@ from yolo_backbones.core.efficientformer.v1 import EfficientFormer
 from yolo_backbones.core.efficientformer.v2 import EfficientFormerV2
 from yolo_backbones.core.layers import OffsetBiasAttention, SafeBatchNorm2d
 from yolo_backbones.core.weights.state_dict import CheckpointMismatchError
-
-from helpers import key_shapes, n_params, random_state_dict, single_thread  # noqa: F401 (autouse fixture)
 
 V1_CHANNELS = {"l1": (48, 96, 224, 448), "l3": (64, 128, 320, 512), "l7": (96, 192, 384, 768)}
 V2_CHANNELS = {"s0": (32, 48, 96, 176), "s1": (32, 48, 120, 224), "s2": (32, 64, 144, 288), "l": (40, 80, 192, 384)}
@@ -171,7 +170,7 @@ def test_variant_channels_and_metadata():
         assert EfficientFormer.variant_channels(v) == ch == EfficientFormer.variant_channels(v.upper())
     for v, ch in V2_CHANNELS.items():
         assert EfficientFormerV2.variant_channels(v) == ch
-    m = EfficientFormerV2("s1")
+    m = EfficientFormerV2("s1", **DETECTION)
     assert m.stage_channels == V2_CHANNELS["s1"] and m.out_channels == [48, 120, 224] and m.out_strides == [8, 16, 32]
     names = yolo_backbones.backbone_names()
     assert {"efficientformer_l1", "efficientformer_l7", "efficientformerv2_s0", "efficientformerv2_l"} <= set(names)
@@ -206,7 +205,7 @@ def test_official_checkpoint_loads_strictly(tmp_path, layout):
 
     # Detection mode drops head/dist_head only; the final norm is kept and loaded.
     cls = EfficientFormer if layout == "v1" else EfficientFormerV2
-    det = cls(name.rsplit("_", 1)[1], out_indices=(1, 2, 3), pretrained=path)
+    det = cls(name.rsplit("_", 1)[1], out_indices=(1, 2, 3), pretrained=path, **DETECTION)
     det_sd = det.state_dict()
     assert not any(k.startswith(("head.", "dist_head.")) for k in det_sd) and "norm.weight" in det_sd
     for k, v in det_sd.items():
@@ -284,7 +283,7 @@ def test_mismatched_checkpoints_raise(tmp_path):
     # Missing key.
     bad = {k: v for k, v in sd.items() if k != "network.2.1.mlp.fc1.weight"}
     with pytest.raises(CheckpointMismatchError, match=re.escape("network.2.1.mlp.fc1.weight")):
-        EfficientFormer("l1", pretrained=save_official(tmp_path / "c.pth", bad))
+        EfficientFormer("l1", pretrained=save_official(tmp_path / "c.pth", bad), **DETECTION)
     # An index buffer with a different geometry (e.g. an official 25x25 detection checkpoint).
     bad = dict(sd, **{"network.6.4.token_mixer.attention_bias_idxs": torch.zeros(49, 49, dtype=torch.long)})
     with pytest.raises(CheckpointMismatchError, match="attention_bias_idxs"):
@@ -294,12 +293,12 @@ def test_mismatched_checkpoints_raise(tmp_path):
     # v2 checkpoint into v1.
     v2 = random_official_state_dict("official_efficientformerv2_s0")
     with pytest.raises(CheckpointMismatchError):
-        EfficientFormer("l1", pretrained=save_official(tmp_path / "e.pth", v2))
+        EfficientFormer("l1", pretrained=save_official(tmp_path / "e.pth", v2), **DETECTION)
 
 
 def test_truncated_detection_model_loads_full_checkpoint(tmp_path):
     path = save_official(tmp_path / "s0.pth", random_official_state_dict("official_efficientformerv2_s0"))
-    model = EfficientFormerV2("s0", out_indices=(0, 1), pretrained=path)
+    model = EfficientFormerV2("s0", out_indices=(0, 1), pretrained=path, **DETECTION)
     # Stages after the last requested one are not built (no unused parameters), and their keys are skipped.
     assert len(model.network) == 3 and not hasattr(model, "norm")
     outs = model(torch.rand(1, 3, 64, 64))
@@ -349,13 +348,13 @@ def test_bias_follows_any_grid():
 
 def test_bias_cache_is_refreshed_after_loading_casting_and_updates():
     torch.manual_seed(0)
-    model = EfficientFormer("l1").eval()
+    model = EfficientFormer("l1", **DETECTION).eval()
     x = torch.rand(1, 3, 256, 320)
     with torch.no_grad():
         model(x)
     assert bias_cache_sizes(model) == 1  # eval + no_grad: cached
 
-    other = EfficientFormer("l1").eval()
+    other = EfficientFormer("l1", **DETECTION).eval()
     with torch.no_grad():
         for n, p in other.named_parameters():
             if n.endswith("attention_biases"):
@@ -407,7 +406,7 @@ def test_bias_cache_is_refreshed_after_loading_casting_and_updates():
 @pytest.mark.parametrize("hw", [(256, 256), (320, 640), (320, 192), (32, 32), (96, 160), (33, 47)])
 def test_detection_shapes_training_batch1(cls, variant, channels, hw):
     # Training mode, batch 1: YOLOv5's stride probe (256) and FLOPs probe (32: 1x1 map at stride 32).
-    model = cls(variant, out_indices=(0, 1, 2, 3)).train()
+    model = cls(variant, out_indices=(0, 1, 2, 3), **DETECTION).train()
     h, w = hw
     outs = model(torch.zeros(1, 3, h, w))
     expected = [(1, c, math.ceil(h / s), math.ceil(w / s)) for c, s in zip(channels, (4, 8, 16, 32))]
@@ -421,7 +420,7 @@ def test_any_size_eval_and_bias_cache_per_size(cls, variant, channels):
     """Rect validation shapes (320x192, 640x480, 480x640) and 1280x1280 in eval; one cached bias per size
     and dtype, served unchanged on a revisit, dropped by ``.to()``."""
     torch.manual_seed(0)
-    model = cls(variant, out_indices=(1, 2, 3)).eval()
+    model = cls(variant, out_indices=(1, 2, 3), **DETECTION).eval()
     with torch.no_grad():
         for n, p in model.named_parameters():
             if n.endswith("attention_biases"):
@@ -455,7 +454,7 @@ def test_any_size_eval_and_bias_cache_per_size(cls, variant, channels):
 
 
 def test_v1_stage3_output_is_the_normed_token_grid():
-    model = EfficientFormer("l1", out_indices=(3,)).eval()
+    model = EfficientFormer("l1", out_indices=(3,), **DETECTION).eval()
     x = torch.rand(2, 3, 96, 160)
     with torch.no_grad():
         out = model(x)[0]
@@ -472,26 +471,26 @@ def test_classification_logits_and_eval_average():
     x = torch.rand(2, 3, 224, 224)
     with torch.no_grad():
         logits = model(x)
-        pooled = model.forward_stages(x, 3)[-1].mean((2, 3))
+        pooled = model.forward_features(x).mean((2, 3))  # the final map after the final norm
     assert logits.shape == (2, 10)
     torch.testing.assert_close(logits, (model.head(pooled) + model.dist_head(pooled)) / 2)
 
 
 def test_bad_input_raises():
     with pytest.raises(InputSizeError, match="3, H, W"):
-        EfficientFormerV2("s0")(torch.rand(1, 1, 64, 64))
+        EfficientFormerV2("s0", **DETECTION)(torch.rand(1, 1, 64, 64))
     with pytest.raises(InputSizeError):
-        EfficientFormer("l1")(torch.rand(3, 64, 64))
+        EfficientFormer("l1", **DETECTION)(torch.rand(3, 64, 64))
     with pytest.raises(ValueError, match="out_indices"):
-        EfficientFormer("l1", out_indices=(3, 1))
+        EfficientFormer("l1", out_indices=(3, 1), **DETECTION)
     with pytest.raises(ValueError, match="s0, s1, s2, l"):
-        EfficientFormerV2("m")
+        EfficientFormerV2("m", **DETECTION)
 
 
 @pytest.mark.parametrize("cls,variant", [(EfficientFormer, "l1"), (EfficientFormerV2, "s0")])
 def test_backward_reaches_every_parameter(cls, variant):
     torch.manual_seed(0)
-    model = cls(variant, out_indices=(1, 2, 3), drop_path_rate=0.1)
+    model = cls(variant, out_indices=(1, 2, 3), drop_path_rate=0.1, **DETECTION)
     assert not hasattr(model, "head") and not hasattr(model, "dist_head")
     with torch.no_grad():  # non-zero biases so the (non-native) bias resize is exercised with gradients
         for n, p in model.named_parameters():
@@ -514,7 +513,7 @@ def test_backward_reaches_every_parameter(cls, variant):
 
 @pytest.mark.parametrize("cls,variant", [(EfficientFormer, "l1"), (EfficientFormerV2, "s0")])
 def test_deepcopy_after_train_and_eval_forwards(cls, variant):
-    model = cls(variant)
+    model = cls(variant, **DETECTION)
     x = torch.rand(2, 3, 96, 128)
     model.train()
     loss = sum(o.sum() for o in model(x))  # graph alive while copying (YOLOv5 EMA / checkpoint save)
@@ -534,7 +533,7 @@ def test_deepcopy_after_train_and_eval_forwards(cls, variant):
 @pytest.mark.parametrize("cls,variant", [(EfficientFormer, "l1"), (EfficientFormerV2, "s0")])
 def test_inplace_activations_and_half_precision(cls, variant):
     torch.manual_seed(0)
-    model = cls(variant).train()
+    model = cls(variant, **DETECTION).train()
     x = torch.rand(2, 3, 64, 96)
     ref = model(x)
     for m in model.modules():  # what YOLOv5 does to ReLU/SiLU/Hardswish/LeakyReLU at load time
@@ -572,7 +571,7 @@ def test_safe_batchnorm_single_value_uses_running_stats():
 @pytest.mark.parametrize("cls,variant", [(EfficientFormer, "l1"), (EfficientFormerV2, "s0")])
 def test_jit_trace_and_onnx_match_eager(tmp_path, cls, variant):
     torch.manual_seed(0)
-    model = cls(variant).eval()
+    model = cls(variant, **DETECTION).eval()
     with torch.no_grad():
         for n, p in model.named_parameters():
             if n.endswith("attention_biases"):

@@ -24,7 +24,7 @@ def test_training_writes_a_plugin_checkpoint(trained: Path) -> None:
             "m = ck['model']; b = m.model[0];"
             "print(type(b).__module__, type(b).__name__, b.variant, list(b.out_channels), m.yaml_file, ck['epoch'])")
     out = run([sys.executable, "-c", code, str(trained)], cwd=trained.parent).stdout.split()
-    assert out[:5] == ["yolo_backbones.core.edgevit", "EdgeViT", "xxs", "[72,", "144,"]
+    assert out[:5] == ["yolo_backbones.core.edgevit.model", "EdgeViT", "xxs", "[72,", "144,"]
     assert out[-1] == "-1", "strip_optimizer marks a finished checkpoint with epoch -1"
 
 

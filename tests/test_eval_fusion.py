@@ -7,12 +7,12 @@ import pickle
 
 import pytest
 import torch
+from helpers import DETECTION, single_thread  # noqa: F401  (autouse: one torch thread per test)
+from test_fuse import randomise
 from torch import nn
 
-from helpers import single_thread  # noqa: F401  (autouse: one torch thread per test)
-from test_fuse import randomise
 from yolo_backbones import create
-from yolo_backbones.core.eval_fusion import TWIN_ATTRIBUTE
+from yolo_backbones.core.inference.eval_fusion import TWIN_ATTRIBUTE
 
 pytestmark = pytest.mark.eval_fusion
 TOL = dict(atol=1e-4, rtol=0.0)
@@ -36,7 +36,7 @@ def as_list(out) -> list[torch.Tensor]:
 @pytest.fixture(scope="module", params=NAMES)
 def backbone(request) -> nn.Module:
     torch.manual_seed(0)
-    return randomise(create(request.param, num_classes=0, out_indices=(1, 2, 3))).eval()
+    return randomise(create(request.param, **DETECTION, out_indices=(1, 2, 3))).eval()
 
 
 def test_eval_forward_runs_the_fused_twin_with_the_same_outputs(backbone) -> None:
@@ -130,7 +130,7 @@ def test_the_twin_is_never_copied_pickled_or_listed(backbone) -> None:
 
 
 def test_switches_turn_it_off(backbone, monkeypatch) -> None:
-    from yolo_backbones.core import eval_fusion
+    from yolo_backbones.core.inference import eval_fusion
 
     with torch.no_grad():
         backbone.set_eval_fusion(False)

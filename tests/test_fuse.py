@@ -11,15 +11,20 @@ import warnings
 import pytest
 import torch
 import yaml
+from helpers import DETECTION, single_thread  # noqa: F401  (autouse: one torch thread per test)
 from torch import nn
 
-from helpers import single_thread  # noqa: F401  (autouse: one torch thread per test)
 from yolo_backbones.core.edgevit import EdgeViT
 from yolo_backbones.core.efficientformer.v1 import EfficientFormer
 from yolo_backbones.core.efficientformer.v2 import EfficientFormerV2
+from yolo_backbones.core.inference.fuse import (
+    absorb_identity,
+    count_batchnorms,
+    fold_affine_into_conv,
+    fuse_bn_conv,
+    fuse_conv_bn,
+)
 from yolo_backbones.core.mobileformer import MobileFormer
-from yolo_backbones.core.fuse import (absorb_identity, count_batchnorms, fold_affine_into_conv, fuse_bn_conv,
-                                 fuse_conv_bn)
 from yolo_backbones.resources import MODELS_DIR
 
 TOL = dict(atol=1e-4, rtol=0.0)
@@ -81,7 +86,7 @@ def pair(request) -> tuple[str, nn.Module, nn.Module]:
     """(case, unfused eval backbone, fused deep copy) in detection mode with randomised statistics."""
     torch.manual_seed(0)
     cls, variant, _, _ = CASES[request.param]
-    model = randomise(cls(variant).eval())
+    model = randomise(cls(variant, **DETECTION).eval())
     return request.param, model, copy.deepcopy(model).fuse()
 
 
@@ -100,7 +105,7 @@ def test_fused_backbone_matches_unfused(pair, size) -> None:
 def test_row_tiled_inference_matches_unfused(pair, size, monkeypatch) -> None:
     """With a tiny tile budget every wide per-pixel chain of a batch-1 fused model runs strip by strip (halo rows,
     strips at the map borders) and the large attention head by head; the outputs stay those of the unfused model."""
-    from yolo_backbones.core.layers import tiling
+    from yolo_backbones.core.inference import tiling
 
     case, model, fused = pair
     calls = []
@@ -152,7 +157,7 @@ def test_fuse_is_idempotent(pair) -> None:
 
 
 def test_fusing_in_training_mode_warns() -> None:
-    model = MobileFormer("26m")
+    model = MobileFormer("26m", **DETECTION)
     with pytest.warns(UserWarning, match="inference only"):
         model.fuse()
 

@@ -14,15 +14,16 @@ import sys
 
 import pytest
 import torch
-from torch import nn
-import torch.nn.functional as F
-
-from helpers import single_thread  # noqa: F401  (autouse: one torch thread per test)
+from helpers import DETECTION, single_thread  # noqa: F401  (autouse: one torch thread per test)
 from test_fuse import randomise
+from torch import nn
+
+from yolo_backbones.core import layers
 from yolo_backbones.core.edgevit import EdgeViT
 from yolo_backbones.core.efficientformer.v1 import EfficientFormer, Meta4D
 from yolo_backbones.core.efficientformer.v2 import EfficientFormerV2
-from yolo_backbones.core.layers import biased_scores, mix_heads, onednn, softmax_attention
+from yolo_backbones.core.inference import context, onednn
+from yolo_backbones.core.layers import fused as fused_layers
 from yolo_backbones.core.layers.layout import heads_to_map, is_channels_last, map_to_heads
 from yolo_backbones.core.mobileformer import Global2Local, MobileFormer, dynamic_relu, dynamic_relu_conv
 
@@ -46,7 +47,7 @@ def run(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 def case(request) -> tuple[str, nn.Module]:
     torch.manual_seed(0)
     cls, variant = CASES[request.param]
-    return request.param, randomise(cls(variant).eval())
+    return request.param, randomise(cls(variant, **DETECTION).eval())
 
 
 # ------------------------------------------------------------------------------------------------ layout
@@ -82,7 +83,7 @@ def test_fused_model_on_fused_kernels_matches_plain_ops(case, monkeypatch) -> No
     fused = copy.deepcopy(model).fuse()
     x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(2))
     got = run(fused, x)
-    monkeypatch.setattr(onednn, "_available", False)  # the same fused model on the plain torch ops
+    monkeypatch.setattr(context, "_available", False)  # the same fused model on the plain torch ops
     ref = run(fused, x)
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, **TOL)
@@ -93,7 +94,7 @@ def test_unfused_model_never_uses_fused_kernels(case, monkeypatch) -> None:
     _, model = case
     calls = []
     real = torch.ops.mkldnn._convolution_pointwise
-    monkeypatch.setattr(onednn, "fused_kernels_available", lambda: calls.append(1) or True)
+    monkeypatch.setattr(context, "fused_kernels_available", lambda: calls.append(1) or True)
     run(model, torch.rand(1, 3, 64, 64))
     assert not calls  # an eval model without fuse() computes like its traced / exported graph
     assert torch.ops.mkldnn._convolution_pointwise is real
@@ -102,11 +103,11 @@ def test_unfused_model_never_uses_fused_kernels(case, monkeypatch) -> None:
 def test_fused_kernels_step_aside_for_hooks_and_flop_counting() -> None:
     conv = nn.Conv2d(8, 16, 1).eval()
     x = torch.randn(1, 8, 6, 6).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad(), onednn.allowed():
-        assert onednn._fusable(conv, x) == onednn.fused_kernels_available()
+    with torch.no_grad(), context.fused_forward():
+        assert onednn.fusable(conv, x) == context.fused_kernels_available()
         seen = []
         handle = conv.register_forward_hook(lambda *a: seen.append(1))
-        assert not onednn._fusable(conv, x)
+        assert not onednn.fusable(conv, x)
         onednn.conv(conv, x, "gelu")
         handle.remove()
         assert seen  # the module ran, so hook-based counters (thop) see it
@@ -123,8 +124,8 @@ def test_fused_kernels_step_aside_for_hooks_and_flop_counting() -> None:
                 return func(*args, **(kwargs or {}))
 
         with Recorder():
-            assert not onednn._fusable(conv, x)
-    assert not onednn._fusable(conv, x)  # outside a fused backbone's forward
+            assert not onednn.fusable(conv, x)
+    assert not onednn.fusable(conv, x)  # outside a fused backbone's forward
 
 
 # ------------------------------------------------------------------------------------- rewrites
@@ -156,8 +157,10 @@ def test_global_to_local_matrix_form_matches_attention() -> None:
     x = torch.randn(2, 24, 7, 9)
     tokens = torch.randn(2, 5, 32)
     ref = bridge(x, tokens)  # autograd on: the attention kernel path
-    with torch.no_grad():
-        got = bridge(x.contiguous(memory_format=torch.channels_last), tokens)
+    fused = copy.deepcopy(bridge)
+    fused.fuse_()
+    with torch.no_grad(), context.fused_forward():  # the fused form: two matrix products over the pixels
+        got = fused(x.contiguous(memory_format=torch.channels_last), tokens)
     assert is_channels_last(got)
     torch.testing.assert_close(got, ref.detach(), **TOL)
 
@@ -188,8 +191,10 @@ def test_fused_mobileformer_token_path_matches_unfused(variant, classes) -> None
         torch.testing.assert_close(a, b, atol=1e-4 * float(b.abs().max()), rtol=1e-4)
 
 
+@pytest.mark.parametrize("helpers", [layers, fused_layers], ids=["reference", "fused"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_explicit_attention_helpers(batch) -> None:
+def test_explicit_attention_helpers(batch, helpers) -> None:
+    biased_scores, mix_heads, softmax_attention = helpers.biased_scores, helpers.mix_heads, helpers.softmax_attention
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(batch, 4, 10, 8, generator=g), torch.randn(batch, 4, 14, 8, generator=g)
     v, bias = torch.randn(batch, 4, 14, 6, generator=g), torch.randn(4, 10, 14, generator=g)
@@ -209,17 +214,21 @@ def test_pooling_mixer_lerp_matches_formula() -> None:
         mixed = x + block.layer_scale_1[:, None, None] * (block.token_mixer(x))
         ref = mixed + block.layer_scale_2[:, None, None] * block.mlp(mixed)
         torch.testing.assert_close(block(x), ref, **TOL)
+        with context.fused_forward():  # the fused form: one lerp pass for the pooling mixer
+            torch.testing.assert_close(block(x), ref, **TOL)
 
 
 # ------------------------------------------------------------------------------------- allocator
-def test_allocator_tuning_is_idempotent_and_can_be_disabled() -> None:
-    from yolo_backbones.core import runtime
-
-    first = runtime.tune_cpu_allocator()
-    assert runtime.tune_cpu_allocator() is first
-    code = "from yolo_backbones.core.runtime import tune_cpu_allocator as t; print(t())"
-    env = {**os.environ, "YOLO_BACKBONES_MALLOC_TUNING": "0"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert out.stdout.strip() == "False"
-    if sys.platform.startswith("linux"):
-        assert first
+@pytest.mark.slow
+def test_allocator_tuning_is_opt_in_and_idempotent() -> None:
+    code = ("import yolo_backbones, torch; from yolo_backbones.core.inference import runtime; "
+            "yolo_backbones.create('edgevit_xxs', features_only=True).eval().fuse(); "
+            "print(runtime._tuned, runtime.tune_cpu_allocator() is runtime.tune_cpu_allocator())")
+    env = {k: v for k, v in os.environ.items() if k != "YOLO_BACKBONES_MALLOC_TUNING"}
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert plain.stdout.split()[0] == "None"  # fuse() left the allocator alone
+    assert plain.stdout.split()[1] == "True"
+    asked_code = code.replace("print(runtime._tuned", "print(runtime._tuned is not None")
+    asked = subprocess.run([sys.executable, "-c", asked_code], capture_output=True, text=True,
+                           env={**env, "YOLO_BACKBONES_MALLOC_TUNING": "1"}, check=True)
+    assert asked.stdout.split()[0] == "True"  # fuse() tuned it: asked for in the environment

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import DETECTION
 from torch import nn
 
 import yolo_backbones
@@ -94,8 +95,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 # Where each class lived in yolo-backbones 0.1; checkpoints saved then name these modules.
 _OLD_PATHS = [
     (r"yolo_backbones\.core\.layers\.\w+\n", "yolo_backbones.layers\n"),
-    (r"yolo_backbones\.core\.edgevit\n", "yolo_backbones.backbones.edgevit\n"),
-    (r"yolo_backbones\.core\.mobileformer\n", "yolo_backbones.backbones.mobileformer\n"),
+    (r"yolo_backbones\.core\.edgevit(\.\w+)?\n", "yolo_backbones.backbones.edgevit\n"),
+    (r"yolo_backbones\.core\.mobileformer(\.\w+)?\n", "yolo_backbones.backbones.mobileformer\n"),
     (r"yolo_backbones\.core\.efficientformer\.v1\n", "yolo_backbones.backbones.efficientformer\n"),
     (r"yolo_backbones\.core\.efficientformer\.v2\n", "yolo_backbones.backbones.efficientformer_v2\n"),
     (r"yolo_backbones\.core\.select\n", "yolo_backbones.yolov5_patch\n"),
@@ -121,7 +122,7 @@ def _as_old_layout(buffer: bytes) -> bytes:
 @pytest.mark.parametrize("name", ["edgevit_xxs", "mobileformer_26m", "efficientformer_l1", "efficientformerv2_s0"])
 def test_checkpoint_with_pre_0_2_module_paths_loads(name, tmp_path):
     torch.manual_seed(0)
-    model = nn.Sequential(create(name, num_classes=0, out_indices=(1, 2, 3)), Select(1)).eval()
+    model = nn.Sequential(create(name, **DETECTION, out_indices=(1, 2, 3)), Select(1)).eval()
     buffer = io.BytesIO()
     torch.save({"model": model, "epoch": 3}, buffer)
     old = tmp_path / "old_layout.pt"

@@ -497,7 +497,7 @@ def test_legacy_format_loads_through_the_same_reader(tmp_path):
 @pytest.mark.parametrize("name", ["edgevit_xxs", "efficientformerv2_s0"])
 def test_plugin_backbones_and_select_rebuild_without_a_config(name, tmp_path):
     torch.manual_seed(0)
-    model = nn.Sequential(create(name, num_classes=0, out_indices=(1, 2, 3)), Select(1)).eval()
+    model = nn.Sequential(create(name, features_only=True, out_indices=(1, 2, 3)), Select(1)).eval()
     torch.save({"model": model}, tmp_path / "bb.pt")
     out = load_checkpoint(tmp_path / "bb.pt")["model"].eval()
     x = torch.rand(1, 3, 64, 64)
@@ -505,9 +505,42 @@ def test_plugin_backbones_and_select_rebuild_without_a_config(name, tmp_path):
         assert torch.equal(out(x), model(x))
 
 
+def _as_list(y):
+    return y if isinstance(y, list) else [y]
+
+
+def _pruned_keeping_the_head(name: str) -> nn.Module:
+    model = create(name, num_classes=10)
+    model.prune_intermediate_layers([0, 1], prune_head=False)  # stages 2-3 and the norm go, the head stays
+    return model
+
+
+@pytest.mark.parametrize("build", [
+    pytest.param(lambda: create("mobileformer_26m", num_classes=0), id="pooled features"),
+    pytest.param(lambda: create("efficientformer_l1", num_classes=7, input_norm=True), id="classifier"),
+    pytest.param(lambda: create("edgevit_xxs", features_only=True, out_indices=(0, 2)), id="stages 0 and 2"),
+    pytest.param(lambda: _pruned_keeping_the_head("edgevit_xxs"), id="pruned, head kept"),
+])
+def test_backbone_rebuilds_in_its_mode(build, tmp_path):
+    """The record's mode (classifier / pooled / feature extractor), input option and later pruning are rebuilt."""
+    torch.manual_seed(0)
+    model = build().eval()
+    torch.save({"model": model}, tmp_path / "bb.pt")
+    out = load_checkpoint(tmp_path / "bb.pt")["model"].eval()
+    assert (out.features_only, out.num_classes, out.out_indices, out.input_norm) == \
+        (model.features_only, model.num_classes, model.out_indices, model.input_norm)
+    assert out.state_dict().keys() == model.state_dict().keys()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        a, b = (m.forward_intermediates(x, intermediates_only=True) for m in (out, model))
+        if model.num_built_stages == 4 or model.features_only:  # a classifier pruned below its head has no forward
+            a, b = [*a, *_as_list(out(x))], [*b, *_as_list(model(x))]
+    assert len(a) == len(b) and all(torch.equal(u, v) for u, v in zip(a, b))
+
+
 def test_fused_backbone_rebuilds_fused(tmp_path):
     torch.manual_seed(0)
-    model = create("edgevit_xxs", num_classes=0, out_indices=(1, 2, 3)).eval()
+    model = create("edgevit_xxs", features_only=True, out_indices=(1, 2, 3)).eval()
     model.fuse()
     torch.save({"model": model}, tmp_path / "fused.pt")
     out = load_checkpoint(tmp_path / "fused.pt")["model"].eval()

@@ -11,9 +11,9 @@ import torch
 import yaml
 
 import yolo_backbones
-from yolo_backbones.resources import MODELS_DIR
 from yolo_backbones import ModelConfigError, Select
 from yolo_backbones.hosts.yolov5.model_patch import patch_yolo_module
+from yolo_backbones.resources import MODELS_DIR
 
 yolo = pytest.importorskip("yolov5.models.yolo")
 
@@ -93,7 +93,7 @@ def test_profile_reports_every_layer(edgevit_model, capsys, caplog) -> None:
     with torch.no_grad():
         edgevit_model(torch.rand(1, 3, 64, 64), profile=True)
     text = caplog.text + capsys.readouterr().out
-    assert "yolo_backbones.core.edgevit.EdgeViT" in text and "Total" in text
+    assert "yolo_backbones.core.edgevit.model.EdgeViT" in text and "Total" in text
 
 
 def _cfg_with(backbone_rows: list, head_rows: list | None = None) -> dict:
@@ -208,7 +208,8 @@ def test_checkpoint_yaml_with_a_renamed_variant_gives_a_clear_error() -> None:
     """Resuming rebuilds the model from the checkpoint's YAML; a variant name this version lacks must say so."""
     cfg = load_cfg()
     cfg["backbone"][0] = [-1, 1, "EdgeViT", ["xxs_v0", [1, 2, 3]]]
-    with pytest.raises(ModelConfigError, match=r"layer 0 .*unknown EdgeViT variant 'xxs_v0'; known variants: xxs, xs, s"):
+    with pytest.raises(ModelConfigError,
+                       match=r"layer 0 .*unknown EdgeViT variant 'xxs_v0'; known variants: xxs, xs, s"):
         build(cfg)
 
 

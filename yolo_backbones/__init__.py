@@ -7,8 +7,6 @@ It never imports a host itself.
 """
 from __future__ import annotations
 
-import sys
-
 from . import legacy
 from .core.weights import plugin_layers
 from .core import Backbone, InputSizeError, Select, backbone_names, create, list_backbones
@@ -27,16 +25,18 @@ def install() -> list[str]:
     """Install the plugin into every YOLO host module already imported; return the names patched now.
 
     Idempotent. Applies the compatibility fixes (offline, torch >= 2.6) and the model-building patch.
-    Modules imported later are handled by the import hook that this also enables.
+    Modules imported later are handled by the import hook that this also enables. Nothing outside the hosts
+    changes: no exception hook (except in the hosts' own ``yolov5`` / ``yolo`` commands, see
+    :mod:`yolo_backbones.hosts.common.errors`), allocator or thread settings.
     """
     import yolo_backbones_autoload
 
     from .hosts import ultralytics, yolov5
-    from .hosts.common.errors import install_excepthook
+    from .hosts.common.errors import host_command_running, install_excepthook
 
     yolo_backbones_autoload.enable()
     patched = yolov5.install() + ultralytics.install()
-    if patched or "yolov5" in sys.modules or "ultralytics" in sys.modules:
+    if host_command_running():  # `yolov5 ...` / `yolo ...`: the host's command is an entry point of the plugin too
         install_excepthook()
     return patched
 

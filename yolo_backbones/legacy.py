@@ -19,6 +19,13 @@ MODULE_ALIASES: dict[str, str] = {
     "yolo_backbones.backbones.efficientformer_v2": "yolo_backbones.core.efficientformer.v2",
     "yolo_backbones.layers": "yolo_backbones.core.layers",
     "yolo_backbones.yolov5_patch": "yolo_backbones.core.select",
+    # 0.2 -> 0.3: the inference machinery moved into core/inference (no pickled classes; imports of code written
+    # against 0.2 keep working)
+    "yolo_backbones.core.fuse": "yolo_backbones.core.inference.fuse",
+    "yolo_backbones.core.eval_fusion": "yolo_backbones.core.inference.eval_fusion",
+    "yolo_backbones.core.runtime": "yolo_backbones.core.inference.runtime",
+    "yolo_backbones.core.layers.onednn": "yolo_backbones.core.inference.onednn",
+    "yolo_backbones.core.layers.tiling": "yolo_backbones.core.inference.tiling",
 }
 
 

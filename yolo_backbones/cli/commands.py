@@ -101,8 +101,15 @@ def _pop_yolov5_dir(argv: list[str]) -> Path | None:
 
 
 def run_script(script: str, argv: Sequence[str]) -> int:
-    """Run ``script`` (train/val/detect/export) on the host the model names (or ``--host``); return an exit code."""
+    """Run ``script`` (train/val/detect/export) on the host the model names (or ``--host``); return an exit code.
+
+    The entry point of the root scripts (``python train.py ...``): the plugin's own errors end the process with
+    one ``error:`` line (:func:`~yolo_backbones.hosts.common.errors.install_excepthook`).
+    """
+    from ..hosts.common.errors import install_excepthook
     from .host_choice import choose_host
+
+    install_excepthook()
 
     argv = list(argv)
     if choose_host(argv, _flag_value) == "ultralytics":
@@ -207,13 +214,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "weights":
         return print_weights(rest)
     if command in SCRIPTS:
-        from ..hosts.common.errors import one_line, user_error
+        from ..hosts.common.errors import one_line, tracebacks_wanted, user_error
 
         try:
             return run_script(command, rest)
         except Exception as e:
             found = user_error(e)
-            if found is None or os.environ.get("YOLO_BACKBONES_TRACEBACK"):
+            if found is None or tracebacks_wanted():
                 raise
             print(one_line(found), file=sys.stderr)
             return 1

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Any, Callable, Iterator
+from collections.abc import Iterator
+from typing import Any, Callable
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from .inference.context import is_tracing
 
 __all__ = ["run_block", "recomputing", "recompute_in_backward"]
 
@@ -52,21 +55,19 @@ def _contexts() -> tuple[contextlib.AbstractContextManager, contextlib.AbstractC
     return _flag(_IN_CHECKPOINT), _recompute_context()
 
 
-def run_block(block: nn.Module, *args: Any, enabled: bool = True, fn: Callable[..., Any] | None = None) -> Any:
-    """``block(*args)`` (or ``fn(*args)``), checkpointed when ``enabled``, ``block`` is training and autograd
+def run_block(block: nn.Module, *args: Any, enabled: bool = True) -> Any:
+    """``block(*args)``, checkpointed when ``enabled``, ``block`` is training and autograd
     is recording.
 
     Args:
         block: a backbone block (or stem / downsampling layer); may return a tensor or a tuple.
         args: its inputs.
         enabled: the backbone's ``grad_checkpointing`` setting.
-        fn: what to run instead of ``block.__call__`` (e.g. a fused-kernel path for the same module).
     """
-    fn = block if fn is None else fn
     # Parameter-free layers (reshapes) keep nothing worth recomputing.
     if not (enabled and block.training and torch.is_grad_enabled() and next(block.parameters(), None) is not None):
-        return fn(*args)
-    return checkpoint(fn, *args, use_reentrant=False, context_fn=_contexts)
+        return block(*args)
+    return checkpoint(block, *args, use_reentrant=False, context_fn=_contexts)
 
 
 def recompute_in_backward(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
@@ -80,8 +81,6 @@ def recompute_in_backward(fn: Callable[..., torch.Tensor], *tensors: torch.Tenso
     """
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) or _IN_CHECKPOINT.get():
         return fn(*tensors)
-    from .layers.layout import is_tracing  # not at module level: the layers import this module
-
     if is_tracing():
         return fn(*tensors)
     return checkpoint(fn, *tensors, use_reentrant=False, context_fn=_contexts)

@@ -1,7 +1,7 @@
 """Name -> backbone registry: ``create("edgevit_xxs")``, ``list_backbones()``, YAML class names."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: a runtime import would be circular (backbone modules import `register`)
     from .base import Backbone
@@ -33,26 +33,21 @@ def _split_name(name: str) -> tuple[type[Backbone], str]:
     return _FAMILIES[family], variant
 
 
-def create(name: str, num_classes: int = 1000, pretrained: str | None = None,
-           out_indices: Sequence[int] = (0, 1, 2, 3), in_chans: int = 3) -> Backbone:
-    """Build a backbone by registry name.
+def create(name: str, pretrained: str | None = None, **kwargs: Any) -> Backbone:
+    """Build a backbone by registry name, as timm's ``create_model`` does; the defaults are the class's.
 
     Args:
         name: ``family_variant``, e.g. ``"edgevit_xxs"`` (see :func:`backbone_names`).
-        num_classes: ``1000`` (default) builds the ImageNet classifier of the paper; ``0`` builds the
-            feature extractor returning the ``out_indices`` stage maps.
-        pretrained: path of an official checkpoint to load strictly.
-        out_indices: stages returned in feature mode (0..3 = strides 4..32).
-        in_chans: input channels.
+        pretrained: a weights file or name (e.g. ``"imagenet"``), loaded strictly into the whole model.
+        kwargs: the class's keyword options: ``features_only`` (with ``out_indices``, default ``(1, 2, 3)``) for a
+            feature extractor, ``num_classes`` (1000 by default; 0 for pooled features), ``in_chans``,
+            ``input_norm``, ``drop_path_rate``, ``grad_checkpointing``.
 
     Returns:
-        The backbone module (eval/train mode as constructed: training).
+        The backbone module (training mode, as constructed).
     """
     cls, variant = _split_name(name)
-    model = cls(variant, out_indices=out_indices, num_classes=num_classes, in_chans=in_chans)
-    if pretrained:
-        model.load_pretrained(pretrained)
-    return model
+    return cls(variant, pretrained=pretrained, **kwargs)
 
 
 def list_backbones() -> list[dict[str, Any]]:

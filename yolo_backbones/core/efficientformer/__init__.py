@@ -1,4 +1,5 @@
-"""EfficientFormer (v1, ``v1.py``) and EfficientFormerV2 (``v2.py``, which reuses v1's shared parts)."""
+"""EfficientFormer (v1, :mod:`.v1`) and EfficientFormerV2 (:mod:`.v2`) on a shared skeleton (:mod:`.base`); the fused
+forms of their blocks are in :mod:`.fused`."""
 from .v1 import EfficientFormer
 from .v2 import EfficientFormerV2
 

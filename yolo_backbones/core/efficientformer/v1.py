@@ -40,9 +40,9 @@ mapping; timm-format checkpoints (``stem.*``, ``stages.*``) are converted by
 * In inference the pooling mixer's residual ``x + ls1 * (pool(x) - x)`` is computed as
   ``lerp(x, pool(x), ls1)`` (the same function, one pass over the map).
 * BatchNorms are :class:`~yolo_backbones.core.layers.SafeBatchNorm2d` (batch-1 1x1 maps work in training).
-* Detection mode (``num_classes=0``) has no ``head`` / ``dist_head``; it returns the outputs of the
+* Detection mode (``features_only=True``) has no ``head`` / ``dist_head``; it returns the outputs of the
   stages in ``out_indices`` (strides 4 / 8 / 16 / 32), the stage-3 token grid reshaped back to a
-  ``(B, C, H / 32, W / 32)`` map. Stages after the last requested one are not built, so every parameter
+  ``(B, C, H / 32, W / 32)`` map. Stages after the last requested one are pruned, so every parameter
   is used.
 * **Output norms: none are added.** The official v1 detection backbone (``detection/backbone.py``) puts
   a new, randomly initialised ``GroupNorm(1, C)`` on each of its four outputs and drops the final
@@ -54,18 +54,16 @@ mapping; timm-format checkpoints (``stem.*``, ``stages.*``) are converted by
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, ClassVar, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
-from ..layers import (ConvBnDownsample, ConvBnMlp, LayerScaleBlock, Mlp, OffsetBiasAttention, conv_bn_stem, onednn,
-                      scaled, softmax_attention)
-from ..layers.layer_scale import residual_branch
-from ..layers.layout import is_tracing
+from ..inference.context import fused_inference
+from ..layers import ConvBnMlp, LayerScaleBlock, Mlp, OffsetBiasAttention, scaled, softmax_attention
 from ..registry import register
-from ..base import Backbone
+from . import fused
+from .base import TIMM_LAYER_SCALE_RULE, EfficientFormerBase, rename_timm_keys, stage_blocks
 
 __all__ = ["EfficientFormer", "EfficientFormerBase", "Attention", "Meta3D", "Meta4D", "Flat", "Pooling", "ConvBnMlp"]
 
@@ -113,16 +111,16 @@ class Meta4D(LayerScaleBlock):
                          layer_scale_init_value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ls1, ls2 = self.layer_scale_1, self.layer_scale_2  # None once folded by fusing
-        if not torch.is_grad_enabled() and ls1 is not None and ls1.dtype == x.dtype and not is_tracing():
-            # Inference: x + ls1 * (pool(x) - x) is a per-channel interpolation from x towards pool(x), one pass
-            # (lerp) instead of three element-wise ops over the map. Not in training, where lerp would keep both
-            # x and pool(x) for backward instead of their difference (lerp wants one dtype: autocast takes the
-            # other path).
-            x = torch.lerp(x, self.token_mixer.pool(x), ls1[:, None, None])
-        else:
-            x = x + self.drop_path(scaled(None if ls1 is None else ls1[:, None, None], self.token_mixer(x)))
-        return residual_branch(self, self.mlp, None if ls2 is None else ls2[:, None, None], x, x)
+        if fused_inference(x):
+            return fused.meta4d(self, x)
+        ls1, ls2 = map_scale(self.layer_scale_1), map_scale(self.layer_scale_2)  # None once folded by fusing
+        x = x + self.drop_path(scaled(ls1, self.token_mixer(x)))
+        return x + self.drop_path(scaled(ls2, self.mlp(x)))
+
+
+def map_scale(scale: torch.Tensor | None) -> torch.Tensor | None:
+    """A ``(C,)`` layer scale as ``(C, 1, 1)``, to broadcast over a ``(B, C, H, W)`` map (``None`` stays ``None``)."""
+    return None if scale is None else scale[:, None, None]
 
 
 class Flat(nn.Module):
@@ -152,11 +150,7 @@ class Attention(OffsetBiasAttention):
 
     def __init__(self, dim: int, key_dim: int = 32, num_heads: int = 8, attn_ratio: int = 4,
                  resolution: int = _ATTN_RESOLUTION) -> None:
-        super().__init__(num_heads, resolution)
-        self.key_dim = key_dim
-        self.scale = key_dim ** -0.5
-        self.val_dim = int(attn_ratio * key_dim)
-        self.val_attn_dim = self.val_dim * num_heads
+        super().__init__(num_heads, resolution, key_dim, attn_ratio)
         # Per head the qkv output holds [q (key_dim), k (key_dim), v (val_dim)] consecutively, as in the reference.
         self.qkv = nn.Linear(dim, (2 * key_dim + self.val_dim) * num_heads)
         self.proj = nn.Linear(self.val_attn_dim, dim)
@@ -164,15 +158,20 @@ class Attention(OffsetBiasAttention):
     accepts_residual = True  # see LayerScaleBlock
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """``Attention(x)``, or ``residual + Attention(x)`` (fused into ``proj`` in inference)."""
+        """``Attention(x)``, or ``residual + Attention(x)``."""
+        if fused_inference(x):
+            return fused.attention(self, x, residual)
         B, H, W, _ = x.shape
-        N = H * W
-        qkv = onednn.linear(self.qkv, x).reshape(B, N, self.num_heads, -1).permute(0, 2, 1, 3)  # (B, heads, N, 2kd + vd)
-        q, k, v = qkv.split([self.key_dim, self.key_dim, self.val_dim], dim=3)
-        bias = self.attention_bias((H, W), (H, W), q.dtype)  # (heads, N, N), broadcast over the batch
-        x = softmax_attention(q, k, v, bias, self.scale)  # (B, heads, N, vd)
-        x = x.transpose(1, 2).reshape(B, H, W, self.val_attn_dim)
-        return onednn.linear(self.proj, x, residual=residual)
+        q, k, v = self.heads(self.qkv(x))
+        x = softmax_attention(q, k, v, self.attention_bias((H, W), (H, W), q.dtype), self.scale)  # (B, heads, N, vd)
+        x = self.proj(x.transpose(1, 2).reshape(B, H, W, self.val_attn_dim))
+        return x if residual is None else residual + x
+
+    def heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values ``(B, heads, N, d)`` from the ``qkv`` projection of a ``(B, H, W, ...)`` grid."""
+        B, H, W, _ = qkv.shape
+        qkv = qkv.reshape(B, H * W, self.num_heads, -1).permute(0, 2, 1, 3)  # (B, heads, N, 2kd + vd)
+        return qkv.split([self.key_dim, self.key_dim, self.val_dim], dim=3)
 
 
 class Meta3D(LayerScaleBlock):
@@ -197,20 +196,6 @@ class Meta3D(LayerScaleBlock):
                          drop_path, layer_scale_init_value, norm_layer=nn.LayerNorm)
 
 
-def stage_blocks(cfg: dict[str, Any], index: int, attn_stages: Sequence[int], drop_path_rate: float
-                 ) -> Iterator[tuple[int, float, bool]]:
-    """``(j, drop_path, is_attn)`` for each block ``j`` of stage ``index`` (EfficientFormer v1 and v2).
-
-    The stochastic-depth rate rises linearly with the global block index (reference rule); in the
-    ``attn_stages`` the last ``cfg["vit_num"]`` blocks are attention blocks.
-    """
-    depths, vit_num = cfg["depths"], cfg["vit_num"]
-    first = sum(depths[:index])
-    for j in range(depths[index]):
-        dpr = drop_path_rate * (first + j) / (sum(depths) - 1)
-        yield j, dpr, index in attn_stages and j >= depths[index] - vit_num
-
-
 def _stage(dim: int, index: int, cfg: dict[str, Any], drop_path_rate: float) -> nn.Sequential:
     """Blocks of stage ``index``: Meta4D blocks; in stage 3 the last ``vit_num`` are Meta3D after a ``Flat``."""
     blocks: list[nn.Module] = []
@@ -221,48 +206,7 @@ def _stage(dim: int, index: int, cfg: dict[str, Any], drop_path_rate: float) -> 
     return nn.Sequential(*blocks)
 
 
-def apply_rules(name: str, rules: Sequence[tuple[str, str]]) -> str:
-    """``name`` rewritten by the first ``(pattern, replacement)`` rule that changes it (unchanged if none does)."""
-    for pattern, repl in rules:
-        new = re.sub(pattern, repl, name)
-        if new != name:
-            return new
-    return name
-
-
-def rename_timm_keys(state_dict: dict[str, torch.Tensor], stem: dict[str, str],
-                     downsample: Callable[[int, str], str | None], block_rules: Sequence[tuple[str, str]],
-                     layer_scale_shape: tuple[int, ...] = ()) -> dict[str, torch.Tensor]:
-    """Rename a timm-format EfficientFormer (v1 or v2) state_dict to the official layout.
-
-    The renaming common to both versions (the inverse of timm's ``checkpoint_filter_fn``):
-    ``stem.<name>.*`` -> ``patch_embed.<stem[name]>.*``; ``stages.i.downsample.<rest>`` ->
-    ``network.{2i-1}.<downsample(i, rest)>`` (a key for which ``downsample`` returns ``None`` is kept);
-    ``stages.i.blocks.j.<rest>`` -> ``network.{2i}.j.<rest renamed by block_rules>`` (see
-    :func:`apply_rules`), where a 1-D layer scale is reshaped to ``(C, *layer_scale_shape)``;
-    ``head_dist`` -> ``dist_head``. Other keys are kept.
-    """
-    stem_re = re.compile(r"stem\.(" + "|".join(map(re.escape, stem)) + r")\.(.*)")
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        new = key
-        if m := stem_re.match(key):
-            new = f"patch_embed.{stem[m[1]]}.{m[2]}"
-        elif (m := re.match(r"stages\.(\d+)\.downsample\.(.*)", key)) and (rest := downsample(int(m[1]), m[2])):
-            new = f"network.{2 * int(m[1]) - 1}.{rest}"
-        elif m := re.match(r"stages\.(\d+)\.blocks\.(\d+)\.(.*)", key):
-            rest = apply_rules(m[3], block_rules)
-            if layer_scale_shape and rest.startswith("layer_scale_") and value.ndim == 1:
-                value = value.reshape(-1, *layer_scale_shape)
-            new = f"network.{2 * int(m[1])}.{m[2]}.{rest}"
-        elif key.startswith("head_dist."):
-            new = "dist_head." + key[len("head_dist."):]
-        out[new] = value
-    return out
-
-
 _TIMM_STEM = {"conv1": "0", "norm1": "1", "conv2": "3", "norm2": "4"}
-TIMM_LAYER_SCALE_RULE = (r"^ls([12])\.gamma$", r"layer_scale_\1")
 
 
 def _timm_downsample(stage: int, rest: str) -> str | None:
@@ -281,176 +225,34 @@ def timm_to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return rename_timm_keys(state_dict, _TIMM_STEM, _timm_downsample, (TIMM_LAYER_SCALE_RULE,))
 
 
-def drop_bias_idxs(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint"
-                   ) -> dict[str, torch.Tensor]:
-    """Remove ``*.attention_bias_idxs`` buffers from ``state_dict`` after checking them against ``model``.
-
-    The model derives these indices (:class:`OffsetBiasAttention`); a buffer that does not match the
-    reference geometry of its layer raises :class:`~yolo_backbones.core.weights.state_dict.CheckpointMismatchError`.
-    Keys of layers the model does not have are kept (they are reported as unexpected, or dropped
-    with the classifier keys, by the loader).
-    """
-    from ..weights.state_dict import CheckpointMismatchError
-
-    suffix = ".attention_bias_idxs"
-    out = {}
-    for key, value in state_dict.items():
-        if key.endswith(suffix):
-            try:
-                layer = model.get_submodule(key[: -len(suffix)])
-            except AttributeError:
-                layer = None
-            if isinstance(layer, OffsetBiasAttention):
-                if not layer.check_official_idxs(value):
-                    raise CheckpointMismatchError(
-                        f"{source}: {key} {tuple(value.shape)} is not the reference offset index of a "
-                        f"{layer.native_grids()[1]} key grid; the checkpoint is not an official one of this layout")
-                continue
-        out[key] = value
-    return out
-
-
-class EfficientFormerBase(Backbone):
-    """What EfficientFormer v1 and v2 share: the ``patch_embed`` / ``network`` / ``norm`` / ``head`` /
-    ``dist_head`` layout, detection-mode truncation, weight init, stage loop and checkpoint conversion.
-
-    ``network`` is ``[stage0, down1, stage1, down2, stage2, down3, stage3]`` as in the reference. A
-    subclass sets ``stem_act`` (activation of :func:`~yolo_backbones.core.layers.conv_bn_stem`), ``norm_layer``
-    (final norm of the stride-32 output), ``timm_to_official`` (timm checkpoint renaming) and implements
-    :meth:`make_stage` (and :meth:`make_downsample` if it differs from ``conv3x3 s2 -> BN``) and
-    :meth:`forward_head`. Arguments are those of the subclasses.
-    """
-
-    input_multiple = 1
-    classifier_prefixes = ("head.", "dist_head.")
-    stem_act: ClassVar[type[nn.Module]]
-    norm_layer: ClassVar[type[nn.Module]]
-    timm_to_official: ClassVar[Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]]
-
-    def __init__(self, variant: str, out_indices: Sequence[int], pretrained: str | None, *, num_classes: int,
-                 in_chans: int, drop_path_rate: float, grad_checkpointing: bool = False) -> None:
-        super().__init__(variant, out_indices, num_classes, in_chans, grad_checkpointing)
-        dims = self.cfg["embed_dims"]
-        # Stem first: YOLOv5 takes the input channel count from the first parameter.
-        self.patch_embed = conv_bn_stem(in_chans, dims[0], self.stem_act)
-
-        # A detection model stops after the last requested stage so that no parameter goes unused.
-        num_stages = 4 if self.num_classes else self.out_indices[-1] + 1
-        network: list[nn.Module] = []
-        for i in range(num_stages):
-            if i > 0:
-                network.append(self.make_downsample(i))
-            network.append(self.make_stage(i, drop_path_rate))
-        self.network = nn.ModuleList(network)
-        if num_stages == 4:
-            self.norm = self.norm_layer(dims[3])
-        if self.num_classes:
-            self.head = nn.Linear(dims[3], self.num_classes)
-            self.dist_head = nn.Linear(dims[3], self.num_classes)
-        else:
-            # Checkpoint keys this detection model has no use for (dropped when loading pretrained weights).
-            unused = tuple(f"network.{j}." for j in range(len(network), 7)) + (("norm.",) if num_stages < 4 else ())
-            self.classifier_prefixes = type(self).classifier_prefixes + unused
-
-        self.stage_channels = tuple(dims)
-        for m in self.modules():  # reference init of the Linear layers (convs / norms keep torch defaults)
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
-        if pretrained:
-            self.load_pretrained(pretrained)
-
-    def make_downsample(self, index: int) -> nn.Module:
-        """Downsampling layer in front of stage ``index`` (1..3): ``conv3x3 s2 -> BN``."""
-        dims = self.cfg["embed_dims"]
-        return ConvBnDownsample(dims[index - 1], dims[index])
-
-    def make_stage(self, index: int, drop_path_rate: float) -> nn.Sequential:
-        """Blocks of stage ``index`` (0..3)."""
-        raise NotImplementedError
-
-    @classmethod
-    def variant_channels(cls, variant: str) -> tuple[int, ...]:
-        """Output channels of the four stages of ``variant`` (the ``embed_dims`` of its config)."""
-        return tuple(cls.variants[cls.resolve_variant(variant)]["embed_dims"])
-
-    def stem_conv(self) -> tuple[nn.Module, str]:
-        return self.patch_embed, "0"
-
-    def stage3_output(self, x: torch.Tensor) -> torch.Tensor:
-        """The stride-32 output: stage 3 after the final ``norm``, as a ``(B, C_3, H_3, W_3)`` map."""
-        return self.norm(x)
-
-    def forward_stages(self, x: torch.Tensor, last_stage: int) -> list[torch.Tensor]:
-        """Run stages ``0..last_stage`` on ``(B, in_chans, H, W)``; return their ``(B, C_i, H_i, W_i)`` outputs.
-
-        The stage-3 output passes through the final norm (:meth:`stage3_output`).
-        """
-        x = self.run_block(self.patch_embed, x, fn=lambda t: onednn.sequential(self.patch_embed, t))
-        outs: list[torch.Tensor] = []
-        for i in range(last_stage + 1):
-            if i > 0:
-                x = self.run_block(self.network[2 * i - 1], x)
-            for block in self.network[2 * i]:
-                x = self.run_block(block, x)
-            if i == 3:
-                x = self.stage3_output(x)
-            outs.append(x)
-        return outs
-
-    def convert_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Map an official or timm-format checkpoint to this model's (official) key names and shapes.
-
-        timm keys (``stem.*`` / ``stages.*``) are renamed by ``timm_to_official``; the persistent
-        ``attention_bias_idxs`` buffers of both formats are checked and dropped (see :func:`drop_bias_idxs`).
-        """
-        if any(k.startswith(("stem.", "stages.")) for k in state_dict):
-            state_dict = type(self).timm_to_official(state_dict)
-        return drop_bias_idxs(self, state_dict)
-
-
 @register
 class EfficientFormer(EfficientFormerBase):
-    """EfficientFormer-L1 / L3 / L7 as an ImageNet classifier or a 4-stage YOLOv5 backbone.
+    """EfficientFormer-L1 / L3 / L7: an ImageNet classifier, pooled features or a 4-stage feature extractor.
 
-    Args:
-        variant: ``"l1"``, ``"l3"`` or ``"l7"``.
-        out_indices: stages returned in detection mode (0..3 = strides 4, 8, 16, 32).
-        pretrained: a weights file (official or timm keys) or a weights name such as ``imagenet``, loaded strictly.
-        num_classes: ``0`` (default) for the detection backbone, ``1000`` for the ImageNet classifier
-            (with ``head`` and ``dist_head``; their logits are averaged).
-        in_chans: input channels.
-        drop_path_rate: stochastic depth, increased linearly over all blocks (reference rule).
-        grad_checkpointing: recompute block activations in backward to save training memory
-            (see :meth:`~yolo_backbones.core.base.Backbone.set_grad_checkpointing`).
+    ``variant`` is ``"l1"`` (default), ``"l3"`` or ``"l7"``; the other arguments are those of
+    :class:`~yolo_backbones.core.efficientformer.base.EfficientFormerBase`.
 
-    Detection mode returns ``[(B, C_i, ceil(H / s_i), ceil(W / s_i)) for i in out_indices]`` with the
+    A feature extractor returns ``[(B, C_i, ceil(H / s_i), ceil(W / s_i)) for i in out_indices]`` with the
     ``embed_dims`` of the variant as channels; the stride-32 map is the Meta3D token grid after the final
     LayerNorm ``norm``, reshaped to ``(B, C, h, w)``. Any H, W work (all downsampling convs round up and
-    the attention bias follows the grid). Classification mode returns logits ``(B, num_classes)``.
+    the attention bias follows the grid). The classifier returns logits ``(B, num_classes)``.
     """
 
     family = "efficientformer"
     variants = EFFICIENTFORMER_CFGS
+    default_variant = "l1"
     stem_act = nn.ReLU
     norm_layer = nn.LayerNorm
     timm_to_official = staticmethod(timm_to_official)
 
-    def __init__(self, variant: str = "l1", out_indices: Sequence[int] = (1, 2, 3), pretrained: str | None = None,
-                 *, num_classes: int = 0, in_chans: int = 3, drop_path_rate: float = 0.0,
-                 grad_checkpointing: bool = False) -> None:
-        super().__init__(variant, out_indices, pretrained, num_classes=num_classes, in_chans=in_chans,
-                         drop_path_rate=drop_path_rate, grad_checkpointing=grad_checkpointing)
-
     def make_stage(self, index: int, drop_path_rate: float) -> nn.Sequential:
         return _stage(self.cfg["embed_dims"][index], index, self.cfg, drop_path_rate)
 
-    def stage3_output(self, x: torch.Tensor) -> torch.Tensor:
-        """Stage 3 ends on a channels-last token grid: final LayerNorm, then back to a ``(B, C_3, H_3, W_3)`` map."""
-        x = self.norm(x).permute(0, 3, 1, 2)  # a channels-last view of the token grid: the inference layout
-        return x.contiguous(memory_format=torch.channels_last if not self.training else torch.contiguous_format)
+    def stage_map(self, stage: int, x: torch.Tensor) -> torch.Tensor:
+        """Stage 3 ends on a channels-last token grid ``(B, H, W, C)``: its map is a (channels-last) view of it."""
+        return x.permute(0, 3, 1, 2) if stage == 3 else x
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        """Token mean + ``head`` and ``dist_head`` (averaged): ``(B, C_3, h, w)`` -> logits ``(B, num_classes)``."""
-        x = x.mean(dim=(2, 3))
-        return (self.head(x) + self.dist_head(x)) / 2
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The final LayerNorm over the channels of the stride-32 map, back to a ``(B, C_3, H_3, W_3)`` map."""
+        x = self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # a channels-last view: the inference layout
+        return x.contiguous(memory_format=torch.channels_last if not self.training else torch.contiguous_format)

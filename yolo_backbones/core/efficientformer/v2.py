@@ -44,7 +44,7 @@ converted by :meth:`EfficientFormerV2.convert_state_dict`. Differences from the 
   products over the attention maps (the same function as the reference 1x1 convs, same weights).
 * BatchNorms are :class:`~yolo_backbones.core.layers.SafeBatchNorm2d` (batch-1 1x1 maps work in training,
   e.g. the stride-32 map of YOLOv5's 32x32 FLOPs probe).
-* Detection mode (``num_classes=0``) has no ``head`` / ``dist_head``; it returns the outputs of the
+* Detection mode (``features_only=True``) has no ``head`` / ``dist_head``; it returns the outputs of the
   stages in ``out_indices`` (strides 4 / 8 / 16 / 32). Stages after the last requested one are not
   built, so every parameter is used.
 * **Output norms: none are added.** The official v2 detection backbone returns the raw stage outputs
@@ -55,19 +55,34 @@ converted by :meth:`EfficientFormerV2.convert_state_dict`. Differences from the 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Sequence
+from typing import Any
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-from ..layers import (ConvBnMlp, LayerScaleBlock, OffsetBiasAttention, SafeBatchNorm2d, biased_scores, conv3x3_s2_bn,
-                      heads_to_map, map_to_heads, mix_heads, onednn, softmax_attention)
 from ..checkpointing import recompute_in_backward
+from ..inference.context import fused_inference
+from ..inference.fuse import fuse_pair
+from ..layers import (
+    ConvBnMlp,
+    ConvSequential,
+    LayerScaleBlock,
+    OffsetBiasAttention,
+    SafeBatchNorm2d,
+    biased_scores,
+    conv3x3_s2_bn,
+    heads_to_map,
+    map_to_heads,
+    mix_heads,
+    softmax_attention,
+)
 from ..layers.layout import subsample
 from ..registry import register
-from .v1 import TIMM_LAYER_SCALE_RULE, EfficientFormerBase, apply_rules, rename_timm_keys, stage_blocks
+from . import fused
+from .base import TIMM_LAYER_SCALE_RULE, EfficientFormerBase, apply_rules, rename_timm_keys, stage_blocks
 
 __all__ = ["EfficientFormerV2", "Attention4D", "Attention4DDownsample", "AttnDownsample", "LGQuery",
            "ConvMlpMid", "FFN", "AttnFFN"]
@@ -95,9 +110,11 @@ _ATTN_RESOLUTION = 7
 _DOWN_ATTN_RESOLUTION = 14
 
 
-def _conv_bn(in_chans: int, out_chans: int, kernel_size: int = 1, stride: int = 1, groups: int = 1) -> nn.Sequential:
-    """``Conv2d (bias) -> BN`` as an ``nn.Sequential`` (keys ``0.*``, ``1.*`` as in the reference)."""
-    return nn.Sequential(
+def _conv_bn(in_chans: int, out_chans: int, kernel_size: int = 1, stride: int = 1, groups: int = 1
+             ) -> ConvSequential:
+    """``Conv2d (bias) -> BN`` as a :class:`~yolo_backbones.core.layers.ConvSequential` (keys ``0.*``, ``1.*`` as in
+    the reference)."""
+    return ConvSequential(
         nn.Conv2d(in_chans, out_chans, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups),
         SafeBatchNorm2d(out_chans))
 
@@ -119,11 +136,7 @@ class Attention4D(OffsetBiasAttention):
 
     def __init__(self, dim: int, key_dim: int = 32, num_heads: int = 8, attn_ratio: int = 4,
                  resolution: int = _ATTN_RESOLUTION, stride: int | None = None) -> None:
-        super().__init__(num_heads, resolution)
-        self.key_dim = key_dim
-        self.scale = key_dim ** -0.5
-        self.val_dim = int(attn_ratio * key_dim)
-        self.val_attn_dim = self.val_dim * num_heads
+        super().__init__(num_heads, resolution, key_dim, attn_ratio)
         # Registration order follows the official state_dict.
         self.stride_conv = _conv_bn(dim, dim, 3, stride=stride, groups=dim) if stride else None
         self.q = _conv_bn(dim, key_dim * num_heads)
@@ -137,51 +150,47 @@ class Attention4D(OffsetBiasAttention):
     accepts_residual = True  # see LayerScaleBlock
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """``Attention4D(x)``, or ``residual + Attention4D(x)`` (fused into the output conv in inference)."""
+        """``Attention4D(x)``, or ``residual + Attention4D(x)``."""
+        if fused_inference(x):
+            return fused.attention4d(self, x, residual)
+        out = self.proj(self.attention_map(x, self.attend))
+        return out if residual is None else residual + out
+
+    def attention_map(self, x: torch.Tensor, attend: Callable[..., torch.Tensor]) -> torch.Tensor:
+        """Everything before the output projection: ``(B, dim, H, W)`` -> ``(B, heads * dv, H, W)``.
+
+        ``attend(hw, q, k, v)`` is :meth:`attend` (or its fused form) on the ``hw`` grid of the attention.
+        """
         H, W = x.shape[-2:]
         if self.stride_conv is not None:
-            x = onednn.sequential(self.stride_conv, x)
-        h, w = x.shape[-2:]
+            x = self.stride_conv(x)
         # Channels of each projection are grouped per head: (B, heads * d, h, w) -> (B, heads, N, d) views.
-        q = map_to_heads(onednn.sequential(self.q, x), self.num_heads)
-        k = map_to_heads(onednn.sequential(self.k, x), self.num_heads)
-        v = onednn.sequential(self.v, x)
-        v_local = onednn.sequential(self.v_local, v)
-        v = map_to_heads(v, self.num_heads)
-
+        q, k = map_to_heads(self.q(x), self.num_heads), map_to_heads(self.k(x), self.num_heads)
+        v = self.v(x)
+        v_local = self.v_local(v)
         # Training keeps q, k, v for backward and recomputes the four attention matrices there.
-        out = heads_to_map(recompute_in_backward(partial(self._attend, (h, w)), q, k, v), v_local) + v_local
+        out = recompute_in_backward(partial(attend, x.shape[-2:]), q, k, map_to_heads(v, self.num_heads))
+        out = heads_to_map(out, v_local) + v_local
         if self.stride_conv is not None:
             # Same as the reference nn.Upsample(scale_factor=2, bilinear) when H, W are even; an explicit
             # size also restores odd H, W exactly.
             out = F.interpolate(out, size=(H, W), mode="bilinear", align_corners=False)
-        return _gelu_conv_norm(self.proj, out, residual)
+        return out
 
-    def _attend(self, hw: tuple[int, int], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(self, hw: tuple[int, int], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               scores: Callable[..., torch.Tensor] = biased_scores, mix: Callable[..., torch.Tensor] = mix_heads
+               ) -> torch.Tensor:
         """Talking-heads softmax attention of ``(B, heads, N, d)`` queries/keys/values on an ``hw`` grid ->
         ``(B, heads, N, dv)``.
 
         Explicit: the talking heads (1x1 convs over the head axis) act on the logits and on the probabilities,
-        so ``scaled_dot_product_attention`` cannot be used here.
+        so ``scaled_dot_product_attention`` cannot be used here. ``scores`` / ``mix`` are
+        :func:`~yolo_backbones.core.layers.biased_scores` / :func:`~yolo_backbones.core.layers.mix_heads` (or
+        their fused forms).
         """
-        attn = biased_scores(q, k, self.attention_bias(hw, hw, q.dtype), self.scale)
-        attn = mix_heads(mix_heads(attn, self.talking_head1).softmax(dim=-1), self.talking_head2)
+        attn = scores(q, k, self.attention_bias(hw, hw, q.dtype), self.scale)
+        attn = mix(mix(attn, self.talking_head1).softmax(dim=-1), self.talking_head2)
         return torch.matmul(attn, v)
-
-
-def _gelu_conv_norm(proj: nn.Sequential, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-    """``proj(x)`` [+ residual] for the ``GELU -> 1x1 conv -> BN`` output projections of the attentions.
-
-    Once the BN is folded (``Identity``), the residual add is fused into the conv's kernel in inference, and
-    the GELU overwrites ``x`` (callers pass a temporary they own).
-    """
-    if isinstance(proj[2], nn.Identity):
-        if onednn.enabled(x) and onednn.activation_name(proj[0]) == "gelu":
-            # Fused inference: x is a temporary of the attention, so the GELU can overwrite it (no new map).
-            return onednn.conv(proj[1], torch.ops.aten.gelu_(x), residual=residual)
-        return onednn.conv(proj[1], proj[0](x), residual=residual)
-    x = proj(x)
-    return x if residual is None else residual + x
 
 
 class LGQuery(nn.Module):
@@ -201,8 +210,10 @@ class LGQuery(nn.Module):
         self.proj = _conv_bn(in_dim, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fused_inference(x):
+            return fused.lg_query(self, x)
         # subsample(x, 2) is the reference AvgPool2d(kernel 1, stride 2): same values, ceil(H / 2) rows.
-        return onednn.sequential(self.proj, onednn.conv(self.local[0], x, residual=subsample(x, 2)))
+        return self.proj(self.local(x) + subsample(x, 2))
 
 
 class Attention4DDownsample(OffsetBiasAttention):
@@ -222,11 +233,7 @@ class Attention4DDownsample(OffsetBiasAttention):
 
     def __init__(self, dim: int, out_dim: int, key_dim: int = 16, num_heads: int = 8, attn_ratio: int = 4,
                  resolution: int = _DOWN_ATTN_RESOLUTION) -> None:
-        super().__init__(num_heads, resolution, query_stride=2)
-        self.key_dim = key_dim
-        self.scale = key_dim ** -0.5
-        self.val_dim = int(attn_ratio * key_dim)
-        self.val_attn_dim = self.val_dim * num_heads
+        super().__init__(num_heads, resolution, key_dim, attn_ratio, query_stride=2)
         self.q = LGQuery(dim, key_dim * num_heads)
         self.k = _conv_bn(dim, key_dim * num_heads)
         self.v = _conv_bn(dim, self.val_attn_dim)
@@ -234,17 +241,26 @@ class Attention4DDownsample(OffsetBiasAttention):
         self.proj = nn.Sequential(nn.GELU(), nn.Conv2d(self.val_attn_dim, out_dim, 1), SafeBatchNorm2d(out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fused_inference(x):
+            return fused.attention4d_downsample(self, x)
+        return self.proj(self.attention_map(x, softmax_attention))
+
+    def attention_map(self, x: torch.Tensor, attend: Callable[..., torch.Tensor]) -> torch.Tensor:
+        """Everything before the output projection: ``(B, dim, H, W)`` -> ``(B, heads * dv, ceil(H/2), ceil(W/2))``.
+
+        ``attend(q, k, v, bias, scale)`` is :func:`~yolo_backbones.core.layers.softmax_attention` (or its fused form).
+        """
         H, W = x.shape[-2:]
         q = self.q(x)
         hq, wq = q.shape[-2:]
         q = map_to_heads(q, self.num_heads)  # (B, heads, Nq, kd)
-        k = map_to_heads(onednn.sequential(self.k, x), self.num_heads)  # (B, heads, N, kd)
-        v = onednn.sequential(self.v, x)
-        v_local = onednn.sequential(self.v_local, v)  # (B, heads * vd, hq, wq)
+        k = map_to_heads(self.k(x), self.num_heads)  # (B, heads, N, kd)
+        v = self.v(x)
+        v_local = self.v_local(v)  # (B, heads * vd, hq, wq)
         v = map_to_heads(v, self.num_heads)  # (B, heads, N, vd)
         bias = self.attention_bias((hq, wq), (H, W), q.dtype)  # (heads, Nq, N)
-        out = softmax_attention(q, k, v, bias, self.scale)  # (B, heads, Nq, vd)
-        return _gelu_conv_norm(self.proj, heads_to_map(out, v_local) + v_local)
+        out = attend(q, k, v, bias, self.scale)  # (B, heads, Nq, vd)
+        return heads_to_map(out, v_local) + v_local
 
 
 class AttnDownsample(nn.Module):
@@ -260,14 +276,13 @@ class AttnDownsample(nn.Module):
         self.conv, self.bn = conv3x3_s2_bn(in_chans, out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.bn, nn.Identity):  # folded: the attention branch is added by the conv's kernel
-            return onednn.conv(self.conv, x, residual=self.attn(x))
+        if fused_inference(x):
+            return fused.attn_downsample(self, x)
         return self.bn(self.conv(x)) + self.attn(x)
 
     def fuse_(self) -> None:
-        """Inference fold (see :mod:`yolo_backbones.core.fuse`): ``conv -> bn`` becomes one conv, bn -> Identity."""
-        from ..fuse import fuse_pair
-
+        """Inference fold (see :mod:`~yolo_backbones.core.inference.fuse`): ``conv -> bn`` becomes one conv, ``bn``
+        an ``nn.Identity``."""
         fuse_pair(self, "conv", "bn")
 
 
@@ -380,36 +395,23 @@ def timm_to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 @register
 class EfficientFormerV2(EfficientFormerBase):
-    """EfficientFormerV2-S0 / S1 / S2 / L as an ImageNet classifier or a 4-stage YOLOv5 backbone.
+    """EfficientFormerV2-S0 / S1 / S2 / L: an ImageNet classifier, pooled features or a 4-stage feature extractor.
 
-    Args:
-        variant: ``"s0"``, ``"s1"``, ``"s2"`` or ``"l"``.
-        out_indices: stages returned in detection mode (0..3 = strides 4, 8, 16, 32).
-        pretrained: a weights file (official or timm keys) or a weights name such as ``imagenet``, loaded strictly.
-        num_classes: ``0`` (default) for the detection backbone, ``1000`` for the ImageNet classifier
-            (with ``head`` and ``dist_head``; their logits are averaged).
-        in_chans: input channels.
-        drop_path_rate: stochastic depth, increased linearly over all blocks (reference rule; the official
-            training values are in the config table as ``ref_drop_path``).
-        grad_checkpointing: recompute block activations in backward to save training memory
-            (see :meth:`~yolo_backbones.core.base.Backbone.set_grad_checkpointing`).
+    ``variant`` is ``"s0"`` (default), ``"s1"``, ``"s2"`` or ``"l"``; the other arguments are those of
+    :class:`~yolo_backbones.core.efficientformer.base.EfficientFormerBase` (the official training values of
+    ``drop_path_rate`` are in the config table as ``ref_drop_path``).
 
-    Detection mode returns ``[(B, C_i, ceil(H / s_i), ceil(W / s_i)) for i in out_indices]`` with the
+    A feature extractor returns ``[(B, C_i, ceil(H / s_i), ceil(W / s_i)) for i in out_indices]`` with the
     ``embed_dims`` of the variant as channels; the stride-32 map passes through the final BatchNorm
-    ``norm``. Any H, W work. Classification mode returns logits ``(B, num_classes)``.
+    ``norm``. Any H, W work. The classifier returns logits ``(B, num_classes)``.
     """
 
     family = "efficientformerv2"
     variants = EFFICIENTFORMERV2_CFGS
+    default_variant = "s0"
     stem_act = nn.GELU
     norm_layer = SafeBatchNorm2d
     timm_to_official = staticmethod(timm_to_official)
-
-    def __init__(self, variant: str = "s0", out_indices: Sequence[int] = (1, 2, 3), pretrained: str | None = None,
-                 *, num_classes: int = 0, in_chans: int = 3, drop_path_rate: float = 0.0,
-                 grad_checkpointing: bool = False) -> None:
-        super().__init__(variant, out_indices, pretrained, num_classes=num_classes, in_chans=in_chans,
-                         drop_path_rate=drop_path_rate, grad_checkpointing=grad_checkpointing)
 
     def make_downsample(self, index: int) -> nn.Module:
         """``conv3x3 s2 -> BN`` in front of stages 1 and 2; the attention downsampling in front of stage 3."""
@@ -418,8 +420,3 @@ class EfficientFormerV2(EfficientFormerBase):
 
     def make_stage(self, index: int, drop_path_rate: float) -> nn.Sequential:
         return _stage(self.cfg["embed_dims"][index], index, self.cfg, drop_path_rate)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        """Global mean + ``head`` and ``dist_head`` (averaged): ``(B, C_3, h, w)`` -> logits ``(B, num_classes)``."""
-        x = x.flatten(2).mean(-1)
-        return (self.head(x) + self.dist_head(x)) / 2

@@ -8,9 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import tiling
-from .layout import is_tracing
-
 
 class OffsetBiasAttention(nn.Module):
     """Base class of attention layers with a learned per-head bias indexed by the token offset ``(|dy|, |dx|)``.
@@ -50,11 +47,18 @@ class OffsetBiasAttention(nn.Module):
     Args:
         num_heads: attention heads (rows of the table).
         resolution: ``R``, the side of the native key grid the table was trained on.
+        key_dim: width of each head's queries and keys (``scale = key_dim ** -0.5``).
+        attn_ratio: each head's value width over ``key_dim`` (``val_dim``; all heads: ``val_attn_dim``).
         query_stride: ``s``, stride of the query grid on the key grid (1 or 2).
     """
 
-    def __init__(self, num_heads: int, resolution: int, query_stride: int = 1) -> None:
+    def __init__(self, num_heads: int, resolution: int, key_dim: int, attn_ratio: int, query_stride: int = 1
+                 ) -> None:
         super().__init__()
+        self.key_dim = key_dim
+        self.scale = key_dim ** -0.5
+        self.val_dim = int(attn_ratio * key_dim)
+        self.val_attn_dim = self.val_dim * num_heads
         self.num_heads = int(num_heads)
         self.resolution = int(resolution)
         self.query_stride = int(query_stride)
@@ -223,11 +227,9 @@ def biased_scores(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, scale: f
         scale: softmax scale.
 
     Returns:
-        ``(B, heads, Nq, Nk)``. One pass writes the logits (``baddbmm``) for a single image; a batch adds the
-        bias and scale in place (no extra buffers; autograd needs none of them).
+        ``(B, heads, Nq, Nk)``. The scale and the bias are applied in place to the fresh product (no extra
+        buffers; autograd needs none of them).
     """
-    if q.shape[0] == 1 and not is_tracing():
-        return torch.baddbmm(bias, q[0], k[0].transpose(-1, -2), alpha=scale).unsqueeze(0)
     return torch.matmul(q, k.transpose(-1, -2)).mul_(scale).add_(bias)
 
 
@@ -239,11 +241,7 @@ def mix_heads(attn: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     ``(B, heads, Nq, Nk)``.
     """
     h = attn.shape[1]
-    weight = conv.weight.reshape(h, h)
-    flat = attn.flatten(2)  # (B, heads, Nq * Nk)
-    if attn.shape[0] == 1 and conv.bias is not None and not is_tracing():
-        return torch.addmm(conv.bias[:, None], weight, flat[0]).view(attn.shape)
-    out = torch.matmul(weight, flat)
+    out = torch.matmul(conv.weight.reshape(h, h), attn.flatten(2))  # (B, heads, Nq * Nk)
     # view(shape), not view_as: pnnx cannot convert view_as
     return (out if conv.bias is None else out + conv.bias[:, None]).view(attn.shape)
 
@@ -256,19 +254,5 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: t
     Written out because the value dim differs from the key dim here, which PyTorch's fused CPU attention
     kernel does not take: ``scaled_dot_product_attention`` then falls back to its reference path, which
     also makes extra passes over the attention matrix (masking of fully masked rows).
-
-    Batch-1 inference with a large attention matrix (e.g. the 400 x 1600 maps of the EfficientFormerV2
-    downsampling attention at 640x640) runs head by head in one reused buffer: the same operations, but
-    each head's logits stay in the cache between the product, the softmax and the product with ``v``.
     """
-    heads, nq, nk = q.shape[1], q.shape[2], k.shape[2]
-    if (q.shape[0] == 1 and not torch.is_grad_enabled() and not is_tracing() and bias.dim() == 3
-            and heads * nq * nk * q.element_size() > tiling.TILE_BYTES and q.dtype == k.dtype == v.dtype == bias.dtype):
-        out = q.new_empty(1, heads, nq, v.shape[-1])
-        buf = q.new_empty(nq, nk)
-        for h in range(heads):
-            torch.addmm(bias[h], q[0, h], k[0, h].transpose(0, 1), alpha=scale, out=buf)
-            torch.softmax(buf, dim=-1, out=buf)  # row-wise: each row is read before it is overwritten
-            torch.mm(buf, v[0, h], out=out[0, h])
-        return out
     return torch.matmul(biased_scores(q, k, bias, scale).softmax(dim=-1), v)

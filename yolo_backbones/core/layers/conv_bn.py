@@ -1,12 +1,27 @@
-"""Strided conv + BatchNorm pieces of the EfficientFormer stems and downsamplings."""
+"""Conv + BatchNorm pieces: the conv-first ``Sequential``, the EfficientFormer stems and downsamplings."""
 from __future__ import annotations
 
-from torch import nn
 import torch
+from torch import nn
 
-from ..fuse import fuse_pair
-from . import onednn
+from ..inference import onednn
+from ..inference.context import fused_inference
+from ..inference.fuse import fuse_pair
 from .norms import SafeBatchNorm2d
+
+
+class ConvSequential(nn.Sequential):
+    """An ``nn.Sequential`` of ``Conv2d``, norm, activation, ... entries (indices give the official keys).
+
+    Computes exactly what ``nn.Sequential`` computes. In a fused backbone's inference each conv and the
+    activation after it run as one kernel (:func:`~yolo_backbones.core.inference.onednn.sequential`); the BNs
+    are folded into the convs by fusing (their entries become ``nn.Identity``).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fused_inference(x):
+            return onednn.sequential(self, x)
+        return super().forward(x)
 
 
 def conv3x3_s2_bn(in_chans: int, out_chans: int) -> tuple[nn.Conv2d, SafeBatchNorm2d]:
@@ -18,18 +33,18 @@ def conv3x3_s2_bn(in_chans: int, out_chans: int) -> tuple[nn.Conv2d, SafeBatchNo
     return nn.Conv2d(in_chans, out_chans, kernel_size=3, stride=2, padding=1), SafeBatchNorm2d(out_chans)
 
 
-def conv_bn_stem(in_chans: int, out_chans: int, act_layer: type[nn.Module]) -> nn.Sequential:
+def conv_bn_stem(in_chans: int, out_chans: int, act_layer: type[nn.Module]) -> ConvSequential:
     """Stride-4 stem: ``[conv3x3 s2 -> BN -> act] x 2`` (the first conv has ``out_chans // 2`` channels).
 
-    Returns an ``nn.Sequential`` whose indices (convs 0 / 3, norms 1 / 4) give the EfficientFormer
+    Returns a :class:`ConvSequential` whose indices (convs 0 / 3, norms 1 / 4) give the EfficientFormer
     state-dict keys ``patch_embed.{0,1,3,4}``. Maps ``(B, in_chans, H, W)`` to
     ``(B, out_chans, ceil(H / 4), ceil(W / 4))``.
 
     ``act_layer`` may be set in place by YOLOv5 (``nn.ReLU``): it only ever sees a BatchNorm output that
     nothing else reads, so that is safe.
     """
-    return nn.Sequential(*conv3x3_s2_bn(in_chans, out_chans // 2), act_layer(),
-                         *conv3x3_s2_bn(out_chans // 2, out_chans), act_layer())
+    return ConvSequential(*conv3x3_s2_bn(in_chans, out_chans // 2), act_layer(),
+                          *conv3x3_s2_bn(out_chans // 2, out_chans), act_layer())
 
 
 class ConvBnDownsample(nn.Module):
@@ -47,10 +62,9 @@ class ConvBnDownsample(nn.Module):
         self.proj, self.norm = conv3x3_s2_bn(in_chans, out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.norm, nn.Identity):  # folded: the plain conv, on the fused kernel in inference
-            return onednn.conv(self.proj, x)
         return self.norm(self.proj(x))
 
     def fuse_(self) -> None:
-        """Inference fold (see :mod:`yolo_backbones.core.fuse`): ``proj -> norm`` becomes one conv, norm -> Identity."""
+        """Inference fold (see :mod:`~yolo_backbones.core.inference.fuse`): ``proj -> norm`` becomes one conv,
+        ``norm`` an ``nn.Identity``."""
         fuse_pair(self, "proj", "norm")

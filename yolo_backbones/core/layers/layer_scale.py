@@ -4,9 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..fuse import scale_output_channels
+from ..inference.context import fused_inference
+from ..inference.fuse import scale_output_channels
+from . import fused
 from .drop import DropPath
-from .layout import is_tracing
 
 
 class LayerScaleBlock(nn.Module):
@@ -53,11 +54,13 @@ class LayerScaleBlock(nn.Module):
         self.layer_scale_2 = nn.Parameter(torch.full(shape, layer_scale_init_value))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fused_inference(x):
+            return fused.layer_scale_block(self, x)
         if self.token_mixer is not None:
             y = x if self.norm1 is None else self.norm1(x)
-            x = residual_branch(self, self.token_mixer, self.layer_scale_1, y, x)
+            x = x + self.drop_path(scaled(self.layer_scale_1, self.token_mixer(y)))
         y = x if self.norm2 is None else self.norm2(x)
-        return residual_branch(self, self.mlp, self.layer_scale_2, y, x)
+        return x + self.drop_path(scaled(self.layer_scale_2, self.mlp(y)))
 
     def fuse_(self) -> None:
         """Fold the layer scales into the last layer of their branch where ``layer_scale_targets`` names one."""
@@ -69,24 +72,6 @@ class LayerScaleBlock(nn.Module):
                     isinstance(m, nn.modules.batchnorm._BatchNorm) for m in branch.modules()):
                 scale_output_channels(self.get_submodule(target), getattr(self, name))
                 setattr(self, name, None)
-
-
-def residual_branch(block: nn.Module, branch: nn.Module, scale: torch.Tensor | None, y: torch.Tensor,
-                    x: torch.Tensor) -> torch.Tensor:
-    """``x + drop_path(scale * branch(y))`` of ``block``.
-
-    In inference with the layer scale folded away (``None``) and a branch that takes a ``residual``
-    argument (``accepts_residual``), the add is left to the branch's last layer, which fuses it.
-    """
-    if scale is None and not block.training and getattr(branch, "accepts_residual", False):
-        return branch(y, residual=x)  # drop_path is the identity in eval
-    if scale is not None and not block.training and not torch.is_grad_enabled() and not is_tracing():
-        out = branch(y)
-        if out.dtype == x.dtype == scale.dtype:
-            # Inference: x + scale * out in one pass over the map (drop_path is the identity in eval).
-            return torch.addcmul(x, scale, out)
-        return x + scale * out
-    return x + block.drop_path(scaled(scale, branch(y)))
 
 
 def scaled(scale: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:

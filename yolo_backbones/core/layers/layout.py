@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["is_channels_last", "map_to_heads", "heads_to_map", "channels_last_weights", "is_tracing",
-           "subsample"]
+# Re-exported: where blocks and hosts have always imported them from.
+from ..inference.context import is_tracing
+from ..inference.fuse import channels_last_weights
+
+__all__ = ["is_channels_last", "map_to_heads", "heads_to_map", "tokens_to_heads", "subsample", "channels_last_weights",
+           "is_tracing"]
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
@@ -37,15 +41,9 @@ def heads_to_map(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return y.transpose(-1, -2).reshape_as(like)
 
 
-def is_tracing() -> bool:
-    """True while a model is captured as a graph for export: TorchScript tracing or scripting (``torch.jit.trace``,
-    the ``dynamo=False`` ONNX exporter, pnnx, coremltools) or ``torch.export`` (litert-torch, ExecuTorch).
-
-    Inference shortcuts that branch on the batch size, on grad mode or on data, or that keep caches, must not be
-    recorded into such graphs: blocks take their reference formulation instead (see docs/deployment.md).
-    """
-    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
-            or torch.compiler.is_exporting())
+def tokens_to_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """``(B, N, heads * d)`` -> ``(B, heads, N, d)`` (a view; channel ``h * d + i`` is element ``i`` of head ``h``)."""
+    return x.unflatten(-1, (num_heads, -1)).transpose(1, 2)
 
 
 def subsample(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -57,19 +55,3 @@ def subsample(x: torch.Tensor, r: int) -> torch.Tensor:
     if is_tracing():
         return torch.nn.functional.max_pool2d(x, kernel_size=1, stride=r)
     return x[:, :, ::r, ::r]
-
-
-def channels_last_weights(module: torch.nn.Module) -> torch.nn.Module:
-    """In place: lay out every 4-D parameter and buffer of ``module`` channels-last; returns ``module``.
-
-    Unlike ``module.to(memory_format=torch.channels_last)`` it leaves other tensors alone (YOLOv5's
-    ``Detect._apply`` would also push its 5-D grids through the conversion, which fails) and keeps the
-    parameter objects (``.data`` is replaced), so references held elsewhere stay valid.
-    """
-    with torch.no_grad():
-        for m in module.modules():
-            for tensors in (m._parameters, m._buffers):
-                for t in tensors.values():
-                    if t is not None and t.ndim == 4 and not t.is_contiguous(memory_format=torch.channels_last):
-                        t.data = t.data.contiguous(memory_format=torch.channels_last)
-    return module

@@ -5,10 +5,10 @@ import torch
 from torch import nn
 
 from ..checkpointing import recompute_in_backward
-from ..fuse import fuse_pair
-from . import onednn
+from ..inference.context import fused_inference
+from ..inference.fuse import fuse_pair
+from . import fused
 from .norms import SafeBatchNorm2d
-from .tiling import tiled_rows
 
 
 class Mlp(nn.Module):
@@ -22,15 +22,13 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, out_features or in_features)
         self.drop = nn.Dropout(drop)
 
-    # LayerScaleBlock may hand the residual in, to be added by the last layer (fused in inference).
+    # A residual block may hand its residual in, to be added by the last layer (one kernel in fused inference).
     accepts_residual = True
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``Mlp(x)``, or ``residual + Mlp(x)``."""
-        act = onednn.activation_name(self.act)
-        if not self.training and act is not None and onednn.enabled(x):
-            # Inference (dropout is the identity): the activation and the residual add fused into the linears.
-            return onednn.linear(self.fc2, onednn.linear(self.fc1, x, act), residual=residual)
+        if fused_inference(x):
+            return fused.mlp(self, x, residual)
         x = self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
         return x if residual is None else residual + x
 
@@ -87,8 +85,8 @@ class ConvBnMlp(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``ConvBnMlp(x)``, or ``residual + ConvBnMlp(x)``."""
-        if not self.training and onednn.activation_name(self.act) == "gelu" and onednn.enabled(x):
-            return self._forward_fused(x, residual)
+        if fused_inference(x):
+            return fused.conv_bn_mlp(self, x, residual)
         # Training keeps the conv outputs and the last GELU output for backward; what lies between them (BN
         # outputs, the GELU output feeding the cheap depth-wise conv) is recomputed there.
         x = self.fc1(x)
@@ -109,34 +107,8 @@ class ConvBnMlp(nn.Module):
     def _mid_norm_act(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.mid_norm(x))
 
-    def _forward_fused(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
-        # Inference: each GELU (and the residual add) fused into the conv before it once the BNs are folded.
-        # Large maps run strip by strip so the wide hidden maps stay in the cache (see tiling).
-        if isinstance(self.norm1, nn.Identity) and (residual is None or residual.shape == x.shape):
-            out = tiled_rows(x, lambda src, crop, rows: self._forward_tile(
-                x[:, :, src], crop, None if residual is None else residual[:, :, rows]),
-                self.fc1.out_channels, halo=0 if self.mid is None else 1)
-            if out is not None:
-                return out
-        return self._forward_tile(x, slice(None), residual)
-
-    def _forward_tile(self, x: torch.Tensor, crop: slice, residual: torch.Tensor | None) -> torch.Tensor:
-        # Rows `crop` of the output, from input rows `x` (which include the mid conv's halo rows).
-        x = _conv_norm(self.fc1, self.norm1, x, "gelu")
-        if self.mid is not None:
-            x = _conv_norm(self.mid, self.mid_norm, x, "gelu")
-        return _conv_norm(self.fc2, self.norm2, x[:, :, crop], residual=residual)
-
     def fuse_(self) -> None:
-        """Inference fold (see :mod:`yolo_backbones.core.fuse`): each ``conv -> BN`` pair becomes one conv, BN -> Identity."""
+        """Inference fold (see :mod:`~yolo_backbones.core.inference.fuse`): each ``conv -> BN`` pair becomes one conv,
+        the BN an ``nn.Identity``."""
         for conv, norm in (("fc1", "norm1"), ("mid", "mid_norm"), ("fc2", "norm2")):
             fuse_pair(self, conv, norm)
-
-
-def _conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor, act: str | None = None,
-               residual: torch.Tensor | None = None) -> torch.Tensor:
-    """``act(norm(conv(x)))`` [+ residual] in inference; one fused kernel once ``norm`` is folded (``Identity``)."""
-    if isinstance(norm, nn.Identity):
-        return onednn.conv(conv, x, act, residual)
-    x = onednn.ACTIVATIONS[act][0](norm(onednn.conv(conv, x)))
-    return x if residual is None else residual + x

@@ -6,8 +6,8 @@ decay by ``isinstance``.
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from ..checkpointing import recomputing
 

@@ -14,14 +14,11 @@ class CheckpointMismatchError(RuntimeError):
 def load_backbone_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Load an official-format ``state_dict`` into ``model`` strictly, or raise :class:`CheckpointMismatchError`.
 
-    The backbone's ``convert_state_dict`` maps official key names to the model's. For a detection
-    backbone (``num_classes == 0``) the classifier keys and those of stages it does not build
-    (``model.unbuilt_prefixes``) are dropped first; every other key must match by name and shape.
+    The backbone's ``convert_state_dict`` maps the checkpoint's keys to the model's and leaves out those of parts
+    the model does not have (a classifier when ``num_classes == 0``, pruned stages); every other key must match
+    by name and shape.
     """
     state_dict = model.convert_state_dict(dict(state_dict))
-    if not model.num_classes:
-        skipped = tuple(model.classifier_prefixes) + tuple(model.unbuilt_prefixes)
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(skipped)}
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]

@@ -4,7 +4,8 @@ from __future__ import annotations
 import ast
 import difflib
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from torch import nn
 
@@ -28,11 +29,16 @@ def unknown_module_error(name: str, host_names: Iterable[str], row: int) -> Mode
                             f"{', '.join(plugin)} (run `yolo-backbones list`).")
 
 
+# Options a backbone row sets itself: a YOLO backbone is a feature extractor fed [0, 1] RGB by the host.
+ROW_OPTIONS = {"features_only": True, "input_norm": True}
+
+
 def build_backbone(m: type[Backbone], args: list[Any], c1: Any, row: int) -> Backbone:
-    """Build the backbone of YAML row ``row`` as ``m(*args, in_chans=c1)`` and apply the detector's size rule.
+    """Build the backbone of YAML row ``row`` as ``m(*args, in_chans=c1, features_only=True, input_norm=True)``
+    and apply the detector's size rule.
 
     A mapping as the last argument gives keyword options, e.g. ``[xxs, [1, 2, 3], {grad_checkpointing: true}]``
-    builds ``EdgeViT("xxs", [1, 2, 3], grad_checkpointing=True, in_chans=c1)``.
+    builds ``EdgeViT("xxs", [1, 2, 3], grad_checkpointing=True, in_chans=c1, ...)``.
 
     The PAN neck upsamples the deepest map by 2 and concatenates it with the next one, so the detector
     needs sides that are multiples of the largest output stride even when the backbone alone takes any
@@ -43,16 +49,18 @@ def build_backbone(m: type[Backbone], args: list[Any], c1: Any, row: int) -> Bac
     args, kwargs = list(args), {}
     if args and isinstance(args[-1], dict):
         kwargs = dict(args.pop())
-        if "in_chans" in kwargs or not all(isinstance(k, str) for k in kwargs):
+        fixed = {"in_chans", "num_classes", *ROW_OPTIONS}
+        if fixed & set(kwargs) or not all(isinstance(k, str) for k in kwargs):
             raise ModelConfigError(f"layer {row} ({m.__name__}): keyword options must be names other than "
-                                   f"in_chans (taken from the previous layer), got {sorted(map(str, kwargs))}")
+                                   f"{', '.join(sorted(fixed))} (the row sets them: in_chans from the previous "
+                                   f"layer), got {sorted(map(str, kwargs))}")
     args = [None if a in ("None", "none", "") else a for a in args]
     if is_rebuilding():
         # The weights come from the checkpoint being loaded: a weights name or path its config stores is neither
         # read nor downloaded.
         args, kwargs = args[:2], {k: v for k, v in kwargs.items() if k != "pretrained"}
     try:
-        module = m(*args, **kwargs, in_chans=c1)
+        module = m(*args, **kwargs, in_chans=c1, **ROW_OPTIONS)
     except (ValueError, TypeError, FileNotFoundError, CheckpointMismatchError, WeightsFileError) as e:
         raise ModelConfigError(f"layer {row} ({m.__name__} {args}{f' {kwargs}' if kwargs else ''}): {e}") from e
     module.require_input_multiple(max(module.out_strides))
@@ -103,7 +111,8 @@ def activation_spec(text: Any) -> tuple[type[nn.Module], tuple]:
     match = _ACTIVATION.match(str(text).replace(" ", ""))
     cls = getattr(nn, match.group(1), None) if match else None
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ModelConfigError(f"activation {text!r}: write a torch.nn activation such as nn.SiLU() or nn.LeakyReLU(0.1)")
+        raise ModelConfigError(f"activation {text!r}: write a torch.nn activation such as nn.SiLU() or "
+                               "nn.LeakyReLU(0.1)")
     try:
         args = ast.literal_eval(f"({match.group(2)},)") if match.group(2) else ()
     except (ValueError, SyntaxError):

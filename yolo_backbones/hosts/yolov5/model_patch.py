@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ...core.base import Backbone
-from ...core.fuse import fuse_conv_bn, is_foldable_bn
+from ...core.inference.fuse import fuse_conv_bn, is_foldable_bn
 from ...core.layers.layout import is_tracing
 from ...core.registry import backbone_classes
 from ...core.select import Select

@@ -1,4 +1,4 @@
-"""Process-level settings that make eager CPU inference faster; applied when a backbone is fused for inference.
+"""Opt-in process settings for fast eager CPU inference: glibc's allocator keeps freed memory for the next forward.
 
 glibc's ``malloc`` hands memory of freed large blocks back to the kernel (heap trimming, dynamic ``mmap``
 threshold), so the next forward pass faults the same pages in again, zero-filled: 30-40 thousand page faults
@@ -9,20 +9,20 @@ peak memory does not change (only memory that was already in use at the peak is 
 back less memory after it. Allocator libraries such as jemalloc or tcmalloc, which PyTorch's CPU
 performance guides recommend, behave similarly.
 
-Set ``YOLO_BACKBONES_MALLOC_TUNING=0`` to leave the allocator alone.
+It changes the whole process, so the plugin never does it on its own: call :func:`tune_cpu_allocator` (the
+benchmark does), or set ``YOLO_BACKBONES_MALLOC_TUNING=1`` to have :meth:`Backbone.fuse
+<yolo_backbones.core.base.Backbone.fuse>` call it (:func:`tune_if_requested`).
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import os
 import sys
-from typing import Iterator
 
-import torch
+__all__ = ["tune_cpu_allocator", "tune_if_requested", "TUNING_ENV"]
 
-__all__ = ["tune_cpu_allocator", "single_threaded"]
+TUNING_ENV = "YOLO_BACKBONES_MALLOC_TUNING"
 
 # mallopt(3) parameters of glibc.
 _M_TRIM_THRESHOLD = -1
@@ -38,14 +38,12 @@ def tune_cpu_allocator() -> bool:
     """Keep freed memory in the process (glibc ``mallopt``) so repeated forwards do not page-fault; idempotent.
 
     Returns True if the settings are in effect (now or from an earlier call), False where they do not
-    apply (not Linux/glibc, or ``YOLO_BACKBONES_MALLOC_TUNING=0``).
+    apply (not Linux / glibc).
     """
     global _tuned
     if _tuned is not None:
         return _tuned
     _tuned = False
-    if os.environ.get("YOLO_BACKBONES_MALLOC_TUNING", "1").strip().lower() in ("0", "false", "no", "off"):
-        return False
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -59,23 +57,9 @@ def tune_cpu_allocator() -> bool:
     return _tuned
 
 
-@contextlib.contextmanager
-def single_threaded(active: bool = True) -> Iterator[None]:
-    """Run the body on one intra-op thread (if ``active``), then restore the thread count.
-
-    For runs of tiny operators (a handful of global tokens: Linear, LayerNorm, attention among ``M <= 6``
-    tokens) between large ones: each tiny operator that opens an OpenMP parallel region costs a fork/join of
-    the thread team, far more than its arithmetic, and on a shared, oversubscribed CPU a team member that is
-    not scheduled stalls it for a whole time slice. One thread computes the same function (float rounding
-    may differ where a kernel's blocking depends on the thread count). Used by fused-inference code paths only; the switch itself costs well
-    under a microsecond.
-    """
-    threads = torch.get_num_threads() if active else 1
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+def tune_if_requested() -> bool:
+    """:func:`tune_cpu_allocator` if ``YOLO_BACKBONES_MALLOC_TUNING`` is set to a true value; returns whether the
+    setting is in effect."""
+    if os.environ.get(TUNING_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+        return tune_cpu_allocator()
+    return bool(_tuned)

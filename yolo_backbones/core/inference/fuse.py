@@ -28,13 +28,14 @@ fused layers are plain ``torch.nn`` modules, so deepcopy, pickling, ``.half()`` 
 from __future__ import annotations
 
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-__all__ = ["fuse_conv_bn", "bn_affine", "fold_affine_into_conv", "scale_input_channels", "fuse_bn_conv", "scale_output_channels",
-           "absorb_identity", "fuse_pair", "fuse_sequential", "fuse_backbone", "count_batchnorms", "is_foldable_bn", "conv_like"]
+__all__ = ["fuse_conv_bn", "bn_affine", "fold_affine_into_conv", "scale_input_channels", "fuse_bn_conv",
+           "scale_output_channels", "absorb_identity", "fuse_pair", "fuse_sequential", "fuse_backbone",
+           "count_batchnorms", "is_foldable_bn", "conv_like", "channels_last_weights"]
 
 _Conv = nn.Conv2d
 _Linear = nn.Linear
@@ -213,3 +214,19 @@ def fuse_backbone(model: nn.Module) -> nn.Module:
                 hook()
     model.fused = True
     return model
+
+
+def channels_last_weights(module: torch.nn.Module) -> torch.nn.Module:
+    """In place: lay out every 4-D parameter and buffer of ``module`` channels-last; returns ``module``.
+
+    Unlike ``module.to(memory_format=torch.channels_last)`` it leaves other tensors alone (YOLOv5's
+    ``Detect._apply`` would also push its 5-D grids through the conversion, which fails) and keeps the
+    parameter objects (``.data`` is replaced), so references held elsewhere stay valid.
+    """
+    with torch.no_grad():
+        for m in module.modules():
+            for tensors in (m._parameters, m._buffers):
+                for t in tensors.values():
+                    if t is not None and t.ndim == 4 and not t.is_contiguous(memory_format=torch.channels_last):
+                        t.data = t.data.contiguous(memory_format=torch.channels_last)
+    return module

@@ -34,17 +34,20 @@ no key conversion. Differences from the reference code, none of which changes th
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-from .layers import ConvMlp, DropPath, LayerNorm2d, Mlp, SafeBatchNorm2d, onednn
-from .layers.layout import is_tracing, subsample
-from .layers.tiling import tiled_rows
-from .registry import register
-from .base import Backbone
+from ..base import Backbone
+from ..inference.context import fused_inference
+from ..inference.fuse import absorb_identity, fold_affine_into_conv, fuse_bn_conv, is_foldable_bn
+from ..layers import ConvMlp, DropPath, LayerNorm2d, Mlp, SafeBatchNorm2d
+from ..layers.layout import is_tracing, subsample
+from ..registry import register
+from . import fused
 
 __all__ = ["EdgeViT", "PatchEmbed", "LocalAgg", "GlobalSparseAttn", "SelfAttn", "LGLBlock"]
 
@@ -119,30 +122,15 @@ class LocalAgg(nn.Module):
         self.mlp = ConvMlp(dim, int(dim * mlp_ratio), drop=drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training and onednn.enabled(x) and onednn.activation_name(self.mlp.act) == "gelu":
-            return self._forward_fused(x)
+        if fused_inference(x):
+            return fused.local_agg(self, x)
         x = self.pos_embed(x) if self.pos_embed_has_identity else x + self.pos_embed(x)
         x = x + self.drop_path(self.conv2(self.attn(self.conv1(self.norm1(x)))))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x
 
-    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        # Inference: the same function with each residual add and the GELU fused into the conv before it.
-        x = onednn.conv(self.pos_embed, x, residual=None if self.pos_embed_has_identity else x)
-        # Large maps: the rest strip by strip (halo 2 for the 5x5 conv), so the 4x wide MLP map stays in cache.
-        out = tiled_rows(x, lambda src, crop, rows: self._fused_tail(x[:, :, src], crop), self.mlp.fc1.out_channels,
-                         halo=self.attn.padding[0])
-        return self._fused_tail(x, slice(None)) if out is None else out
-
-    def _fused_tail(self, x: torch.Tensor, crop: slice) -> torch.Tensor:
-        # Everything after the position encoding, for output rows `crop` of the input rows `x`.
-        y = onednn.conv(self.attn, onednn.conv(self.conv1, self.norm1(x)))[:, :, crop]
-        x = onednn.conv(self.conv2, y, residual=x[:, :, crop])
-        return onednn.conv(self.mlp.fc2, onednn.conv(self.mlp.fc1, self.norm2(x), "gelu"), residual=x)
-
     def fuse_(self) -> None:
-        from .fuse import fuse_bn_conv, is_foldable_bn
-
+        """Inference folds (see :mod:`~yolo_backbones.core.inference.fuse`): position encoding and pre-norms."""
         fuse_position_encoding(self)
         for norm, owner, conv in (("norm1", self, "conv1"), ("norm2", self.mlp, "fc1")):
             if is_foldable_bn(getattr(self, norm)):
@@ -152,8 +140,6 @@ class LocalAgg(nn.Module):
 
 def fuse_position_encoding(block: nn.Module) -> None:
     """Put the ``+ x`` of ``x + pos_embed(x)`` into the centre tap of ``block.pos_embed`` (once)."""
-    from .fuse import absorb_identity
-
     if not block.pos_embed_has_identity:
         absorb_identity(block.pos_embed)
         block.pos_embed_has_identity = True
@@ -206,17 +192,12 @@ class GlobalSparseAttn(nn.Module):
             self.LocalProp = None
             self.norm = nn.Identity()
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None,
-                pre_norm: nn.Module | None = None) -> torch.Tensor:
-        """``GSA(pre_norm(x))``, or ``residual + GSA(pre_norm(x))`` (fused into the output projection in inference).
+    def forward(self, x: torch.Tensor, pre_norm: nn.Module | None = None) -> torch.Tensor:
+        """``GSA(pre_norm(x))`` on a token grid ``(B, H, W, C)``.
 
         ``pre_norm`` is a per-token norm; it is applied to the delegate tokens only (the same values).
         """
-        x = self.propagate(self.attend(x, pre_norm))
-        if residual is not None and not self.training:
-            return onednn.linear(self.proj, x, residual=residual)  # proj_drop is the identity in eval
-        x = self.proj_drop(self.proj(x))
-        return x if residual is None else residual + x
+        return self.proj_drop(self.proj(self.propagate(self.attend(x, pre_norm))))
 
     def attend(self, x: torch.Tensor, pre_norm: nn.Module | None = None) -> torch.Tensor:
         """Attention among the delegate tokens of ``pre_norm(x)``: ``(B, H, W, C)`` -> ``(B, H / r, W / r, C)``."""
@@ -227,7 +208,7 @@ class GlobalSparseAttn(nn.Module):
             x = pre_norm(x)  # per token, so only the delegates need it
         B, h, w, C = x.shape
         # (B, h, w, 3C) -> q, k, v (B, heads, h*w, head_dim): views, at most 4-D (NCNN holds no more)
-        qkv = onednn.linear(self.qkv, x).reshape(B, h * w, 3 * C)
+        qkv = self.qkv(x).reshape(B, h * w, 3 * C)
         q, k, v = (t.reshape(B, h * w, self.num_heads, self.head_dim).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0,
                                            scale=self.scale)
@@ -237,19 +218,8 @@ class GlobalSparseAttn(nn.Module):
         """Local propagation + norm of the delegates' results: ``(B, h, w, C)`` -> ``(B, h * r, w * r, C)``."""
         if self.LocalProp is None:
             return self.norm(x)
-        if self.training or is_tracing():
-            # Spread every delegate's result over its r x r cell: (B, C, h, w) -> (B, C, h*r, w*r). Also the
-            # export formulation: converters (pnnx, coremltools) take the transposed conv but not the 6-D addcmul.
-            return self.norm(self.LocalProp(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
-        # Inference: the transposed conv with kernel = stride = r and one channel per group writes
-        # bias + x * w[i, j] to pixel (i, j) of each cell; one broadcast multiply-add computes exactly that,
-        # straight into the token-grid layout (the conv kernel is much slower for this degenerate geometry).
-        B, h, w, C = x.shape
-        r, weight = self.sr_ratio, self.LocalProp.weight  # (C, 1, r, r)
-        cell = weight[:, 0].permute(1, 2, 0).reshape(1, 1, r, 1, r, C)
-        bias = self.LocalProp.bias if self.LocalProp.bias is not None else weight.new_zeros(C)
-        y = torch.addcmul(bias, x.reshape(B, h, 1, w, 1, C), cell)
-        return self.norm(y.reshape(B, h * r, w * r, C))
+        # Spread every delegate's result over its r x r cell: (B, C, h, w) -> (B, C, h*r, w*r).
+        return self.norm(self.LocalProp(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
 
 
 class SelfAttn(nn.Module):
@@ -284,8 +254,8 @@ class SelfAttn(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training and onednn.enabled(x) and onednn.activation_name(self.mlp.act) == "gelu":
-            return self._forward_fused(x)
+        if fused_inference(x):
+            return fused.self_attn(self, x)
         x = self.pos_embed(x) if self.pos_embed_has_identity else x + self.pos_embed(x)
         # Channels-last token grid so LayerNorm / Linear act on the channel dim without reshapes.
         x = x.permute(0, 2, 3, 1)
@@ -293,26 +263,8 @@ class SelfAttn(nn.Module):
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x.permute(0, 3, 1, 2)
 
-    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        # Inference: the same function with each residual add and the GELU fused into the layer before it.
-        x = onednn.conv(self.pos_embed, x, residual=None if self.pos_embed_has_identity else x)
-        x = x.permute(0, 2, 3, 1)
-        d = self.attn.attend(x, self.norm1)  # (B, H / r, W / r, C)
-        r = self.attn.sr_ratio
-
-        def tail(src: slice, crop: slice, rows: slice) -> torch.Tensor:
-            # Propagation, projection and MLP of token rows `rows` (a multiple of r): all per token.
-            y = self.attn.propagate(d[:, rows.start // r:rows.stop // r])
-            y = onednn.linear(self.attn.proj, y, residual=x[:, rows])
-            return onednn.linear(self.mlp.fc2, onednn.linear(self.mlp.fc1, self.norm2(y), "gelu"), residual=y)
-
-        # Large grids run strip by strip, so the 4x wide MLP tokens stay in the cache (see tiling).
-        out = tiled_rows(x, tail, self.mlp.fc1.out_features, row_dim=1, multiple=r)
-        if out is None:
-            out = tail(slice(None), slice(None), slice(0, x.shape[1]))
-        return out.permute(0, 3, 1, 2)
-
     def fuse_(self) -> None:
+        """Inference fold: the position encoding's ``+ x`` into ``pos_embed``."""
         fuse_position_encoding(self)
 
 
@@ -346,21 +298,23 @@ class LGLBlock(nn.Module):
 
 @register
 class EdgeViT(Backbone):
-    """EdgeViT-XXS / XS / S as an ImageNet classifier or a 4-stage YOLOv5 backbone.
+    """EdgeViT-XXS / XS / S: an ImageNet classifier, pooled features or a 4-stage feature extractor.
 
     Args:
         variant: ``"xxs"``, ``"xs"`` or ``"s"``.
-        out_indices: stages returned in detection mode (0..3 = strides 4, 8, 16, 32).
+        out_indices: stages a feature extractor returns (0..3 = strides 4, 8, 16, 32; default 1, 2, 3).
         pretrained: a weights file, or a weights name (see `yolo-backbones list`), loaded strictly.
-        num_classes: ``0`` (default) for the detection backbone, ``1000`` for the ImageNet classifier.
+        features_only: build the feature extractor (see :class:`~yolo_backbones.core.base.Backbone`).
+        num_classes: ``1000`` (default) for the ImageNet classifier, ``0`` for pooled features.
         in_chans: input channels.
+        input_norm: normalise ``[0, 1]`` RGB input itself (YOLO backbone rows).
         drop_path_rate: stochastic depth, increased linearly from 0 over all blocks.
         grad_checkpointing: recompute block activations in backward to save training memory
             (see :meth:`~yolo_backbones.core.base.Backbone.set_grad_checkpointing`).
 
-    Detection mode returns ``[(B, C_i, H / s_i, W / s_i) for i in out_indices]`` with channels
+    A feature extractor returns ``[(B, C_i, H / s_i, W / s_i) for i in out_indices]`` with channels
     ``embed_dims`` of the variant; the stride-32 map passes through the final BatchNorm (``norm``).
-    Classification mode returns logits ``(B, num_classes)``. H and W must be multiples of 32.
+    The classifier returns logits ``(B, num_classes)``. H and W must be multiples of 32.
     """
 
     family = "edgevit"
@@ -368,38 +322,32 @@ class EdgeViT(Backbone):
     input_multiple = 32
     classifier_prefixes = ("head.",)
 
-    def __init__(self, variant: str = "xxs", out_indices: Sequence[int] = (1, 2, 3), pretrained: str | None = None,
-                 *, num_classes: int = 0, in_chans: int = 3, drop_path_rate: float = 0.0,
-                 grad_checkpointing: bool = False) -> None:
-        super().__init__(variant, out_indices, num_classes, in_chans, grad_checkpointing)
+    def __init__(self, variant: str = "xxs", out_indices: Sequence[int] | None = None, pretrained: str | None = None,
+                 *, features_only: bool = False, num_classes: int = 1000, in_chans: int = 3, input_norm: bool = False,
+                 drop_path_rate: float = 0.0, grad_checkpointing: bool = False) -> None:
+        super().__init__(variant, out_indices, features_only=features_only, num_classes=num_classes,
+                         in_chans=in_chans, input_norm=input_norm, grad_checkpointing=grad_checkpointing)
         cfg = self.cfg
         dims, depths = cfg["embed_dims"], cfg["depths"]
-        # Detection mode builds the stages up to the last returned one only: later stages would feed
-        # nothing, and parameters without gradients break DDP without find_unused_parameters.
-        num_stages = 4 if num_classes else self.out_indices[-1] + 1
         # Stem first: YOLOv5 takes the input channel count from the first parameter.
         in_dims = (in_chans,) + tuple(dims[:3])
-        for s in range(num_stages):
+        for s in range(4):
             setattr(self, f"patch_embed{s + 1}", PatchEmbed(in_dims[s], dims[s], patch_size=4 if s == 0 else 2))
 
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()  # stochastic-depth decay rule
-        for s in range(num_stages):
+        for s in range(4):
             start = sum(depths[:s])
             blocks = nn.ModuleList([
                 LGLBlock(dims[s], dims[s] // cfg["head_dim"], mlp_ratio=cfg["mlp_ratios"][s],
                          sr_ratio=cfg["sr_ratios"][s], qkv_bias=cfg["qkv_bias"], drop_path=dpr[start + j])
                 for j in range(depths[s])])
             setattr(self, f"blocks{s + 1}", blocks)
-        if num_stages == 4:
-            self.norm = SafeBatchNorm2d(dims[3])  # also takes the 1x1 map of a batch-1 32x32 FLOPs probe
-        self.head = nn.Linear(dims[3], num_classes) if num_classes > 0 else nn.Identity()
-        self.unbuilt_prefixes = tuple(f"{part}{s + 1}." for s in range(num_stages, 4)
-                                      for part in ("patch_embed", "blocks")) + (("norm.",) if num_stages < 4 else ())
+        self.norm = SafeBatchNorm2d(dims[3])  # also takes the 1x1 map of a batch-1 32x32 FLOPs probe
+        self.head = nn.Linear(dims[3], self.num_classes) if self.num_classes > 0 else nn.Identity()
 
         self.stage_channels = tuple(dims)
         self.apply(self._init_weights)
-        if pretrained:
-            self.load_pretrained(pretrained)
+        self.finish_build(pretrained)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -413,36 +361,31 @@ class EdgeViT(Backbone):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    @classmethod
-    def variant_channels(cls, variant: str) -> tuple[int, ...]:
-        """Output channels of the four stages of ``variant`` (e.g. ``(36, 72, 144, 288)`` for XXS)."""
-        return tuple(cls.variants[cls.resolve_variant(variant)]["embed_dims"])
+    def stage_module_names(self, stage: int) -> tuple[str, ...]:
+        """Stage ``i`` is ``patch_embed{i+1}`` and ``blocks{i+1}``."""
+        return f"patch_embed{stage + 1}", f"blocks{stage + 1}"
 
     def forward_stages(self, x: torch.Tensor, last_stage: int) -> list[torch.Tensor]:
-        """Run stages ``0..last_stage`` on ``(B, in_chans, H, W)``; return their ``(B, C_i, H/s_i, W/s_i)`` outputs.
-
-        The stage-3 output (stride 32) is passed through the final BatchNorm ``norm``.
-        """
+        """Run stages ``0..last_stage`` on ``(B, in_chans, H, W)``; return their ``(B, C_i, H/s_i, W/s_i)`` outputs."""
         outs: list[torch.Tensor] = []
         for s in range(last_stage + 1):
             x = self.run_block(getattr(self, f"patch_embed{s + 1}"), x)
             for blk in getattr(self, f"blocks{s + 1}"):
                 x = self.run_block(blk, x)
-            if s == 3:
-                x = self.norm(x)
             outs.append(x)
         return outs
 
     def fuse_(self) -> None:
-        """Detection mode: fold the input normalisation ``(x - mean) / std`` into the stem conv (k4 s4, no padding)."""
-        from .fuse import fold_affine_into_conv
-
-        if not self.num_classes and not self.input_norm_folded:
+        """With ``input_norm``: fold the input normalisation ``(x - mean) / std`` into the stem conv (k4 s4, no
+        padding)."""
+        if self.input_norm and not self.input_norm_folded:
             stem = self.patch_embed1
             stem.proj = fold_affine_into_conv(stem.proj, 1.0 / self.input_std.double(),
                                               -self.input_mean.double() / self.input_std.double())
             self.input_norm_folded = True
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        """Global average pool + Linear: ``(B, C_4, h, w)`` -> logits ``(B, num_classes)``."""
-        return self.head(x.mean(dim=(2, 3)))
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Global average pool + Linear: ``(B, C_4, h, w)`` -> logits ``(B, num_classes)`` (pooled features
+        ``(B, C_4)`` with ``pre_logits`` or without classes)."""
+        x = x.mean(dim=(2, 3))
+        return x if pre_logits else self.head(x)

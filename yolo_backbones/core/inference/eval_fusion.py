@@ -15,9 +15,10 @@ The twin is used only when the result cannot differ from the module's own forwar
   parameter requires grad);
 * not tracing, scripting or compiling (graphs record the module's own layers, e.g. for ONNX export);
 * no forward (pre-)hooks on any sub-module (feature extraction, ``thop`` FLOP counting see the real layers);
-* every parameter and buffer unchanged since the twin was built: each keeps a stamp of (name, storage,
-  version counter, dtype, device), so an optimizer step, ``load_state_dict``, ``.to()`` or ``.half()``
-  rebuilds the twin on the next call. Inference tensors (no version counter) disable the twin.
+* every parameter and buffer unchanged since the twin was built: the twin records each tensor's storage
+  address and version counter, so an optimizer step or ``load_state_dict`` rebuilds it on the next call;
+  ``.to()`` / ``.half()`` and registering a parameter, buffer or sub-module drop it at once. Inference tensors
+  (no version counter) disable the twin.
 
 Memory: the twin holds a second copy of the backbone's weights while in use; ``train()`` and ``fuse()``
 drop it. It is never pickled, deep-copied or listed in ``modules()``/``state_dict()``.
@@ -36,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn.modules import module as module_hooks
 
-from .layers.layout import is_tracing
+from .context import hooked, is_tracing
 
 __all__ = ["ENABLED", "TWIN_ATTRIBUTE", "eval_twin", "drop_twin"]
 
@@ -64,7 +65,7 @@ def _stamp(tensors: list[torch.Tensor]) -> list[tuple[int, int]]:
 
 # Sub-modules of every model that currently has a twin -> that model. A parameter, buffer or sub-module
 # registered on one of them (a layer swapped in, ``load_state_dict(assign=True)``) drops the twin.
-_OWNERS: "weakref.WeakKeyDictionary[nn.Module, weakref.ref]" = weakref.WeakKeyDictionary()
+_OWNERS: weakref.WeakKeyDictionary[nn.Module, weakref.ref] = weakref.WeakKeyDictionary()
 _hooks_installed = False
 
 
@@ -97,7 +98,7 @@ def _observed(params: list[torch.Tensor], modules: list[nn.Module]) -> bool:
     twin's copies of the layers: feature extraction, thop FLOP counting)."""
     if torch.is_grad_enabled() and any(p.requires_grad for p in params):
         return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+    return any(hooked(m) for m in modules)
 
 
 def eval_twin(model: nn.Module) -> nn.Module | None:

@@ -1,0 +1,362 @@
+"""Fused forms of the Mobile-Former blocks (:mod:`.model`), for a fused backbone's eager CPU inference.
+
+Each function computes its block's reference ``forward`` (float rounding only) on the weights that
+:meth:`~yolo_backbones.core.base.Backbone.fuse` folded and on the tensors that the ``prepare_*`` functions
+derive from them (called by the blocks' ``fuse_()`` and held in the attributes each block declares for them):
+
+* the dynamic ReLUs of a block: its hyper-functions merged into one :class:`FusedSlopes`, and for a single image
+  the per-channel slope folded into the next conv's weights, so the widest map is read once (``prelu``);
+* the bridges: the Linear layers that read the same tokens merged into one (:class:`FrozenLinear`) with their
+  head masks and scales built in, and the attention written as two matrix products over the pixels of a
+  channels-last map (narrow heads and a handful of tokens leave a fused attention kernel with little work);
+* the lite first block: the depth-wise conv with a channel multiplier split into one plain depth-wise conv per
+  copy, each read by its slice of the 1x1 conv (oneDNN has no fast channels-last kernel for the multiplier);
+* residual adds and activations inside the conv / linear kernels (:mod:`~yolo_backbones.core.inference.onednn`).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..inference import onednn
+from ..inference.context import hooked
+from ..inference.fuse import conv_like
+from ..layers.layout import is_tracing, map_to_heads, tokens_to_heads
+from .dynamic_relu import slopes
+
+__all__ = ["FrozenLinear", "FusedSlopes", "dynamic_relu_conv", "local_to_global", "global_block", "global_to_local",
+           "lite_block", "dna_block", "dna_block3", "prepare_local_to_global", "prepare_global_to_local",
+           "prepare_lite_block", "prepare_slopes"]
+
+# Mobile->Former heads up to this width use two matmuls over the pixels instead of the attention kernel.
+_NARROW_HEAD = 12
+
+
+class FrozenLinear(nn.Module):
+    """``F.linear`` with fixed weights derived by fusing (buffers: a fused model's ``state_dict`` holds them, so a
+    fused checkpoint, which the loader rebuilds from tensors, computes what was saved).
+
+    ``forward(x)``: ``(..., in) -> (..., out)``.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+# ------------------------------------------------------------------------------------------ dynamic ReLU
+def _scale_input_channels(w: torch.Tensor, groups: int, scale: torch.Tensor) -> torch.Tensor:
+    """Conv weight ``w`` with input channel ``c`` multiplied by ``scale[c]`` (any ``groups``): ``conv(s * x)`` as
+    weights."""
+    if groups == 1:
+        return w * scale.view(1, -1, 1, 1)
+    ipg, opg = w.shape[1], w.shape[0] // groups
+    if ipg == 1:  # depth-wise (with a channel multiplier): output o reads input o // opg
+        return w * (scale if opg == 1 else scale.repeat_interleave(opg)).view(-1, 1, 1, 1)
+    # Output o of group o // opg reads input channels (o // opg) * ipg + i, i < ipg.
+    idx = (torch.arange(w.shape[0], device=w.device) // opg)[:, None] * ipg + torch.arange(ipg, device=w.device)
+    return w * scale[idx][:, :, None, None]
+
+
+def _can_fold_slopes(x: torch.Tensor, conv: nn.Sequential) -> bool:
+    """Whether the dynamic ReLU before ``conv`` may be folded into its weights for this call.
+
+    Only for one CPU image in inference without autograd (the weights become per-image), never while
+    tracing / exporting (the graph must not depend on the data), and only when nothing observes the conv
+    module's call (it is not called: its weights are).
+    """
+    first = conv[0]
+    return (x.shape[0] == 1 and x.device.type == "cpu" and not torch.is_grad_enabled()
+            and isinstance(first, nn.Conv2d) and first.padding_mode == "zeros" and not hooked(first)
+            and not (is_tracing() or torch.compiler.is_compiling()))
+
+
+def dynamic_relu_conv(x: torch.Tensor, coeffs: torch.Tensor, conv: nn.Sequential,
+                      residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``conv(dynamic_relu(x, coeffs))`` [``+ residual``], with one pass over ``x`` instead of three where possible.
+
+    For ``p = max(a1, a2) > 0`` the dynamic ReLU is ``p * prelu(x, min(a1, a2) / p)`` (both pieces scaled by
+    ``p``), and the per-channel ``p`` goes into the input channels of the conv's weights, so the large map is
+    read once by ``prelu`` instead of by two multiplications and a maximum. Used for a single image (see
+    :func:`_can_fold_slopes`) when every ``p`` is positive (``a1 = 0`` and ``a2 <= 0`` make ``p = 0``); else
+    the plain composition runs.
+
+    Args:
+        x: ``(B, C, H, W)`` map.
+        coeffs: ``(B, 2C, 1, 1)`` from :class:`~.model.HyperFunc`.
+        conv: ``Sequential`` whose first entry is the ``Conv2d`` that reads the activation (BN / shuffle may follow).
+        residual: optional map added to ``conv``'s output.
+
+    Returns:
+        ``conv``'s output (plus ``residual``).
+    """
+    a1, a2 = slopes(coeffs)
+    if _can_fold_slopes(x, conv):
+        high, low = torch.maximum(a1, a2).flatten(), torch.minimum(a1, a2).flatten()
+        if bool((high > 0).all()):
+            return _prelu_conv(x, low / high, high, conv, residual)
+    y = onednn.sequential(conv, torch.maximum(x * a1, x * a2))
+    return y if residual is None else y + residual
+
+
+def _prelu_conv(x: torch.Tensor, ratio: torch.Tensor, high: torch.Tensor, conv: nn.Sequential,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``conv(high * prelu(x, ratio))`` [``+ residual``] with ``high`` folded into the conv's input channels.
+
+    ``ratio`` and ``high`` are ``(C,)``, ``high > 0``. The residual is added by the conv's kernel when nothing
+    but folded BNs follows the conv.
+    """
+    first, rest = conv[0], [m for m in list(conv)[1:] if not isinstance(m, nn.Identity)]
+    y = onednn.conv(first, F.prelu(x, ratio), residual=None if rest else residual,
+                    weight=_scale_input_channels(first.weight, first.groups, high))
+    for m in rest:
+        y = m(y)
+    return y if residual is None or not rest else y + residual
+
+
+class FusedSlopes(nn.Module):
+    """The dynamic-ReLU slopes of one block's :class:`~.model.HyperFunc` s, computed together.
+
+    Built from a block's hyper-functions, which all read the same token: their first Linears are stacked into
+    one, their second Linears form one block-diagonal Linear, and the slope map
+    ``a1 = 1 + 2 (h1 - 0.5) = clamp(z1 / 3 + 1, 0, 2)``, ``a2 = 2 (h2 - 0.5) = clamp(z2 / 3, -1, 1)`` (with
+    ``h = hard_sigmoid(z)``) is folded into the second Linear's weights, leaving one clamp. Rows are ordered
+    ``[a1 of every function, a2 of every function]``, so one ``aminmax`` gives every per-channel pair
+    ``(min(a1, a2), max(a1, a2))``. The same function as the separate hyper-functions up to float rounding.
+
+    Args:
+        hypers: the block's hyper-functions (same token width and token id).
+
+    ``forward(tokens)`` ``(1, M, d)`` -> ``None`` when some ``a1`` is 0 (the single-image fold needs
+    ``max(a1, a2) > 0``; the caller then runs the plain path), else per function ``(ratio, high)``, each
+    ``(C_i,)``: ``high = max(a1, a2)``, ``ratio = min(a1, a2) / high``.
+    """
+
+    def __init__(self, hypers: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.token_id = hypers[0].token_id
+        self.sizes = [h.hyper[2].out_features // 2 for h in hypers]
+        with torch.no_grad():
+            w1 = torch.cat([h.hyper[0].weight for h in hypers]).double()
+            b1 = torch.cat([h.hyper[0].bias for h in hypers]).double()
+            hidden = [h.hyper[0].out_features for h in hypers]
+            n, k = sum(self.sizes), sum(hidden)
+            w2 = torch.zeros(2 * n, k, dtype=torch.float64, device=w1.device)
+            b2 = torch.zeros(2 * n, dtype=torch.float64, device=w1.device)
+            row, col = 0, 0
+            for h, c, j in zip(hypers, self.sizes, hidden):
+                w, b = h.hyper[2].weight.double() / 3.0, h.hyper[2].bias.double() / 3.0
+                for half, (dst, shift) in enumerate(((row, 1.0), (n + row, 0.0))):  # a1 rows, then a2 rows
+                    w2[dst:dst + c, col:col + j] = w[half * c:(half + 1) * c]
+                    b2[dst:dst + c] = b[half * c:(half + 1) * c] + shift
+                row, col = row + c, col + j
+            lo = torch.cat([torch.zeros(n), -torch.ones(n)]).to(w1)
+            dtype = hypers[0].hyper[0].weight.dtype
+        for name, t in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2), ("lo", lo), ("hi", lo + 2.0)):
+            self.register_buffer(name, t.to(dtype))  # persistent, as FrozenLinear's
+
+    def forward(self, tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        hidden = F.relu(F.linear(tokens[:, self.token_id], self.w1, self.b1))
+        slopes = torch.clamp(F.linear(hidden, self.w2, self.b2), self.lo, self.hi)[0]   # (2N,): a1 | a2
+        n = slopes.shape[0] // 2
+        if not float(slopes[:n].min()) > 0:
+            return None
+        low, high = torch.aminmax(slopes.view(2, n), dim=0)
+        return list(zip((low / high).split(self.sizes), high.split(self.sizes)))
+
+
+def prepare_slopes(block: nn.Module, *hypers: nn.Module) -> None:
+    """Fuse-time: the block's hyper-functions (in the order of its convs) as one :class:`FusedSlopes`
+    (``block.fused_slopes``)."""
+    block.fused_slopes = FusedSlopes(hypers)
+
+
+def _former(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor, *convs: nn.Sequential
+            ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+    """The token half of a block, ``Former(Mobile->Former(x, tokens))``, and the folded dynamic-ReLU slopes for
+    ``convs`` (``None`` when they cannot be folded: more than one image, a hooked conv, a zero slope)."""
+    tokens = block.global_block(block.local_global(x, tokens))
+    fused = block.fused_slopes
+    if fused is None or not all(_can_fold_slopes(x, c) for c in convs):
+        return tokens, None
+    return tokens, fused(tokens)
+
+
+def dna_block(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:class:`~.model.DnaBlock` with the dynamic ReLUs folded into the convs that follow them."""
+    tokens, slopes = _former(block, x, tokens, block.conv2, block.conv3)
+    residual = x if block.use_shortcut else None
+    if slopes is not None:  # single image: both slope sets at once, folded into the convs
+        (r1, p1), (r2, p2) = slopes
+        out = _prelu_conv(block.conv1(x), r1, p1, block.conv2)
+        out = _prelu_conv(out, r2, p2, block.conv3, residual=residual)
+    else:
+        out = dynamic_relu_conv(block.conv1(x), block.hyper1(tokens), block.conv2)
+        out = dynamic_relu_conv(out, block.hyper2(tokens), block.conv3, residual=residual)
+    return block.global_local(out, tokens), tokens
+
+
+def dna_block3(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:class:`~.model.DnaBlock3` with the dynamic ReLUs folded into the convs that follow them."""
+    tokens, slopes = _former(block, x, tokens, block.conv2, block.conv4)
+    if slopes is not None:
+        (r1, p1), (r3, p3) = slopes
+        mid = _prelu_conv(block.conv1(x), r1, p1, block.conv2)
+        out = _prelu_conv(block.conv3(mid), r3, p3, block.conv4, residual=mid)
+    else:
+        mid = dynamic_relu_conv(block.conv1(x), block.hyper1(tokens), block.conv2)
+        out = dynamic_relu_conv(block.conv3(mid), block.hyper3(tokens), block.conv4, residual=mid)
+    out = block.global_local(out, tokens)
+    return (out + x if block.use_shortcut else out), tokens
+
+
+# ----------------------------------------------------------------------------------------------- bridges
+_HEAD_MASKS: dict[tuple, torch.Tensor] = {}
+
+
+def _head_mask(heads: int, tokens: int, channels: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``(heads * tokens, channels)`` 0/1 matrix: 1 where the token row and the channel belong to the same head."""
+    key = (heads, tokens, channels, device, dtype)
+    mask = _HEAD_MASKS.get(key)
+    if mask is None:
+        rows = torch.arange(heads * tokens, device=device)[:, None] // tokens
+        cols = torch.arange(channels, device=device)[None, :] // (channels // heads)
+        mask = _HEAD_MASKS[key] = (rows == cols).to(dtype)
+    return mask
+
+
+def prepare_local_to_global(block: nn.Module) -> None:
+    """Fuse-time: ``q`` and ``alpha`` as one Linear (``block.q_alpha``) whose gate half gives
+    ``2 * hard_sigmoid(z) = clamp(z / 3 + 1, 0, 2)``.
+
+    For heads of at most ``_NARROW_HEAD`` channels the query half holds every head's masked, scaled queries
+    (``heads * C`` outputs) for :func:`_attend_narrow_heads`.
+    """
+    h, C = block.num_heads, block.q.out_features
+    with torch.no_grad():
+        a = block.alpha[0]
+        wq, bq = block.q.weight.double(), block.q.bias.double()
+        if C // h <= _NARROW_HEAD:
+            scale = _head_mask(h, 1, C, wq.device, torch.float64) * (C // h) ** -0.5   # (h, C)
+            wq, bq = (wq[None] * scale[..., None]).flatten(0, 1), (bq[None] * scale).flatten()
+        w = torch.cat([wq, a.weight.double() / 3.0])
+        b = torch.cat([bq, a.bias.double() / 3.0 + 1.0])
+    block.q_alpha = FrozenLinear(w.to(a.weight.dtype), b.to(a.weight.dtype))
+
+
+def local_to_global(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """:class:`~.model.Local2Global` from the merged query / gate Linear; narrow heads as two matrix products."""
+    channels = block.proj.in_features
+    q, gate = block.q_alpha(tokens).split([block.q_alpha.weight.shape[0] - channels, channels], dim=-1)
+    gate = F.hardtanh(gate, 0.0, 2.0)                                        # = 2 * hard_sigmoid(alpha(tokens))
+    if q.shape[-1] == channels:
+        q, kv = tokens_to_heads(q, block.num_heads), map_to_heads(x, block.num_heads)
+        out = F.scaled_dot_product_attention(q, kv, kv).transpose(1, 2).flatten(2)
+    else:
+        out = _attend_narrow_heads(x, q, block.num_heads)
+    return block.layer_norm(onednn.linear(block.proj, out * gate, residual=tokens))
+
+
+def _attend_narrow_heads(x: torch.Tensor, queries: torch.Tensor, heads: int) -> torch.Tensor:
+    """The Mobile->Former attention as two matrix products over the pixels of a channels-last map.
+
+    A fused attention kernel does little work per key when heads are a few channels wide (6-12 at the
+    stride-4/8 maps). Here every head's queries are one row block of a block-diagonal ``(heads * M, C)``
+    matrix (``queries``, ``(B, M, heads * C)``, already scaled), so the logits of all heads are one product
+    with the ``(C, HW)`` pixels, the softmax runs along the pixels, and one product with the ``(HW, C)``
+    pixels gives every head's output over all channels; the diagonal blocks (head ``h``'s rows and channels)
+    are the result ``(B, M, C)``.
+    """
+    (B, M, _), C = queries.shape, x.shape[1]
+    rows = queries.view(B, M, heads, C).transpose(1, 2).reshape(B, heads * M, C)
+    pixels = x.permute(0, 2, 3, 1).flatten(1, 2)                          # (B, HW, C), a view
+    weights = torch.bmm(rows, pixels.transpose(1, 2)).softmax(dim=-1)    # (B, h*M, HW)
+    out = torch.bmm(weights, pixels).view(B, heads, M, heads, C // heads)  # (B, h, M, h, C/h)
+    return torch.diagonal(out, dim1=1, dim2=3).permute(0, 1, 3, 2).reshape(B, M, C)
+
+
+def global_block(block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """:class:`~.model.GlobalBlock` with the residual adds and the GELU inside the Linear kernels."""
+    q = tokens_to_heads(block.q(tokens), block.num_heads)     # (B, h, M, d/h)
+    kv = tokens_to_heads(tokens, block.num_heads)
+    out = F.scaled_dot_product_attention(q, kv, kv).transpose(1, 2).flatten(2)  # (B, M, d)
+    tokens = block.layer_norm(onednn.linear(block.channel_mlp, out, residual=tokens))
+    if onednn.activation_name(block.ffn[1]) == "gelu":
+        hidden = onednn.linear(block.ffn[0], tokens, act="gelu")
+    else:
+        hidden = block.ffn[1](block.ffn[0](tokens))
+    return block.ffn_norm(onednn.linear(block.ffn[2], hidden, residual=tokens))
+
+
+def prepare_global_to_local(block: nn.Module) -> None:
+    """Fuse-time: one Linear (``block.keys_values``) giving every head's masked, scaled keys and masked values
+    (``(2 * heads * C, d)``; rows ``(kind, head, channel)``) for :func:`global_to_local`."""
+    h, C = block.num_heads, block.k.out_features
+    with torch.no_grad():
+        mask = _head_mask(h, 1, C, block.k.weight.device, torch.float64)   # (h, C)
+        scales = torch.stack([mask * (C // h) ** -0.5, mask])              # (2, h, C)
+        w = torch.stack([block.k.weight.double(), block.proj.weight.double()])[:, None] * scales[..., None]
+        b = torch.stack([block.k.bias.double(), block.proj.bias.double()])[:, None] * scales
+    dtype = block.k.weight.dtype
+    block.keys_values = FrozenLinear(w.flatten(0, 2).to(dtype), b.flatten().to(dtype))
+
+
+def global_to_local(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """:class:`~.model.Global2Local` as two matrix products over the pixels of a channels-last map.
+
+    Each pixel attends to only ``M`` (3-6) tokens, which leaves a fused attention kernel with almost no work per
+    query. Here the logits of all heads are one product of a block-diagonal ``(heads * M, C)`` key matrix (head
+    ``h``'s keys meet only head ``h``'s channels, from ``block.keys_values``) with the ``(C, HW)`` pixel matrix,
+    the softmax runs over each head's ``M`` rows (a non-last dim, so it vectorises over the pixels), and one
+    product with the block-diagonal value matrix also adds the residual (``baddbmm``).
+    """
+    h, (B, M, _) = block.num_heads, tokens.shape
+    kv = block.keys_values(tokens).view(B, M, 2, h, -1).permute(2, 0, 3, 1, 4).reshape(2, B, h * M, -1)
+    keys, values = kv[0], kv[1]                                          # (B, h*M, C) each
+    pixels = x.permute(0, 2, 3, 1).flatten(1, 2)                          # (B, HW, C), a view
+    logits = torch.bmm(keys, pixels.transpose(1, 2))                      # (B, h*M, HW)
+    weights = logits.unflatten(1, (h, -1)).softmax(dim=2).flatten(1, 2)   # softmax over each head's M
+    out = torch.baddbmm(pixels, weights.transpose(1, 2), values)          # x + attention, (B, HW, C)
+    return out.reshape_as(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+# ------------------------------------------------------------------------------------------- lite block
+def prepare_lite_block(block: nn.Module) -> None:
+    """Fuse-time: for a stride-1 depth-wise conv with a channel multiplier and a dense 1x1 (BNs folded, ReLU6
+    between), one ``(depth-wise conv, 1x1 slice)`` pair per copy (``block.split``, see :func:`lite_block`);
+    ``None`` where the split does not apply."""
+    dw, act, shuffle, pw = block.conv[0], block.conv[2], block.conv[3], block.conv[4]
+    mult = dw.out_channels // dw.in_channels
+    block.split = None
+    if not (tuple(dw.stride) == (1, 1) and mult > 1 and pw.groups == 1 and isinstance(shuffle, nn.Identity)
+            and onednn.activation_name(act) == "relu6" and all(isinstance(block.conv[i], nn.Identity) for i in (1, 5))):
+        return
+    c = dw.in_channels
+    block.split = nn.ModuleList(nn.ModuleList([
+        conv_like(dw, dw.weight[j::mult], dw.bias[j::mult], out_channels=c, groups=c),
+        conv_like(pw, pw.weight[:, j::mult], pw.bias if j == 0 else None, in_channels=c)]) for j in range(mult))
+
+
+def lite_block(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:class:`~.model.LiteBlock`; with ``block.split``, copy ``j`` of every channel as its own depth-wise conv.
+
+    Since the ReLU6 acts per channel and the 1x1 conv is linear, ``1x1(relu6(dw(x)))`` is the sum over ``j`` of
+    ``1x1_j(relu6(dw_j(x)))``, where ``dw_j`` makes output ``c * e1 + j`` of input ``c``; the sum, and the
+    shortcut, are added inside the 1x1 kernels.
+    """
+    split = block.split
+    if split is None or not all(onednn.fusable(m, x) for pair in split for m in pair):
+        out = block.conv(x)
+        return (out + x if block.use_shortcut else out), tokens
+    out = x if block.use_shortcut else None
+    for dw, pw in split:
+        y = onednn.conv(dw, x, "relu6")
+        out = onednn.conv(pw, y) if out is None else onednn.conv(pw, y, residual=out)
+    return out, tokens
