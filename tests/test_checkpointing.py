@@ -7,7 +7,6 @@ import copy
 import pytest
 import torch
 import yaml
-from helpers import DETECTION, single_thread  # noqa: F401  (autouse: one torch thread per test)
 from torch import nn
 
 from yolo_backbones.core.edgevit import EdgeViT
@@ -15,6 +14,8 @@ from yolo_backbones.core.efficientformer.v1 import EfficientFormer
 from yolo_backbones.core.efficientformer.v2 import EfficientFormerV2
 from yolo_backbones.core.mobileformer import MobileFormer
 from yolo_backbones.resources import MODELS_DIR
+
+from helpers import DETECTION, single_thread  # noqa: F401  (autouse: one torch thread per test)
 
 # (constructor, variant, extra kwargs): stochastic depth where the family has it, so masks must be replayed.
 CASES = {

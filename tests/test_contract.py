@@ -12,12 +12,13 @@ import io
 
 import pytest
 import torch
-from helpers import n_params, single_thread  # noqa: F401  (autouse: one torch thread per test)
 from test_fuse import randomise
 
 from yolo_backbones import backbone_names, create, load_checkpoint
 from yolo_backbones.core.features import FeatureInfo
 from yolo_backbones.core.registry import backbone_classes
+
+from helpers import n_params, single_thread  # noqa: F401  (autouse: one torch thread per test)
 
 # The largest variants only in the full run: building them twice per test takes seconds.
 LARGE = {"efficientformer_l3", "efficientformer_l7", "efficientformerv2_l", "efficientformerv2_s2", "edgevit_s",

@@ -9,7 +9,6 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import DETECTION, key_shapes, model_shapes, n_params, random_state_dict, single_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
 import yolo_backbones
@@ -17,6 +16,8 @@ from yolo_backbones import CheckpointFileError
 from yolo_backbones.core.base import InputSizeError
 from yolo_backbones.core.edgevit import EdgeViT, GlobalSparseAttn
 from yolo_backbones.core.weights.state_dict import CheckpointMismatchError
+
+from helpers import DETECTION, key_shapes, model_shapes, n_params, random_state_dict, single_thread  # noqa: F401 (autouse fixture)
 
 CHANNELS = {"xxs": (36, 72, 144, 288), "xs": (48, 96, 240, 384), "s": (48, 96, 240, 384)}
 

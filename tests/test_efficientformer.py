@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import DETECTION, key_shapes, n_params, random_state_dict, single_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
 import yolo_backbones
@@ -23,6 +22,8 @@ from yolo_backbones.core.efficientformer.v1 import EfficientFormer
 from yolo_backbones.core.efficientformer.v2 import EfficientFormerV2
 from yolo_backbones.core.layers import OffsetBiasAttention, SafeBatchNorm2d
 from yolo_backbones.core.weights.state_dict import CheckpointMismatchError
+
+from helpers import DETECTION, key_shapes, n_params, random_state_dict, single_thread  # noqa: F401 (autouse fixture)
 
 V1_CHANNELS = {"l1": (48, 96, 224, 448), "l3": (64, 128, 320, 512), "l7": (96, 192, 384, 768)}
 V2_CHANNELS = {"s0": (32, 48, 96, 176), "s1": (32, 48, 120, 224), "s2": (32, 64, 144, 288), "l": (40, 80, 192, 384)}

@@ -17,9 +17,10 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-import gadgets
 import pytest
 import torch
+
+import gadgets
 from gadgets import reconstruct, ref, write_checkpoint, write_file_dict, write_gadget, write_raw
 
 pytestmark = pytest.mark.slow

@@ -7,12 +7,13 @@ import pickle
 
 import pytest
 import torch
-from helpers import DETECTION, single_thread  # noqa: F401  (autouse: one torch thread per test)
 from test_fuse import randomise
 from torch import nn
 
 from yolo_backbones import create
 from yolo_backbones.core.inference.eval_fusion import TWIN_ATTRIBUTE
+
+from helpers import DETECTION, single_thread  # noqa: F401  (autouse: one torch thread per test)
 
 pytestmark = pytest.mark.eval_fusion
 TOL = dict(atol=1e-4, rtol=0.0)

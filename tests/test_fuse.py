@@ -11,7 +11,6 @@ import warnings
 import pytest
 import torch
 import yaml
-from helpers import DETECTION, single_thread  # noqa: F401  (autouse: one torch thread per test)
 from torch import nn
 
 from yolo_backbones.core.edgevit import EdgeViT
@@ -26,6 +25,8 @@ from yolo_backbones.core.inference.fuse import (
 )
 from yolo_backbones.core.mobileformer import MobileFormer
 from yolo_backbones.resources import MODELS_DIR
+
+from helpers import DETECTION, single_thread  # noqa: F401  (autouse: one torch thread per test)
 
 TOL = dict(atol=1e-4, rtol=0.0)
 # Sizes are multiples of 32 (EdgeViT's constraint); the first is non-square.

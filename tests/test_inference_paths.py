@@ -14,7 +14,6 @@ import sys
 
 import pytest
 import torch
-from helpers import DETECTION, single_thread  # noqa: F401  (autouse: one torch thread per test)
 from test_fuse import randomise
 from torch import nn
 
@@ -26,6 +25,8 @@ from yolo_backbones.core.inference import context, onednn
 from yolo_backbones.core.layers import fused as fused_layers
 from yolo_backbones.core.layers.layout import heads_to_map, is_channels_last, map_to_heads
 from yolo_backbones.core.mobileformer import Global2Local, MobileFormer, dynamic_relu, dynamic_relu_conv
+
+from helpers import DETECTION, single_thread  # noqa: F401  (autouse: one torch thread per test)
 
 CASES = {
     "edgevit_xxs": (EdgeViT, "xxs"),

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import DETECTION
 from torch import nn
 
 import yolo_backbones
 from yolo_backbones import Select, create, load_checkpoint
+
+from helpers import DETECTION
 
 MODULES = sorted(m.name for m in pkgutil.walk_packages(yolo_backbones.__path__, "yolo_backbones."))
 

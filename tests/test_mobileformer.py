@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import DETECTION, key_shapes, model_shapes, n_params, random_state_dict
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -19,6 +18,8 @@ import yolo_backbones
 from yolo_backbones.core.mobileformer import MobileFormer
 from yolo_backbones.core.weights.state_dict import CheckpointMismatchError
 from yolo_backbones.resources import MODELS_DIR
+
+from helpers import DETECTION, key_shapes, model_shapes, n_params, random_state_dict
 
 torch.set_num_threads(1)
 

@@ -23,10 +23,24 @@ import types
 import zipfile
 from pathlib import Path, PosixPath
 
-import gadgets
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
+from yolo_backbones import Select, create
+from yolo_backbones.core.weights import safe_load
+from yolo_backbones.core.weights.safe_load import (
+    TRUST_ENV,
+    CheckpointFileError,
+    UnsafeCheckpointLoadWarning,
+    UntrustedCheckpointError,
+    allow_classes,
+    load_checkpoint,
+    register_data_class,
+)
+
+import gadgets
 from gadgets import (
     CALLABLES,
     GADGETS,
@@ -40,19 +54,6 @@ from gadgets import (
     write_gadget,
     write_later_gadget,
     write_raw,
-)
-from torch import nn
-
-from yolo_backbones import Select, create
-from yolo_backbones.core.weights import safe_load
-from yolo_backbones.core.weights.safe_load import (
-    TRUST_ENV,
-    CheckpointFileError,
-    UnsafeCheckpointLoadWarning,
-    UntrustedCheckpointError,
-    allow_classes,
-    load_checkpoint,
-    register_data_class,
 )
 
 HOST = install_fake_host()

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from gadgets import write_raw
 from torch import nn
+
+from gadgets import write_raw
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ It never imports a host itself.
 from __future__ import annotations
 
 from . import legacy
-from .core.weights import plugin_layers
 from .core import Backbone, InputSizeError, Select, backbone_names, create, list_backbones
+from .core.weights import plugin_layers
 from .core.weights.safe_load import CheckpointFileError, UntrustedCheckpointError, allow_classes, load_checkpoint
 from .hosts.common.rows import ModelConfigError
 
