@@ -131,3 +131,38 @@ def test_int8_export_without_nncf_names_the_fix(monkeypatch):
     monkeypatch.setitem(sys.modules, "nncf", None)
     with pytest.raises(int8_ov.NNCFUnavailableError, match=r"yolo-backbones\[openvino\]"):
         int8_ov.quantize_openvino(object(), [np.zeros((1, 3, 32, 32), np.float32)])
+
+
+@pytest.mark.parametrize("name", ["yolov5_efficientformer", "yolov5_efficientformerv2_s0", "yolov5_mobileformer_52m",
+                                  "yolov5_edgevit"])
+def test_every_family_quantizes_through_the_onnx_route(name, tmp_path):
+    """``export.py --int8``'s route (ONNX -> OpenVINO -> NNCF) takes every backbone family: the exported graph has no
+    control flow (an ``If`` from a traced squeeze stopped NNCF on EfficientFormer), EfficientFormerV2's talking
+    heads are recorded as the 1x1 convs they are (no ``W @ x`` product); the INT8 model runs and follows the FP32
+    one."""
+    import onnx
+    import openvino as ov
+    import torch
+    from yolov5.models.yolo import Model
+
+    import yolo_backbones  # noqa: F401
+    from yolo_backbones.deploy.int8.openvino import int8_transform, left_constant_matmuls
+    from yolo_backbones.deploy.openvino import convert_onnx_to_openvino
+
+    torch.manual_seed(0)
+    model = Model(str(ROOT / "models" / f"{name}.yaml")).fuse().eval()
+    path = tmp_path / "model.onnx"
+    torch.onnx.export(model, torch.zeros(1, 3, 64, 64), str(path), opset_version=17, dynamo=False,
+                      input_names=["images"], output_names=["output0"])
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "If" not in ops and "Loop" not in ops, ops
+    fp32 = ov.Core().read_model(str(convert_onnx_to_openvino(path, tmp_path / "fp32")))
+    if "efficientformer" in name:
+        assert left_constant_matmuls(fp32) == []
+    xml = convert_onnx_to_openvino(path, tmp_path / "int8", transform=int8_transform(None, 64, log=lambda m: None))
+    x = torch.rand(1, 3, 64, 64).numpy()
+    reference = ov.Core().compile_model(fp32, "CPU")(x)[0]
+    quantized = ov.Core().compile_model(str(xml), "CPU")(x)[0]
+    assert np.isfinite(quantized).all()
+    cosine = float((reference * quantized).sum() / np.linalg.norm(reference) / np.linalg.norm(quantized))
+    assert cosine > 0.99, cosine

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..inference.context import is_tracing
+
 
 class OffsetBiasAttention(nn.Module):
     """Base class of attention layers with a learned per-head bias indexed by the token offset ``(|dy|, |dx|)``.
@@ -91,8 +93,10 @@ class OffsetBiasAttention(nn.Module):
         table = self.attention_biases.view(self.num_heads, self.resolution, self.resolution)
         if always_resize or tuple(k_hw) != (self.resolution, self.resolution):
             # float32: bicubic resizing is not implemented for fp16 on every device, and it is tiny.
+            # [0], not squeeze(0): the ONNX exporter writes a squeeze of a traced size as an If node, which
+            # OpenVINO keeps and NNCF's INT8 quantization cannot enter.
             table = F.interpolate(table.unsqueeze(0).float(), size=tuple(k_hw), mode="bicubic",
-                                  align_corners=True).squeeze(0)
+                                  align_corners=True)[0]
         return table.flatten(1)[:, index].to(dtype)
 
     def attention_bias(self, q_hw: tuple[int, int], k_hw: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
@@ -237,9 +241,13 @@ def mix_heads(attn: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """A ``1x1`` conv across the head axis of ``(B, heads, Nq, Nk)`` attention maps ("talking heads").
 
     Computed as one ``heads x heads`` matrix product over the flattened maps (the same function as
-    ``conv(attn)``, without treating the ``Nq x Nk`` map as an image: no layout conversions). Returns
-    ``(B, heads, Nq, Nk)``.
+    ``conv(attn)``, without treating the ``Nq x Nk`` map as an image: no layout conversions). Exported graphs
+    record the conv itself, as the paper's code writes it: quantizers and converters expect a weighted op's output
+    channels where a conv or ``x @ W`` puts them, not in a ``W @ x`` product (NNCF's bias correction failed on it).
+    Returns ``(B, heads, Nq, Nk)``.
     """
+    if is_tracing():
+        return conv(attn)
     h = attn.shape[1]
     out = torch.matmul(conv.weight.reshape(h, h), attn.flatten(2))  # (B, heads, Nq * Nk)
     # view(shape), not view_as: pnnx cannot convert view_as
