@@ -14,12 +14,14 @@ Stock ultralytics models keep ultralytics' own paths.
 """
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
+from ...deploy.graph import has_backbone
 from ..common.patching import replace
 from .model_patch import TOPS
 
@@ -28,17 +30,11 @@ __all__ = ["patch_litert_int8", "patch_openvino_int8"]
 _LITERT_LAYER = "__yolo_backbones_litert_int8__"  # stacks under the edge formats' patch of the same converter
 
 
-def _has_plugin_backbone(model: nn.Module) -> bool:
-    from ...core import Backbone
-
-    return any(isinstance(m, Backbone) for m in model.modules())
-
-
 def _make_torch2openvino(original: Callable) -> Callable:
     def torch2openvino(model: nn.Module, im: Any, output_dir: Any = None, dynamic: bool = False,
                        quantize: Any = None, calibration_dataset: Any = None, *args: Any, **kwargs: Any) -> Any:
         """ultralytics' conversion; ``quantize=8`` of a plugin model is quantized by yolo_backbones.deploy.int8."""
-        if quantize != 8 or not _has_plugin_backbone(model):
+        if quantize != 8 or not has_backbone(model):
             return original(model, im, output_dir, dynamic, quantize, calibration_dataset, *args, **kwargs)
         from ...deploy.int8.openvino import quantize_openvino
 
@@ -77,15 +73,13 @@ def _calibration_samples(loader: Any, batch: int) -> list[Any]:
 
 
 def _make_torch2litert(original: Callable) -> Callable:
-    import inspect
-
     signature = inspect.signature(original)
 
     def torch2litert(*args: Any, **kwargs: Any) -> Any:
         """ultralytics' LiteRT conversion; ``quantize=8`` of a plugin model is quantized by deploy.int8.litert."""
         bound = signature.bind(*args, **kwargs)
         model, im = bound.arguments.get("model"), bound.arguments.get("im")
-        if bound.arguments.get("quantize") != 8 or model is None or not _has_plugin_backbone(model):
+        if bound.arguments.get("quantize") != 8 or model is None or not has_backbone(model):
             return original(*bound.args, **bound.kwargs)
         import json
         import tempfile
