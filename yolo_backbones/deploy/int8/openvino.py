@@ -9,6 +9,8 @@ asymmetric activations, which suits SiLU/GELU outputs), except
   coordinates, which 8 bits over a 640-pixel range would round to several pixels;
 * matrix products whose constant operand is on the left (:func:`left_constant_matmuls`: EfficientFormerV2's
   talking heads), which NNCF's bias correction mishandles;
+* fused attention (:func:`attention_nodes`): OpenVINO's CPU plugin corrupts the heap running a
+  ``ScaledDotProductAttention`` whose inputs and output are both quantized at f32 inference precision;
 * the layers of :data:`~yolo_backbones.deploy.int8.scopes.KEEP_FP32`, chosen by a measured per-layer
   sensitivity (docs/int8.md).
 
@@ -30,6 +32,7 @@ from .scopes import KEEP_FP32, KeepRule
 
 __all__ = [
     "NNCFUnavailableError",
+    "attention_nodes",
     "fp32_nodes",
     "head_decode_nodes",
     "import_nncf",
@@ -122,10 +125,23 @@ def left_constant_matmuls(model: Any) -> list[str]:
             if op.get_type_name() == "MatMul" and _constant_source(op.input(0)) and not _constant_source(op.input(1))]
 
 
+def attention_nodes(model: Any) -> list[str]:
+    """Names of the ``ScaledDotProductAttention`` nodes (the attention of EfficientFormer's last stage, EdgeViT's
+    global attention): their inputs stay in floating point.
+
+    With quantized inputs *and* a quantized output, OpenVINO 2026.4's CPU plugin runs such a node through an INT8
+    attention kernel that writes outside its buffers at f32 inference precision (``free(): invalid size`` or a
+    segfault later; measured on EfficientFormer-L1 at 160 px, docs/int8.md). Its output is still quantized for
+    the projection after it.
+    """
+    return [op.get_friendly_name() for op in model.get_ordered_ops()
+            if op.get_type_name() == "ScaledDotProductAttention"]
+
+
 def fp32_nodes(model: Any, rules: Sequence[KeepRule] = KEEP_FP32) -> list[str]:
-    """Names of the nodes kept in floating point: the head's decoding, the :func:`left_constant_matmuls` and
-    every node a rule matches."""
-    names = set(head_decode_nodes(model)) | set(left_constant_matmuls(model))
+    """Names of the nodes kept in floating point: the head's decoding, the :func:`left_constant_matmuls`, the
+    :func:`attention_nodes` and every node a rule matches."""
+    names = set(head_decode_nodes(model)) | set(left_constant_matmuls(model)) | set(attention_nodes(model))
     head = _detect_path(model)
     for op in model.get_ordered_ops():
         path = module_path(op.get_friendly_name())
