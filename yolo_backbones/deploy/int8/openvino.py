@@ -134,8 +134,8 @@ def left_constant_matmuls(model: Any) -> list[str]:
 
 
 def attention_nodes(model: Any) -> list[str]:
-    """Names of the ``ScaledDotProductAttention`` nodes (the attention of EfficientFormer's last stage, EdgeViT's
-    global attention): their inputs stay in floating point.
+    """Names of the ``ScaledDotProductAttention`` nodes (fused attention, wherever the conversion forms one): their
+    inputs stay in floating point.
 
     With quantized inputs *and* a quantized output, OpenVINO 2026.4's CPU plugin runs such a node through an INT8
     attention kernel that writes outside its buffers at f32 inference precision (``free(): invalid size`` or a
