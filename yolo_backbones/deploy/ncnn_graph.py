@@ -8,6 +8,8 @@ spent ~85 % of its NCNN time there). :class:`NCNNFriendly` computes ``Linear`` o
 and reshapes back; at the static export shape pnnx folds those shapes into plain ``Reshape`` layers (a view, no
 copy, in ncnn). pnnx converts an ``nn.Linear`` module by its class without looking inside, so :func:`ncnn_friendly`
 also gives the model's ``nn.Linear`` modules a subclass pnnx does not know: it then traces their ``F.linear``.
+Token MLPs (:class:`~yolo_backbones.core.layers.Mlp`) run on the rows as a whole (:class:`RowsMlp`): one reshape
+in and one out instead of a pair around each of their two ``Linear`` layers.
 Same arithmetic, same outputs (tested in tests/test_edge_export.py).
 """
 from __future__ import annotations
@@ -21,7 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["NCNNFriendly", "TracedLinear", "flat_linear", "ncnn_friendly"]
+from ..core.layers.mlp import Mlp
+
+__all__ = ["NCNNFriendly", "RowsMlp", "TracedLinear", "flat_linear", "ncnn_friendly"]
 
 
 def flat_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -46,6 +50,16 @@ class TracedLinear(nn.Linear):
     as a whole (same parameters, same forward)."""
 
 
+class RowsMlp(Mlp):
+    """:class:`~yolo_backbones.core.layers.Mlp` on the ``(-1, C)`` rows of its input, reshaped back once."""
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``Mlp(x)`` (or ``residual + Mlp(x)``) for ``x`` of shape ``(..., C)``."""
+        rows = self.drop(self.fc2(self.drop(self.act(self.fc1(x.reshape(-1, x.shape[-1]))))))
+        y = rows.reshape(*x.shape[:-1], rows.shape[-1])
+        return y if residual is None else residual + y
+
+
 @contextlib.contextmanager
 def ncnn_friendly(model: nn.Module) -> Iterator[nn.Module]:
     """Context for a pnnx capture of ``model`` (changed in place: give it an export copy) with the rewrites of the
@@ -53,5 +67,7 @@ def ncnn_friendly(model: nn.Module) -> Iterator[nn.Module]:
     for module in model.modules():
         if type(module) is nn.Linear:
             module.__class__ = TracedLinear
+        elif type(module) is Mlp:
+            module.__class__ = RowsMlp
     with NCNNFriendly():
         yield model
