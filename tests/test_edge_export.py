@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import yolo_backbones as yb
+from yolo_backbones.core.layers import Mlp
 from yolo_backbones.core.layers.attention_bias import OffsetBiasAttention, static_biases
 from yolo_backbones.core.layers.layout import subsample
 from yolo_backbones.deploy import metadata as meta
@@ -135,25 +136,27 @@ class _TokenLinears(torch.nn.Module):
         super().__init__()
         self.grid = torch.nn.Linear(6, 10)
         self.seq = torch.nn.Linear(6, 4)
+        self.mlp = Mlp(6, 8)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         grid = self.grid(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (1, 10, 4, 5)
         tokens = x.flatten(2).transpose(1, 2)  # (1, 20, 6)
-        return grid, F.linear(tokens, self.seq.weight, self.seq.bias), self.seq(tokens.flatten(0, 1))
+        return (grid, F.linear(tokens, self.seq.weight, self.seq.bias), self.seq(tokens.flatten(0, 1)),
+                self.mlp(x.permute(0, 2, 3, 1), residual=x.permute(0, 2, 3, 1)))
 
 
 def test_ncnn_friendly_linear_is_the_same_function():
-    from yolo_backbones.deploy.ncnn_graph import TracedLinear, ncnn_friendly
+    from yolo_backbones.deploy.ncnn_graph import RowsMlp, TracedLinear, ncnn_friendly
 
     model, x = _TokenLinears().eval(), torch.randn(1, 6, 4, 5)
     with torch.no_grad():
         want = model(x)
         with ncnn_friendly(model):
-            assert type(model.grid) is TracedLinear and type(model.seq) is TracedLinear
+            assert type(model.grid) is TracedLinear and type(model.seq) is TracedLinear and type(model.mlp) is RowsMlp
             traced = torch.jit.trace(model, x)
         ranks = [n.inputsAt(0).type().dim() for n in traced.inlined_graph.nodes() if n.kind() == "aten::linear"]
         got = traced(x)
-    assert ranks == [2, 2, 2]  # each Linear on a 2-D matrix of rows (the grid and the sequence flattened)
+    assert ranks == [2, 2, 2, 2, 2]  # each Linear on a 2-D matrix of rows (the grid and the sequence flattened)
     assert all(a.shape == b.shape and torch.allclose(a, b, atol=1e-6) for a, b in zip(got, want))
 
 
@@ -178,7 +181,7 @@ def test_ncnn_linear_on_tokens_is_a_gemm_between_plain_reshapes(tmp_path):
     model, x = _TokenLinears().eval(), torch.randn(1, 6, 4, 5)
     folder = ncnn.export_ncnn(model, x, tmp_path / "m_ncnn_model")
     layers = _param_layers(folder / ncnn.PARAM)
-    assert [f[0] for f in layers].count("Gemm") == 3 and not _shape_expression_reshapes(folder / ncnn.PARAM)
+    assert [f[0] for f in layers].count("Gemm") == 5 and not _shape_expression_reshapes(folder / ncnn.PARAM)
     with torch.no_grad():
         want = model(x)
     # pnnx gives the rows reshaped back a batch-less rank (an extra unit axis in ncnn): compare the values

@@ -56,8 +56,9 @@ class RowsMlp(Mlp):
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``Mlp(x)`` (or ``residual + Mlp(x)``) for ``x`` of shape ``(..., C)``."""
         rows = self.drop(self.fc2(self.drop(self.act(self.fc1(x.reshape(-1, x.shape[-1]))))))
-        y = rows.reshape(*x.shape[:-1], rows.shape[-1])
-        return y if residual is None else residual + y
+        if residual is not None:  # added on the rows: pnnx may give the reshaped-back result a batch-less rank,
+            rows = residual.reshape(rows.shape) + rows  # which ncnn would broadcast against the batched residual
+        return rows.reshape(*x.shape[:-1], rows.shape[-1])
 
 
 @contextlib.contextmanager
