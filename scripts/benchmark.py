@@ -45,7 +45,8 @@ the ratios stay comparable even on a noisy machine.
   target ``--target`` as for eager), and the fastest engine per model, in a second table. These are the kernels
   phones run, taking their x86 paths here: a proxy for phone latency, not a measurement of it. Off by default:
   each conversion takes tens of seconds to minutes per model and engine. ``--no-litert/--no-ncnn/--no-executorch``
-  drop one.
+  drop one. With LiteRT comes a LiteRT INT8 column (the same file quantized as ``--int8`` / ``quantize=8`` do;
+  ``--no-int8`` drops it with OpenVINO INT8).
 * ``--yolo11`` adds YOLO11n/s and the yolo11_* plugin YAMLs (built by ultralytics; no training column);
   ``--checkpoint-load N`` adds the safe checkpoint loader's time against ``torch.load(weights_only=True)``.
 * Eager latency is timed in ``--rounds`` rounds that visit every model in turn, so drift of a shared machine
@@ -193,7 +194,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-openvino", dest="openvino", action="store_false",
                         help="skip the OpenVINO latency")
     parser.add_argument("--no-int8", dest="int8", action="store_false",
-                        help="skip the OpenVINO INT8 latency (quantizing costs ~10-60 s per model)")
+                        help="skip the INT8 latencies, OpenVINO and (with --edge) LiteRT (quantizing costs ~10-60 s "
+                             "per model)")
     parser.add_argument("--edge", action="store_true",
                         help="also time the edge engines (LiteRT/XNNPACK, NCNN, ExecuTorch/XNNPACK, all float32) on "
                              "the plugin models and YOLOv5n/s + YOLO11n/s converted the same way (adds tens of "
@@ -213,6 +215,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "on a ~50 MB checkpoint, REPEATS interleaved loads each")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"), help="output directory")
     args = parser.parse_args(argv)
+    args.litert_int8 = args.litert and args.int8  # LiteRT INT8 goes with LiteRT, unless --no-int8
     for engine in EDGE_ENGINES:  # the edge engines run only with --edge
         setattr(args, engine.flag, args.edge and getattr(args, engine.flag))
     return args

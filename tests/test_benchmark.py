@@ -239,7 +239,8 @@ def test_official_reference_needs_a_checkout() -> None:
 
 
 # ------------------------------------------------------------------------------------------ edge engines
-EDGE_COLUMNS = ["LiteRT ms", "LiteRT vs CNN", "NCNN ms", "NCNN vs CNN", "ExecuTorch ms", "ExecuTorch vs CNN"]
+EDGE_COLUMNS = ["LiteRT ms", "LiteRT vs CNN", "LiteRT INT8 ms", "NCNN ms", "NCNN vs CNN", "ExecuTorch ms",
+                "ExecuTorch vs CNN"]
 
 
 def test_edge_engines_are_off_unless_asked_for() -> None:
@@ -249,7 +250,10 @@ def test_edge_engines_are_off_unless_asked_for() -> None:
     args = script.parse_args(["--edge", "--no-ncnn"])
     assert (args.litert, args.ncnn, args.executorch) == (True, False, True)
     assert [e.key for e in script.exported_engines(args)] == ["onnx_ms", "openvino_ms", "openvino_int8_ms",
-                                                              "litert_ms", "executorch_ms"]
+                                                              "litert_ms", "litert_int8_ms", "executorch_ms"]
+    args = script.parse_args(["--edge", "--no-int8"])
+    assert [e.key for e in script.exported_engines(args)] == ["onnx_ms", "openvino_ms", "litert_ms", "ncnn_ms",
+                                                              "executorch_ms"]
 
 
 def test_each_engine_is_judged_against_its_own_cnn_curve() -> None:
@@ -296,7 +300,8 @@ def test_edge_table_flags_engines_below_target_and_says_it_is_a_proxy() -> None:
     results = [R("yolov5n", False, gflops=1.0, litert_ms=50.0, ncnn_ms=40.0, executorch_ms=45.0),
                R("yolov5s", False, gflops=4.0, litert_ms=100.0, ncnn_ms=80.0, executorch_ms=90.0),
                R("yolov5m", False, gflops=16.0, eager_ms=100.0),
-               R("slow", True, gflops=2.0, eager_ms=10.0, litert_ms=200.0, ncnn_ms=50.0, executorch_ms=60.0)]
+               R("slow", True, gflops=2.0, eager_ms=10.0, litert_ms=200.0, litert_int8_ms=90.0, ncnn_ms=50.0,
+                 executorch_ms=60.0)]
     script.apply_engine_curves(results, script.exported_engines(args))
     for res in results:
         res.fastest_engine = script.fastest_engine(res)
@@ -307,6 +312,7 @@ def test_edge_table_flags_engines_below_target_and_says_it_is_a_proxy() -> None:
     assert [r[0] for r in rows[1:]] == ["yolov5n", "yolov5s", "slow"]  # yolov5m is not on the edge curve
     slow = rows[-1]
     assert slow[1] == "200.0 (2.00x)" and slow[2] == "0.33"  # 10 GFLOP/s vs the curve's 30 at 2 GFLOPs (20..40)
+    assert slow[3].startswith("90.0") and rows[1][3] == "-"  # INT8: no efficiency, never the fastest engine
     assert slow[-2] == "below: LiteRT" and slow[-1] == "PyTorch eager"
     assert rows[1][-2] == "baseline"
     assert "proxy" in section and "x86" in section

@@ -11,7 +11,9 @@ to make the FP32 model detect something, since agreement is scored against its o
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -166,3 +168,39 @@ def test_every_family_quantizes_through_the_onnx_route(name, tmp_path):
     assert np.isfinite(quantized).all()
     cosine = float((reference * quantized).sum() / np.linalg.norm(reference) / np.linalg.norm(quantized))
     assert cosine > 0.99, cosine
+
+
+@pytest.mark.slow
+def test_quantized_attention_runs_at_f32_precision(tmp_path):
+    """EfficientFormer-L1's fused attention stays float in INT8: with quantized inputs and output, OpenVINO's CPU
+    plugin wrote outside its buffers at f32 precision (a segfault at 160 px, 5x5 tokens). Checked in a child process
+    with glibc's heap checks on, compiled as the hosts compile INT8 IRs (f32 inference precision)."""
+    import openvino as ov
+    import torch
+    from yolov5.models.yolo import Model
+
+    import yolo_backbones  # noqa: F401
+    from yolo_backbones.deploy.int8.openvino import int8_transform
+    from yolo_backbones.deploy.openvino import INFERENCE_PRECISION, convert_onnx_to_openvino
+
+    img = 160
+    torch.manual_seed(0)
+    model = Model(str(ROOT / "models" / "yolov5_efficientformer.yaml")).fuse().eval()
+    path = tmp_path / "model.onnx"
+    torch.onnx.export(model, torch.zeros(1, 3, img, img), str(path), opset_version=17, dynamo=False,
+                      input_names=["images"], output_names=["output0"])
+    xml = convert_onnx_to_openvino(path, tmp_path / "int8", transform=int8_transform(None, img, log=lambda m: None))
+    attention = [op for op in ov.Core().read_model(str(xml)).get_ordered_ops()
+                 if op.get_type_name() == "ScaledDotProductAttention"]
+    assert attention, "the EfficientFormer export has no fused attention: this test checks nothing"
+    for op in attention:
+        sources = [port.get_source_output().get_node().get_type_name() for port in op.inputs()[:3]]
+        assert "FakeQuantize" not in sources, (op.get_friendly_name(), sources)
+    config = {"INFERENCE_PRECISION_HINT": INFERENCE_PRECISION}
+    code = ("import numpy as np, openvino as ov\n"
+            f"c = ov.Core().compile_model({str(xml)!r}, 'CPU', {config!r})\n"
+            f"for _ in range(3): out = c(np.random.rand(1, 3, {img}, {img}).astype(np.float32))[0]\n"
+            "assert np.isfinite(out).all()\n")
+    run = subprocess.run([sys.executable, "-c", code], env={**os.environ, "MALLOC_CHECK_": "3"},
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])

@@ -112,6 +112,23 @@ def litert_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int, 
     return _edge_latency_ms(convert, "LiteRT", img, warmup, runs, model)
 
 
+def litert_int8_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int, threads: int) -> float:
+    """Median milliseconds of the LiteRT interpreter (XNNPACK, ``threads`` threads) on the detector converted by
+    litert-torch and quantized as ``--include tflite --int8`` / ``format=litert quantize=8`` do (ai-edge-quantizer,
+    INT8 weights and activations, calibrated on the embedded coco8 images at ``img``; float input and output)."""
+    from yolo_backbones.deploy import litert
+    from yolo_backbones.deploy.int8.calibration import dataset_images, load_images
+    from yolo_backbones.deploy.int8.litert import quantize_litert
+    from yolo_backbones.deploy.int8.openvino import DEFAULT_DATA
+
+    def convert(m: torch.nn.Module, example: torch.Tensor, folder: Path) -> Callable:
+        float_file = litert.export_litert(m, example, folder / "model.tflite")
+        images = (lb.image[None] for lb in load_images(dataset_images(DEFAULT_DATA, "val"), img))
+        return litert.load_litert(quantize_litert(float_file, folder / "model_int8.tflite", images), threads)
+
+    return _edge_latency_ms(convert, "LiteRT INT8", img, warmup, runs, model)
+
+
 def ncnn_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int, threads: int) -> float:
     """Median milliseconds of ncnn (float32 storage and arithmetic, ``threads`` threads) on the detector converted
     by pnnx (:mod:`yolo_backbones.deploy.ncnn`)."""
@@ -167,6 +184,9 @@ ENGINES = (
            float32=False),
     Engine("litert_ms", "LiteRT", "litert", litert_latency_ms,
            "LiteRT interpreter with XNNPACK, float32 (litert-torch conversion)", EDGE_CURVE, "litert_vs_cnn", True),
+    Engine("litert_int8_ms", "LiteRT INT8", "litert_int8", litert_int8_latency_ms,
+           "LiteRT INT8: ai-edge-quantizer as --int8 / quantize=8 do, calibrated on the 8 coco8 images", EDGE_CURVE,
+           None, True, float32=False),
     Engine("ncnn_ms", "NCNN", "ncnn", ncnn_latency_ms, "ncnn, float32 storage and arithmetic (pnnx conversion)",
            EDGE_CURVE, "ncnn_vs_cnn", True),
     Engine("executorch_ms", "ExecuTorch", "executorch", executorch_latency_ms,

@@ -70,14 +70,17 @@ def edge_table(results: list[Result], args: argparse.Namespace) -> list[str]:
     for res in results:
         if not res.plugin and not any(e.measures(res) for e in engines):
             continue
-        below = [e.label for e in engines if res.plugin and is_below_target(
+        judged = [e for e in engines if e.efficiency_key]  # INT8 columns have no curve of their own
+        below = [e.label for e in judged if res.plugin and is_below_target(
             res, reference, target_for(res, results, args, e.curve), e.efficiency_key)]
-        measured = [e for e in engines if getattr(res, e.efficiency_key) is not None]
+        measured = [e for e in judged if getattr(res, e.efficiency_key) is not None]
         flag = ("baseline" if not res.plugin else "below: " + ", ".join(below) if below
                 else "ok" if measured else "n/a")
         cells = [res.name] + [cell(res, k, f, reference) for k, _, f in metrics] + [flag, res.fastest_engine or "-"]
         lines.append("| " + " | ".join(cells) + " |")
     curve = "/".join(engines[0].curve)
+    int8 = (" LiteRT INT8 has no efficiency column: it is another accuracy (docs/int8.md), timed beside the float "
+            "figures." if any(not e.float32 for e in engines) else "")
     lines += ["", f"Edge engines, float32, batch 1 at {args.img}x{args.img}, median of {args.runs} runs after "
               f"{args.warmup} warm-up, {args.threads} thread(s): {'; '.join(e.described for e in engines)}. Each model "
               f"is converted as the hosts' exports do (yolo_backbones.deploy). 'vs CNN' = GFLOP/s on the engine over "
@@ -85,7 +88,7 @@ def edge_table(results: list[Result], args: argparse.Namespace) -> list[str]:
               f"model's GFLOPs (target as for eager: {args.target:.2f}, {args.target_small:.2f} below the smallest of "
               f"them). 'fastest engine' = lowest latency of the float32 engines measured for the model. **These "
               f"kernels are the ones phones run (XNNPACK, ncnn), but on this x86 CPU they take their x86 code paths: "
-              f"the figures are a proxy for a phone's, not a measurement of one.**"]
+              f"the figures are a proxy for a phone's, not a measurement of one.**{int8}"]
     return lines
 
 

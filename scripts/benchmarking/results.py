@@ -68,6 +68,7 @@ METRICS = (
 EDGE_METRICS = (
     ("litert_ms", "LiteRT ms", "{:.1f}"),
     ("litert_vs_cnn", "LiteRT vs CNN", "{:.2f}"),
+    ("litert_int8_ms", "LiteRT INT8 ms", "{:.1f}"),
     ("ncnn_ms", "NCNN ms", "{:.1f}"),
     ("ncnn_vs_cnn", "NCNN vs CNN", "{:.2f}"),
     ("executorch_ms", "ExecuTorch ms", "{:.1f}"),
@@ -99,6 +100,7 @@ class Result:
     train_mem_gb: float | None = None
     train_mem_ckpt_gb: float | None = None
     litert_ms: float | None = None
+    litert_int8_ms: float | None = None
     ncnn_ms: float | None = None
     executorch_ms: float | None = None
     litert_vs_cnn: float | None = None

@@ -2,13 +2,15 @@
 
 :func:`quantize_openvino` takes an FP32 ``openvino.Model`` (from ONNX, as YOLOv5's ``export.py`` converts, or
 from a TorchScript trace, as ultralytics does) and calibration images, and returns the INT8 model: weights
-and activations of convolutions and matrix products in INT8 (NNCF's ``MIXED`` preset: symmetric weights,
-asymmetric activations, which suits SiLU/GELU outputs), except
+and activations of convolutions and matrix products in INT8 (:data:`PRESET`: symmetric weights and activations;
+activation ranges from the minimum and maximum over all calibration images, :data:`ACTIVATION_RANGES`), except
 
 * the Detect head's own arithmetic (box decoding, sigmoids, the DFL of ultralytics heads): boxes are pixel
   coordinates, which 8 bits over a 640-pixel range would round to several pixels;
 * matrix products whose constant operand is on the left (:func:`left_constant_matmuls`: EfficientFormerV2's
   talking heads), which NNCF's bias correction mishandles;
+* fused attention (:func:`attention_nodes`): OpenVINO's CPU plugin corrupts the heap running a
+  ``ScaledDotProductAttention`` whose inputs and output are both quantized at f32 inference precision;
 * the layers of :data:`~yolo_backbones.deploy.int8.scopes.KEEP_FP32`, chosen by a measured per-layer
   sensitivity (docs/int8.md).
 
@@ -29,7 +31,10 @@ from .calibration import calibration_batches, dataset_images, load_images
 from .scopes import KEEP_FP32, KeepRule
 
 __all__ = [
+    "ACTIVATION_RANGES",
     "NNCFUnavailableError",
+    "PRESET",
+    "attention_nodes",
     "fp32_nodes",
     "head_decode_nodes",
     "import_nncf",
@@ -40,6 +45,12 @@ __all__ = [
     "quantize_openvino",
     "quantize_openvino_file",
 ]
+
+# Measured on fitted detectors (docs/int8.md, "Choosing the quantizer"): NNCF's defaults (MIXED preset, i.e.
+# asymmetric activations, and activation ranges averaged over images) cost the yolo11 Mobile-Former-52M 32 dB of
+# score SQNR (cosine 0.74); symmetric activations with min/max ranges reach >= 0.997 on every model measured.
+PRESET = "PERFORMANCE"
+ACTIVATION_RANGES = "MINMAX"
 
 _TORCHSCRIPT_NAME = re.compile(r"^__module\.([^/]+)/")  # "__module.model.0.blocks1.0.attn.qkv/aten::linear/MatMul"
 
@@ -122,10 +133,23 @@ def left_constant_matmuls(model: Any) -> list[str]:
             if op.get_type_name() == "MatMul" and _constant_source(op.input(0)) and not _constant_source(op.input(1))]
 
 
+def attention_nodes(model: Any) -> list[str]:
+    """Names of the ``ScaledDotProductAttention`` nodes (the attention of EfficientFormer's last stage, EdgeViT's
+    global attention): their inputs stay in floating point.
+
+    With quantized inputs *and* a quantized output, OpenVINO 2026.4's CPU plugin runs such a node through an INT8
+    attention kernel that writes outside its buffers at f32 inference precision (``free(): invalid size`` or a
+    segfault later; measured on EfficientFormer-L1 at 160 px, docs/int8.md). Its output is still quantized for
+    the projection after it.
+    """
+    return [op.get_friendly_name() for op in model.get_ordered_ops()
+            if op.get_type_name() == "ScaledDotProductAttention"]
+
+
 def fp32_nodes(model: Any, rules: Sequence[KeepRule] = KEEP_FP32) -> list[str]:
-    """Names of the nodes kept in floating point: the head's decoding, the :func:`left_constant_matmuls` and
-    every node a rule matches."""
-    names = set(head_decode_nodes(model)) | set(left_constant_matmuls(model))
+    """Names of the nodes kept in floating point: the head's decoding, the :func:`left_constant_matmuls`, the
+    :func:`attention_nodes` and every node a rule matches."""
+    names = set(head_decode_nodes(model)) | set(left_constant_matmuls(model)) | set(attention_nodes(model))
     head = _detect_path(model)
     for op in model.get_ordered_ops():
         path = module_path(op.get_friendly_name())
@@ -164,8 +188,14 @@ def quantize_openvino(model: Any, calibration: Iterable[np.ndarray] | Any, *,
     level = logger.level
     logger.setLevel(logging.WARNING)  # NNCF logs one INFO line per node it leaves alone (hundreds)
     try:
-        return nncf.quantize(model, calibration, preset=nncf.QuantizationPreset.MIXED,
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+        ranges = getattr(RangeEstimatorParametersSet, ACTIVATION_RANGES)
+        return nncf.quantize(model, calibration, preset=getattr(nncf.QuantizationPreset, PRESET),
                              subset_size=subset_size or length,
+                             advanced_parameters=AdvancedQuantizationParameters(
+                                 activations_range_estimator_params=ranges),
                              ignored_scope=nncf.IgnoredScope(names=sorted(set(ignored)), validate=False))
     finally:
         logger.setLevel(level)
