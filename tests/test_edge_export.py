@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import yolo_backbones as yb
+from yolo_backbones.core.layers import Mlp
 from yolo_backbones.core.layers.attention_bias import OffsetBiasAttention, static_biases
 from yolo_backbones.core.layers.layout import subsample
 from yolo_backbones.deploy import metadata as meta
@@ -125,6 +126,67 @@ def test_xnnpack_rewrites_keep_outputs_and_leave_none_of_the_original_operators(
     with torch.no_grad():
         for got, want in zip(program.module()(*args), model(*args)):
             assert got.shape == want.shape and relative_error(got, want) < 1e-6
+
+
+class _TokenLinears(torch.nn.Module):
+    """``Linear`` on a token grid (EdgeViT), as a module and as ``F.linear`` on a token sequence (Mobile-Former's
+    fused token layers), and on a 2-D input: the shapes :mod:`yolo_backbones.deploy.ncnn_graph` rewrites."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.grid = torch.nn.Linear(6, 10)
+        self.seq = torch.nn.Linear(6, 4)
+        self.mlp = Mlp(6, 8)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        grid = self.grid(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (1, 10, 4, 5)
+        tokens = x.flatten(2).transpose(1, 2)  # (1, 20, 6)
+        return (grid, F.linear(tokens, self.seq.weight, self.seq.bias), self.seq(tokens.flatten(0, 1)),
+                self.mlp(x.permute(0, 2, 3, 1), residual=x.permute(0, 2, 3, 1)))
+
+
+def test_ncnn_friendly_linear_is_the_same_function():
+    from yolo_backbones.deploy.ncnn_graph import RowsMlp, TracedLinear, ncnn_friendly
+
+    model, x = _TokenLinears().eval(), torch.randn(1, 6, 4, 5)
+    with torch.no_grad():
+        want = model(x)
+        with ncnn_friendly(model):
+            assert type(model.grid) is TracedLinear and type(model.seq) is TracedLinear and type(model.mlp) is RowsMlp
+            traced = torch.jit.trace(model, x)
+        ranks = [n.inputsAt(0).type().dim() for n in traced.inlined_graph.nodes() if n.kind() == "aten::linear"]
+        got = traced(x)
+    assert ranks == [2, 2, 2, 2, 2]  # each Linear on a 2-D matrix of rows (the grid and the sequence flattened)
+    assert all(a.shape == b.shape and torch.allclose(a, b, atol=1e-6) for a, b in zip(got, want))
+
+
+def _param_layers(param: Path) -> list[list[str]]:
+    """The layer lines of an NCNN ``.param`` file, split into fields (type, name, counts, blobs, params)."""
+    return [line.split() for line in param.read_text().splitlines()[2:]]
+
+
+def _shape_expression_reshapes(param: Path) -> list[str]:
+    """Names of ``Reshape`` layers whose shape is an expression over other blobs (``6="0w,1h,1c"``): ncnn runs them
+    element by element (deploy/ncnn_graph.py)."""
+    return [f[1] for f in _param_layers(param) if f[0] == "Reshape" and any(p.startswith("6=") for p in f[4:])]
+
+
+@pytest.mark.slow
+def test_ncnn_linear_on_tokens_is_a_gemm_between_plain_reshapes(tmp_path):
+    """pnnx's lowering of Linear on 3-D/4-D inputs (Reshape with a shape expression after each Gemm) must not come
+    back: it made EdgeViT-XXS ~6x slower on NCNN."""
+    _need("pnnx")
+    from yolo_backbones.deploy import ncnn
+
+    model, x = _TokenLinears().eval(), torch.randn(1, 6, 4, 5)
+    folder = ncnn.export_ncnn(model, x, tmp_path / "m_ncnn_model")
+    layers = _param_layers(folder / ncnn.PARAM)
+    assert [f[0] for f in layers].count("Gemm") == 5 and not _shape_expression_reshapes(folder / ncnn.PARAM)
+    with torch.no_grad():
+        want = model(x)
+    # pnnx gives the rows reshaped back a batch-less rank (an extra unit axis in ncnn): compare the values
+    for got, ref in zip(ncnn.load_ncnn(folder)(x.numpy()), want):
+        assert got.size == ref.numel() and relative_error(torch.from_numpy(got).reshape(ref.shape), ref) < 1e-5
 
 
 # ------------------------------------------------------------------------------------------- metadata
@@ -264,6 +326,7 @@ def test_ncnn_matches_pytorch(name, tmp_path):
     runner = ncnn.load_ncnn(folder)
     assert runner.metadata == {"stride": 32, "names": {0: "a"}}
     assert max(check_parity(model, runner, x)) < 1e-4  # float32 storage and arithmetic
+    assert not _shape_expression_reshapes(folder / ncnn.PARAM)  # the slow lowering of Linear on tokens
 
 
 @pytest.mark.slow
