@@ -117,14 +117,12 @@ def litert_int8_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: 
     litert-torch and quantized as ``--include tflite --int8`` / ``format=litert quantize=8`` do (ai-edge-quantizer,
     INT8 weights and activations, calibrated on the embedded coco8 images at ``img``; float input and output)."""
     from yolo_backbones.deploy import litert
-    from yolo_backbones.deploy.int8.calibration import dataset_images, load_images
-    from yolo_backbones.deploy.int8.litert import quantize_litert
-    from yolo_backbones.deploy.int8.openvino import DEFAULT_DATA
+    from yolo_backbones.deploy.int8.litert import quantize_litert_on_dataset
 
     def convert(m: torch.nn.Module, example: torch.Tensor, folder: Path) -> Callable:
         float_file = litert.export_litert(m, example, folder / "model.tflite")
-        images = (lb.image[None] for lb in load_images(dataset_images(DEFAULT_DATA, "val"), img))
-        return litert.load_litert(quantize_litert(float_file, folder / "model_int8.tflite", images), threads)
+        int8_file = quantize_litert_on_dataset(float_file, folder / "model_int8.tflite", None, (img, img))
+        return litert.load_litert(int8_file, threads)
 
     return _edge_latency_ms(convert, "LiteRT INT8", img, warmup, runs, model)
 
