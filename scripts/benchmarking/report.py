@@ -67,10 +67,10 @@ def edge_table(results: list[Result], args: argparse.Namespace) -> list[str]:
     headers = ["model"] + [h for _, h, _ in metrics] + [f"edge target >= {args.target:.2f}", "fastest engine"]
     lines = ["", "### Edge engines", "", "| " + " | ".join(headers) + " |",
              "|---|" + "---:|" * len(metrics) + ":---:|---|"]
+    judged = [e for e in engines if e.efficiency_key]  # INT8 columns have no curve of their own
     for res in results:
         if not res.plugin and not any(e.measures(res) for e in engines):
             continue
-        judged = [e for e in engines if e.efficiency_key]  # INT8 columns have no curve of their own
         below = [e.label for e in judged if res.plugin and is_below_target(
             res, reference, target_for(res, results, args, e.curve), e.efficiency_key)]
         measured = [e for e in judged if getattr(res, e.efficiency_key) is not None]
