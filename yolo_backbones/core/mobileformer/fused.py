@@ -29,7 +29,7 @@ from .dynamic_relu import slopes
 
 __all__ = ["FrozenLinear", "FusedSlopes", "dynamic_relu_conv", "local_to_global", "global_block", "global_to_local",
            "lite_block", "dna_block", "dna_block3", "prepare_local_to_global", "prepare_global_to_local",
-           "prepare_lite_block", "prepare_slopes"]
+           "prepare_lite_block", "prepare_slopes", "prepare_export", "export_ready_block"]
 
 # Mobile->Former heads up to this width use two matmuls over the pixels instead of the attention kernel.
 _NARROW_HEAD = 12
@@ -360,3 +360,209 @@ def lite_block(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> tuple
         y = onednn.conv(dw, x, "relu6")
         out = onednn.conv(pw, y) if out is None else onednn.conv(pw, y, residual=out)
     return out, tokens
+
+
+# ------------------------------------------------------------------------------------ export formulations
+# While a graph is captured for export (``is_tracing()``), the blocks of a fused backbone run the formulations
+# below instead of the reference math: the same functions (float rounding only) in far fewer operators. The
+# converters (litert-torch, pnnx, ExecuTorch, ONNX) lower every reshape / transpose / slice / small elementwise op
+# of the reference code to an operator of its own, and on a handful of tokens the per-operator overhead is all
+# the cost (Mobile-Former-52M at 320x320: 1304 LiteRT operators, 348 of them RESHAPE, 119 TRANSPOSE). Ideas:
+#
+# * per-head work on the ``M`` tokens as block-diagonal masked matrices: a head's queries (or keys) meet only its
+#   own channels, so the logits of every head are one batched product with the pixels (or tokens) and a constant
+#   0/1 (and scale) mask; the per-head outputs are one product back, masked, and summed over the heads with one
+#   reduction. No per-head reshapes or transposes of the maps;
+# * pixels as ``(B, H * W, C)`` from the channels-last view of the map, which the converters' NHWC layout makes
+#   a plain reshape (the reference's ``(B, heads, HW, C / heads)`` needed two transposes of the whole map);
+# * every dynamic-ReLU slope of a block from the block's :class:`FusedSlopes` (one MLP and one clamp);
+# * the Mobile->Former gate ``2 * hard_sigmoid(z)`` as ``relu6(z + 3)`` with the ``1 / 3`` in the projection;
+# * LayerNorm as a centring matrix product (``x - mean(x)`` is linear in ``x``) and a variance product, which
+#   lower to two ``FULLY_CONNECTED`` operators instead of means, reshapes and broadcast arithmetic.
+#
+# Every matrix product keeps its right operand untransposed (see :func:`_rows_t`), so that none becomes a
+# ``FULLY_CONNECTED`` operator with run-time weights, which LiteRT's XNNPACK delegate does not take.
+# The constants they use are non-persistent buffers made by :func:`prepare_export` at fuse time (they are not in
+# the fused ``state_dict``; a model without them, e.g. fused by an older version, exports the reference math).
+def _register_export(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    module.register_buffer(name, tensor.contiguous(), persistent=False)
+
+
+def _rows_mask(heads: int, tokens: int, channels: int, scale: float = 1.0) -> torch.Tensor:
+    """``(heads * tokens, channels)`` mask of :func:`_head_mask` times ``scale``, float64."""
+    return _head_mask(heads, tokens, channels, torch.device("cpu"), torch.float64) * scale
+
+
+def _prepare_layer_norm(norm: nn.LayerNorm) -> None:
+    """``norm.export_centre``: the ``(d, d)`` centring matrix ``I - 1 / d``; ``norm.export_mean``: ``(1, d)`` rows
+    of ``1 / d`` (the variance as a matrix product; ``eps`` is its bias, ``norm.export_eps``)."""
+    d = norm.normalized_shape[-1]
+    dtype, device = norm.weight.dtype if norm.weight is not None else torch.float32, _device(norm)
+    centre = torch.eye(d, dtype=torch.float64) - 1.0 / d
+    _register_export(norm, "export_centre", centre.to(device, dtype))
+    _register_export(norm, "export_mean", torch.full((1, d), 1.0 / d, dtype=dtype, device=device))
+    _register_export(norm, "export_eps", torch.full((1,), norm.eps, dtype=dtype, device=device))
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(iter([*module.parameters(), *module.buffers()]), torch.empty(0)).device
+
+
+def layer_norm_export(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` over the last dim as ``c = x (I - 1/d)``, ``c * rsqrt(c^2 @ (1/d) + eps)`` [``* w + b``]."""
+    centre = getattr(norm, "export_centre", None)
+    if centre is None or len(norm.normalized_shape) != 1:
+        return norm(x)
+    c = F.linear(x, centre)
+    y = c * torch.rsqrt(F.linear(c * c, norm.export_mean, norm.export_eps))
+    if norm.weight is not None:
+        y = y * norm.weight
+    return y + norm.bias if norm.bias is not None else y
+
+
+def _repeat_tokens(tokens: torch.Tensor, heads: int) -> torch.Tensor:
+    """``(B, M, d) -> (B, heads * M, d)``: the tokens once per head (row ``h * M + m`` is token ``m``)."""
+    return torch.cat([tokens] * heads, dim=1)
+
+
+def _sum_heads(rows: torch.Tensor, heads: int) -> torch.Tensor:
+    """``(B, heads * M, C) -> (B, M, C)``: the sum of the heads' row blocks."""
+    B, HM, C = rows.shape
+    return rows.view(B, heads, HM // heads, C).sum(dim=1)
+
+
+def _pixels(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W) -> (B, H * W, C)`` through the channels-last view (NHWC in the converters' layout)."""
+    return x.permute(0, 2, 3, 1).flatten(1, 2)
+
+
+def prepare_export(model: nn.Module, num_tokens: int) -> None:
+    """Fuse-time: the constants of the export formulations for every bridge, Former and LayerNorm of ``model``
+    (a Mobile-Former with ``num_tokens`` global tokens), as non-persistent buffers."""
+    from .model import Global2Local, GlobalBlock, Local2Global  # circular import at module level
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.LayerNorm):
+                _prepare_layer_norm(m)
+            elif isinstance(m, Local2Global):
+                _prepare_local_to_global_export(m, num_tokens)
+            elif isinstance(m, Global2Local):
+                _prepare_global_to_local_export(m, num_tokens)
+            elif isinstance(m, GlobalBlock):
+                _prepare_global_block_export(m, num_tokens)
+
+
+def _prepare_local_to_global_export(block: nn.Module, M: int) -> None:
+    """``export_alpha``: the gate Linear with ``+ 3`` in its bias (``2 * hard_sigmoid(z) = relu6(z + 3) / 3``);
+    ``export_proj``: the projection with that ``1 / 3`` in its weight; ``export_rows_t`` ``(C, h * M)``: head mask
+    times scale (transposed); ``export_mask`` ``(h * M, C)``: 0/1."""
+    h, C = block.num_heads, block.q.out_features
+    a, like = block.alpha[0], block.q.weight
+    _register_export(block, "export_alpha_bias", (a.bias.double() + 3.0).to(like))
+    _register_export(block, "export_proj_weight", (block.proj.weight.double() / 3.0).to(like))
+    _register_export(block, "export_rows_t", _rows_mask(h, M, C, (C // h) ** -0.5).T.to(like))
+    _register_export(block, "export_mask", _rows_mask(h, M, C).to(like))
+
+
+def _rows_t(x: torch.Tensor, heads: int, mask_t: torch.Tensor) -> torch.Tensor:
+    """``(B, M, C) -> (B, C, heads * M)``: the block-diagonal (masked, scaled) matrix of every head's rows,
+    transposed. The transpose comes before the concatenation: converters (litert-torch) fold a transpose that
+    feeds a matrix product into a ``FULLY_CONNECTED`` operator with run-time weights, which XNNPACK does not take
+    (the graph would be cut into another delegate partition at each one)."""
+    return torch.cat([x.transpose(1, 2)] * heads, dim=2) * mask_t
+
+
+def local_to_global_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """:class:`~.model.Local2Global` in few operators (see the section comment): the logits of every head as one
+    product of the pixels with the block-diagonal queries, a softmax over the pixels, one product back; the head
+    blocks summed, gated and projected."""
+    h = block.num_heads
+    pixels = _pixels(x)                                                            # (B, HW, C)
+    logits = torch.bmm(pixels, _rows_t(block.q(tokens), h, block.export_rows_t))   # (B, HW, hM)
+    weights = logits.transpose(1, 2).softmax(dim=-1)                               # (B, hM, HW)
+    out = _sum_heads(torch.bmm(weights, pixels) * block.export_mask, h)            # (B, M, C)
+    gate = F.relu6(F.linear(tokens, block.alpha[0].weight, block.export_alpha_bias))  # 3 * (2 * hard_sigmoid)
+    out = F.linear(out * gate, block.export_proj_weight, block.proj.bias)
+    return layer_norm_export(block.layer_norm, tokens + out)
+
+
+def _prepare_global_block_export(block: nn.Module, M: int) -> None:
+    """``export_rows_t`` ``(d, h * M)``: the Former's head mask times the attention scale (transposed);
+    ``export_mask`` ``(h * M, d)``: 0/1."""
+    h, d = block.num_heads, block.q.out_features
+    _register_export(block, "export_rows_t", _rows_mask(h, M, d, (d // h) ** -0.5).T.to(block.q.weight))
+    _register_export(block, "export_mask", _rows_mask(h, M, d).to(block.q.weight))
+
+
+def global_block_export(block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """:class:`~.model.GlobalBlock` with the per-head attention among the tokens as block-diagonal products."""
+    h = block.num_heads
+    logits = torch.bmm(tokens, _rows_t(block.q(tokens), h, block.export_rows_t))  # (B, M, hM): key x query
+    weights = logits.transpose(1, 2).softmax(dim=-1)                              # (B, hM, M)
+    out = _sum_heads(torch.bmm(weights, tokens) * block.export_mask, h)           # (B, M, d)
+    tokens = layer_norm_export(block.layer_norm, tokens + block.channel_mlp(out))
+    return layer_norm_export(block.ffn_norm, tokens + block.ffn(tokens))
+
+
+def _prepare_global_to_local_export(block: nn.Module, M: int) -> None:
+    """``export_keys_t`` ``(C, h * M)``: head mask times scale (transposed); ``export_mask`` ``(h * M, C)``: 0/1."""
+    h, C = block.num_heads, block.k.out_features
+    _register_export(block, "export_keys_t", _rows_mask(h, M, C, (C // h) ** -0.5).T.to(block.k.weight))
+    _register_export(block, "export_mask", _rows_mask(h, M, C).to(block.k.weight))
+
+
+def global_to_local_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """:class:`~.model.Global2Local` with block-diagonal keys and values: logits of all heads in one product over
+    the pixels, a softmax over each head's ``M`` tokens, and one product (plus the residual) back to the map."""
+    h = block.num_heads
+    (B, M, _), (_, C, H, W) = tokens.shape, x.shape
+    pixels = _pixels(x)                                                            # (B, HW, C)
+    logits = torch.bmm(pixels, _rows_t(block.k(tokens), h, block.export_keys_t))  # (B, HW, hM)
+    weights = logits.view(B, H * W, h, M).softmax(dim=-1).view(B, H * W, h * M)
+    values = _repeat_tokens(block.proj(tokens), h) * block.export_mask            # (B, hM, C)
+    out = pixels + torch.bmm(weights, values)
+    return out.view(B, H, W, C).permute(0, 3, 1, 2)
+
+
+def slopes_export(fused: FusedSlopes, tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every dynamic-ReLU slope pair ``(a1, a2)`` of a block, ``(B, C_i, 1, 1)`` each, from its :class:`FusedSlopes`
+    (one MLP and one clamp for the block instead of one hyper-function and its arithmetic per activation)."""
+    hidden = F.relu(F.linear(tokens[:, fused.token_id], fused.w1, fused.b1))
+    s = torch.clamp(F.linear(hidden, fused.w2, fused.b2), fused.lo, fused.hi)      # (B, 2N): a1 | a2
+    s = s[:, :, None, None]
+    n = s.shape[1] // 2
+    out, start = [], 0
+    for c in fused.sizes:
+        out.append((s[:, start:start + c], s[:, n + start:n + start + c]))
+        start += c
+    return out
+
+
+def export_ready_block(block: nn.Module) -> bool:
+    """Whether ``block`` (a fused Mobile-Former block) is captured with the export formulations now."""
+    return is_tracing() and getattr(block, "fused_slopes", None) is not None and hasattr(
+        block.local_global, "export_rows_t")
+
+
+def dna_block_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:class:`~.model.DnaBlock` in its export formulation."""
+    tokens = global_block_export(block.global_block, local_to_global_export(block.local_global, x, tokens))
+    (a1, a2), (b1, b2) = slopes_export(block.fused_slopes, tokens)
+    y = block.conv1(x)
+    y = block.conv2(torch.maximum(y * a1, y * a2))
+    out = block.conv3(torch.maximum(y * b1, y * b2))
+    if block.use_shortcut:
+        out = out + x
+    return global_to_local_export(block.global_local, out, tokens), tokens
+
+
+def dna_block3_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:class:`~.model.DnaBlock3` in its export formulation."""
+    tokens = global_block_export(block.global_block, local_to_global_export(block.local_global, x, tokens))
+    (a1, a2), (b1, b2) = slopes_export(block.fused_slopes, tokens)
+    y = block.conv1(x)
+    mid = block.conv2(torch.maximum(y * a1, y * a2))
+    y = block.conv3(mid)
+    out = global_to_local_export(block.global_local, mid + block.conv4(torch.maximum(y * b1, y * b2)), tokens)
+    return (out + x if block.use_shortcut else out), tokens

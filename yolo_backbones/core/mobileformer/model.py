@@ -66,7 +66,7 @@ from torch import nn
 from ..base import Backbone
 from ..inference.context import fused_inference
 from ..layers import ConvSequential, SafeBatchNorm2d
-from ..layers.layout import heads_to_map, is_channels_last, map_to_heads, tokens_to_heads
+from ..layers.layout import heads_to_map, is_channels_last, is_tracing, map_to_heads, tokens_to_heads
 from ..registry import register
 from . import fused
 from .dynamic_relu import dynamic_relu
@@ -237,6 +237,8 @@ class Local2Global(nn.Module):
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         if fused_inference(x):
             return fused.local_to_global(self, x, tokens)
+        if is_tracing() and hasattr(self, "export_rows_t"):
+            return fused.local_to_global_export(self, x, tokens)
         q = tokens_to_heads(self.q(tokens), self.num_heads)               # (B, h, M, C/h)
         kv = map_to_heads(x, self.num_heads)                             # (B, h, HW, C/h)
         out = F.scaled_dot_product_attention(q, kv, kv).transpose(1, 2).flatten(2)  # (B, M, C)
@@ -275,6 +277,8 @@ class GlobalBlock(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if fused_inference(tokens):
             return fused.global_block(self, tokens)
+        if is_tracing() and hasattr(self, "export_rows_t"):
+            return fused.global_block_export(self, tokens)
         q = tokens_to_heads(self.q(tokens), self.num_heads)     # (B, h, M, d/h)
         kv = tokens_to_heads(tokens, self.num_heads)            # (B, h, M, d/h)
         out = F.scaled_dot_product_attention(q, kv, kv).transpose(1, 2).flatten(2)  # (B, M, d)
@@ -308,6 +312,8 @@ class Global2Local(nn.Module):
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         if fused_inference(x):
             return fused.global_to_local(self, x, tokens)
+        if is_tracing() and hasattr(self, "export_keys_t"):
+            return fused.global_to_local_export(self, x, tokens)
         q = map_to_heads(x, self.num_heads)                     # (B, h, HW, C/h)
         k = tokens_to_heads(self.k(tokens), self.num_heads)     # (B, h, M, C/h)
         v = tokens_to_heads(self.proj(tokens), self.num_heads)  # (B, h, M, C/h)
@@ -400,6 +406,8 @@ class DnaBlock(nn.Module):
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if fused_inference(x):
             return fused.dna_block(self, x, tokens)
+        if fused.export_ready_block(self):
+            return fused.dna_block_export(self, x, tokens)
         tokens = self.global_block(self.local_global(x, tokens))
         out = self.conv2(dynamic_relu(self.conv1(x), self.hyper1(tokens)))
         out = self.conv3(dynamic_relu(out, self.hyper2(tokens)))
@@ -453,6 +461,8 @@ class DnaBlock3(nn.Module):
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if fused_inference(x):
             return fused.dna_block3(self, x, tokens)
+        if fused.export_ready_block(self):
+            return fused.dna_block3_export(self, x, tokens)
         tokens = self.global_block(self.local_global(x, tokens))
         mid = self.conv2(dynamic_relu(self.conv1(x), self.hyper1(tokens)))
         out = mid + self.conv4(dynamic_relu(self.conv3(mid), self.hyper3(tokens)))
@@ -659,6 +669,11 @@ class MobileFormer(Backbone):
 
     def stem_conv(self) -> tuple[nn.Module, str]:
         return self.stem, "0"
+
+    def fuse_(self) -> None:
+        """Inference preparation (after the blocks'): the constants of the export formulations
+        (:func:`~.fused.prepare_export`), which graph captures of the fused model use."""
+        fused.prepare_export(self, self.cfg["tokens"][0])
 
     def forward_stages(self, x: torch.Tensor, last_stage: int) -> list[torch.Tensor]:
         """Stage maps ``0..last_stage`` of a prepared ``(B, in_chans, H, W)`` input (see :meth:`run_blocks`)."""

@@ -1,0 +1,148 @@
+"""Mobile-Former's export formulations (issue 21, edge engines): the blocks of a fused backbone captured for export
+(``torch.export``, ``torch.jit.trace``) compute the reference function in far fewer operators.
+
+Fast tests compare each formulation with the block's reference math (float rounding only) on non-trivial weights
+(random LayerNorm affines, biases and gates, so no term is an identity) and check the capture uses it (operator
+counts of the captured graph); a slow test converts a backbone to LiteRT and checks the XNNPACK-relevant counts.
+"""
+from __future__ import annotations
+
+import collections
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import yolo_backbones as yb
+from yolo_backbones.core.mobileformer import fused
+from yolo_backbones.core.mobileformer.model import DnaBlock, DnaBlock3, Global2Local, GlobalBlock, Local2Global
+from yolo_backbones.deploy.parity import relative_error
+
+torch.set_num_threads(1)
+
+
+def _randomise(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial weights everywhere the export formulations touch (BN statistics, LN affines, Linear biases)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+            elif isinstance(m, nn.LayerNorm):
+                m.weight.normal_(1.0, 0.3, generator=g)
+                m.bias.normal_(0.0, 0.3, generator=g)
+            elif isinstance(m, nn.Linear):
+                m.weight.normal_(0.0, 0.1, generator=g)
+                m.bias.normal_(0.0, 0.3, generator=g)
+            elif isinstance(m, nn.Embedding):
+                m.weight.normal_(generator=g)
+    return model
+
+
+def backbone(variant: str = "52m") -> nn.Module:
+    torch.manual_seed(0)
+    return _randomise(yb.create(f"mobileformer_{variant}", features_only=True, input_norm=True).eval())
+
+
+def _strip_export_constants(model: nn.Module) -> nn.Module:
+    """``model`` without the export constants: what a model fused by an older version holds (reference math)."""
+    for m in model.modules():
+        for name in [n for n in m._buffers if n.startswith("export_")]:
+            delattr(m, name)
+    return model
+
+
+def _op_histogram(model: nn.Module, x: torch.Tensor) -> collections.Counter:
+    program = torch.export.export(model, (x,)).run_decompositions()  # core ATen, as the converters see it
+    names = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
+    return collections.Counter(t.split(".")[1] if t.startswith("aten.") else t for t in names)
+
+
+# ---------------------------------------------------------------------------------------- block by block
+@pytest.mark.parametrize("channels, tokens", [(12, 3), (48, 6)])  # narrow and wide heads; 52M and 294M tokens
+def test_bridge_and_former_formulations_equal_the_reference(channels, tokens):
+    d = 128 if tokens == 3 else 192
+    torch.manual_seed(channels)
+    parts = [_randomise(m, channels).eval() for m in (Local2Global(channels, d), GlobalBlock(d),
+                                                      Global2Local(channels, d))]
+    l2g, former, g2l = (copy.deepcopy(m) for m in parts)
+    container = nn.ModuleList([l2g, former, g2l])
+    with torch.no_grad():
+        fused.prepare_export(container, tokens)
+        x, t = torch.randn(2, channels, 7, 9), torch.randn(2, tokens, d)
+        pairs = [(fused.local_to_global_export(l2g, x, t), parts[0](x, t)),
+                 (fused.global_block_export(former, t), parts[1](t)),
+                 (fused.global_to_local_export(g2l, x, t), parts[2](x, t))]
+    for got, want in pairs:
+        assert got.shape == want.shape
+        assert relative_error(got, want) < 2e-6
+
+
+@pytest.mark.parametrize("cls, args", [(DnaBlock, (24, 24, 1, 4)), (DnaBlock3, (24, 48, 2, 6, 4))])
+def test_block_formulations_equal_the_reference(cls, args):
+    torch.manual_seed(1)
+    ref = _randomise(cls(*args, token_dim=128).eval(), 1)
+    block = copy.deepcopy(ref)
+    with torch.no_grad():
+        from yolo_backbones.core.inference.fuse import fuse_backbone
+
+        fuse_backbone(block)
+        fused.prepare_export(block, 3)
+        x, t = torch.randn(2, args[0], 10, 12), torch.randn(2, 3, 128)
+        export = fused.dna_block_export if cls is DnaBlock else fused.dna_block3_export
+        (y, tokens), (y_ref, tokens_ref) = export(block, x, t), ref(x, t)
+    assert relative_error(tokens, tokens_ref) < 2e-6
+    assert relative_error(y, y_ref) < 2e-6
+
+
+def test_fused_state_dict_holds_no_export_constants():
+    """The export constants are derived (non-persistent): fused checkpoints keep their keys."""
+    model = backbone().fuse()
+    names = [n for m in model.modules() for n in m._buffers if n.startswith("export_")]
+    assert len(names) > 50
+    assert not any("export_" in k for k in model.state_dict())
+
+
+# ------------------------------------------------------------------------------------------- captures
+@pytest.mark.slow
+def test_captured_backbone_equals_eager_and_uses_fewer_operators():
+    model, x = backbone().fuse(), torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = model(x)
+        program = torch.export.export(model, (x,))
+        got = program.module()(x)
+        traced = torch.jit.trace(model, x, check_trace=False, strict=False)(x)  # the NCNN / ONNX capture
+    for a, b, c in zip(got, traced, want):
+        assert relative_error(a, c) < 1e-5 and relative_error(b, c) < 1e-5
+    new = _op_histogram(model, x)
+    old = _op_histogram(_strip_export_constants(copy.deepcopy(model)), x)
+    # 52M (8 blocks with tokens), ATen core operators: 1619 -> 1139 (litert-torch then removes most views)
+    assert sum(new.values()) < 0.75 * sum(old.values()), (sum(new.values()), sum(old.values()))
+    assert new["view"] + new["permute"] + new["expand"] < 0.75 * (old["view"] + old["permute"] + old["expand"])
+    for gone in ("native_layer_norm", "expand", "any", "where", "logical_not", "split_with_sizes"):
+        assert not new[gone], (gone, new)  # LayerNorm, attention's NaN guards and broadcasts, hyper-function chunks
+
+
+@pytest.mark.slow
+def test_litert_graph_is_small_and_fully_delegated(tmp_path):
+    pytest.importorskip("litert_torch", reason="litert-torch not installed (pip install 'yolo-backbones[edge]')")
+    from ai_edge_litert.interpreter import Interpreter
+
+    from yolo_backbones.deploy import litert
+    from yolo_backbones.deploy.parity import check_parity
+
+    model, x = backbone().fuse(), torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(3))
+    file = litert.export_litert(model, x, tmp_path / "m.tflite")
+    assert max(check_parity(model, litert.load_litert(file), x)) < 1e-5
+    interpreter = Interpreter(model_path=str(file), num_threads=1)
+    ops = collections.Counter(o["op_name"] for o in interpreter._get_ops_details())
+    # the reference capture: 1035 operators, 283 RESHAPE + 116 TRANSPOSE; this one about 660, 70 + 46
+    assert sum(ops.values()) < 750 and ops["RESHAPE"] + ops["TRANSPOSE"] < 150, ops
+    interpreter.allocate_tensors()  # applies XNNPACK: one partition means every operator was delegated
+    delegates = [o for o in interpreter._get_ops_details() if o["op_name"] == "DELEGATE"]
+    assert len(delegates) == 1
+    out = interpreter.get_output_details()
+    assert len(out) == 3 and all(np.prod(o["shape"]) > 0 for o in out)
