@@ -312,7 +312,7 @@ class Global2Local(nn.Module):
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         if fused_inference(x):
             return fused.global_to_local(self, x, tokens)
-        if is_tracing() and hasattr(self, "export_keys_t"):
+        if is_tracing() and hasattr(self, "export_keys"):
             return fused.global_to_local_export(self, x, tokens)
         q = map_to_heads(x, self.num_heads)                     # (B, h, HW, C/h)
         k = tokens_to_heads(self.k(tokens), self.num_heads)     # (B, h, M, C/h)
