@@ -146,3 +146,19 @@ def test_litert_graph_is_small_and_fully_delegated(tmp_path):
     assert len(delegates) == 1
     out = interpreter.get_output_details()
     assert len(out) == 3 and all(np.prod(o["shape"]) > 0 for o in out)
+
+
+@pytest.mark.slow
+def test_executorch_program_runs_the_bridges_on_xnnpack(tmp_path):
+    pytest.importorskip("executorch", reason="executorch not installed (pip install 'yolo-backbones[edge]')")
+    from yolo_backbones.deploy import executorch as et
+    from yolo_backbones.deploy.parity import check_parity
+
+    model, x = backbone().fuse(), torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(4))
+    file = et.export_executorch(model, x, tmp_path / "m.pte")
+    assert max(check_parity(model, et.load_executorch(file), x)) < 1e-5
+    portable = et.portable_operators(file)
+    # the reference capture leaves 8 layout copies and 24 attention softmaxes on the portable kernels; the head
+    # repeats, head sums and token softmaxes of the export formulations must all be delegated
+    assert not any(k in op for op in portable for k in ("cat", "sum", "softmax", "bmm", "linear", "mm")), portable
+    assert sum(portable.values()) <= 2, portable

@@ -10,6 +10,8 @@ with ``ExportedProgram.run_decompositions`` before lowering, spells them with op
 * ``matmul`` -> ``mm`` / ``bmm`` with missing batch dims as views (ATen's own decomposition expands both operands);
 * ``split`` / ``split_with_sizes`` / ``chunk`` / ``select`` -> unit-step slices (and views);
 * ``repeat`` -> concatenation (a copy when nothing repeats, e.g. Mobile-Former's tokens at batch 1);
+* ``sum`` over one short dim (Mobile-Former's heads and tokens, up to 8) -> unit-step slices and additions (the
+  partitioner has no sum); longer or several dims -> ``mean`` times the element count;
 * ``max_pool2d`` with a 1x1 window (strided token sampling, see ``core/layers/layout.subsample``) -> 1x1 average
   pooling, which returns the same elements (XNNPACK's max pooling needs stride <= window):
   :func:`pool_1x1_as_average`, a node rewrite, since other max poolings must stay as they are.
@@ -100,6 +102,24 @@ def _repeat(x: torch.Tensor, repeats: Sequence[int]) -> torch.Tensor:
     return x
 
 
+_SHORT_SUM = 8  # longest dim whose sum is spelled as slices and additions
+
+
+def _sum(x: torch.Tensor, dims: Sequence[int] | None = None, keepdim: bool = False, *,
+         dtype: torch.dtype | None = None) -> torch.Tensor:
+    dims = list(range(x.dim())) if dims is None or len(dims) == 0 else [d % x.dim() for d in dims]
+    if dtype is not None:
+        x = x.to(dtype)
+    if len(dims) == 1 and x.shape[dims[0]] <= _SHORT_SUM:
+        d = dims[0]
+        out = x.narrow(d, 0, 1)
+        for i in range(1, x.shape[d]):
+            out = out + x.narrow(d, i, 1)
+        return out if keepdim else out.view(*x.shape[:d], *x.shape[d + 1:])  # view_copy, not squeeze_copy
+    # another operator: the decomposition must not call the one it replaces
+    return x.mean(dims, keepdim=keepdim) * math.prod(x.shape[d] for d in dims)
+
+
 def _split_with_sizes(x: torch.Tensor, sizes: Sequence[int], dim: int = 0) -> list[torch.Tensor]:
     out, start = [], 0
     for size in sizes:
@@ -143,4 +163,5 @@ DECOMPOSITIONS = {
     aten.chunk.default: _chunk,
     aten.select.int: _select,
     aten.repeat.default: _repeat,
+    aten.sum.dim_IntList: _sum,
 }

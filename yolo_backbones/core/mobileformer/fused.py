@@ -363,9 +363,9 @@ def lite_block(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> tuple
 
 
 # ------------------------------------------------------------------------------------ export formulations
-# While a graph is captured for export (``is_tracing()``), the blocks of a fused backbone run the formulations
+# While ``torch.export`` captures a fused backbone (:func:`export_capture`), its blocks run the formulations
 # below instead of the reference math: the same functions (float rounding only) in far fewer operators. The
-# converters (litert-torch, pnnx, ExecuTorch, ONNX) lower every reshape / transpose / slice / small elementwise op
+# converters (litert-torch, ExecuTorch) lower every reshape / transpose / slice / small elementwise op
 # of the reference code to an operator of its own, and on a handful of tokens the per-operator overhead is all
 # the cost (Mobile-Former-52M at 320x320: 1304 LiteRT operators, 348 of them RESHAPE, 119 TRANSPOSE). Ideas:
 #
@@ -386,6 +386,11 @@ def lite_block(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> tuple
 # the fused ``state_dict``; a model without them, e.g. fused by an older version, exports the reference math).
 def _register_export(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
     module.register_buffer(name, tensor.contiguous(), persistent=False)
+
+
+def _heads_mask(heads: int, channels: int, scale: float = 1.0) -> torch.Tensor:
+    """``(heads, channels)`` float64 mask: ``scale`` where the channel belongs to the head, else 0."""
+    return _head_mask(heads, 1, channels, torch.device("cpu"), torch.float64) * scale
 
 
 def _rows_mask(heads: int, tokens: int, channels: int, scale: float = 1.0) -> torch.Tensor:
@@ -420,9 +425,11 @@ def layer_norm_export(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     return y + norm.bias if norm.bias is not None else y
 
 
-def _repeat_tokens(tokens: torch.Tensor, heads: int) -> torch.Tensor:
-    """``(B, M, d) -> (B, heads * M, d)``: the tokens once per head (row ``h * M + m`` is token ``m``)."""
-    return torch.cat([tokens] * heads, dim=1)
+def _head_rows(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """``(B, M, C) -> (B, heads * M, C)``: row ``h * M + m`` is ``x[:, m] * masks[h]`` (``masks``: ``(heads, 1, C)``),
+    one broadcast product (no concatenation: ExecuTorch's XNNPACK partitioner refuses one of a tensor with itself)."""
+    B, M, C = x.shape  # views, not unsqueeze / flatten: ExecuTorch's partitioner takes those only as view_copy
+    return (x.view(B, 1, M, C) * masks).view(B, -1, C)
 
 
 def _sum_heads(rows: torch.Tensor, heads: int) -> torch.Tensor:
@@ -455,22 +462,23 @@ def prepare_export(model: nn.Module, num_tokens: int) -> None:
 
 def _prepare_local_to_global_export(block: nn.Module, M: int) -> None:
     """``export_alpha``: the gate Linear with ``+ 3`` in its bias (``2 * hard_sigmoid(z) = relu6(z + 3) / 3``);
-    ``export_proj``: the projection with that ``1 / 3`` in its weight; ``export_rows_t`` ``(C, h * M)``: head mask
-    times scale (transposed); ``export_mask`` ``(h * M, C)``: 0/1."""
+    ``export_proj``: the projection with that ``1 / 3`` in its weight; ``export_rows_t`` ``(C, h, 1)``: head mask
+    times scale (transposed, for :func:`_rows_t`); ``export_mask`` ``(h * M, C)``: 0/1."""
     h, C = block.num_heads, block.q.out_features
     a, like = block.alpha[0], block.q.weight
     _register_export(block, "export_alpha_bias", (a.bias.double() + 3.0).to(like))
     _register_export(block, "export_proj_weight", (block.proj.weight.double() / 3.0).to(like))
-    _register_export(block, "export_rows_t", _rows_mask(h, M, C, (C // h) ** -0.5).T.to(like))
+    _register_export(block, "export_rows_t", _heads_mask(h, C, (C // h) ** -0.5).T[:, :, None].to(like))
     _register_export(block, "export_mask", _rows_mask(h, M, C).to(like))
 
 
-def _rows_t(x: torch.Tensor, heads: int, mask_t: torch.Tensor) -> torch.Tensor:
-    """``(B, M, C) -> (B, C, heads * M)``: the block-diagonal (masked, scaled) matrix of every head's rows,
-    transposed. The transpose comes before the concatenation: converters (litert-torch) fold a transpose that
-    feeds a matrix product into a ``FULLY_CONNECTED`` operator with run-time weights, which XNNPACK does not take
-    (the graph would be cut into another delegate partition at each one)."""
-    return torch.cat([x.transpose(1, 2)] * heads, dim=2) * mask_t
+def _rows_t(x: torch.Tensor, masks_t: torch.Tensor) -> torch.Tensor:
+    """``(B, M, C) -> (B, C, heads * M)``: the block-diagonal matrix of :func:`_head_rows`, transposed
+    (``masks_t``: ``(C, heads, 1)``). The transpose comes before the masking: converters (litert-torch) fold a
+    transpose that feeds a matrix product into a ``FULLY_CONNECTED`` operator with run-time weights, which
+    XNNPACK does not take (the graph would be cut into another delegate partition at each one)."""
+    B, M, C = x.shape
+    return (x.transpose(1, 2).view(B, C, 1, M) * masks_t).view(B, C, -1)
 
 
 def local_to_global_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -479,7 +487,7 @@ def local_to_global_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tens
     blocks summed, gated and projected."""
     h = block.num_heads
     pixels = _pixels(x)                                                            # (B, HW, C)
-    logits = torch.bmm(pixels, _rows_t(block.q(tokens), h, block.export_rows_t))   # (B, HW, hM)
+    logits = torch.bmm(pixels, _rows_t(block.q(tokens), block.export_rows_t))      # (B, HW, hM)
     weights = logits.transpose(1, 2).softmax(dim=-1)                               # (B, hM, HW)
     out = _sum_heads(torch.bmm(weights, pixels) * block.export_mask, h)            # (B, M, C)
     gate = F.relu6(F.linear(tokens, block.alpha[0].weight, block.export_alpha_bias))  # 3 * (2 * hard_sigmoid)
@@ -488,17 +496,17 @@ def local_to_global_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tens
 
 
 def _prepare_global_block_export(block: nn.Module, M: int) -> None:
-    """``export_rows_t`` ``(d, h * M)``: the Former's head mask times the attention scale (transposed);
+    """``export_rows_t`` ``(d, h, 1)``: the Former's head mask times the attention scale (transposed);
     ``export_mask`` ``(h * M, d)``: 0/1."""
     h, d = block.num_heads, block.q.out_features
-    _register_export(block, "export_rows_t", _rows_mask(h, M, d, (d // h) ** -0.5).T.to(block.q.weight))
+    _register_export(block, "export_rows_t", _heads_mask(h, d, (d // h) ** -0.5).T[:, :, None].to(block.q.weight))
     _register_export(block, "export_mask", _rows_mask(h, M, d).to(block.q.weight))
 
 
 def global_block_export(block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """:class:`~.model.GlobalBlock` with the per-head attention among the tokens as block-diagonal products."""
     h = block.num_heads
-    logits = torch.bmm(tokens, _rows_t(block.q(tokens), h, block.export_rows_t))  # (B, M, hM): key x query
+    logits = torch.bmm(tokens, _rows_t(block.q(tokens), block.export_rows_t))     # (B, M, hM): key x query
     weights = logits.transpose(1, 2).softmax(dim=-1)                              # (B, hM, M)
     out = _sum_heads(torch.bmm(weights, tokens) * block.export_mask, h)           # (B, M, d)
     tokens = layer_norm_export(block.layer_norm, tokens + block.channel_mlp(out))
@@ -506,10 +514,11 @@ def global_block_export(block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def _prepare_global_to_local_export(block: nn.Module, M: int) -> None:
-    """``export_keys`` ``(h * M, C)``: head mask times scale; ``export_mask`` ``(h * M, C)``: head mask."""
+    """``export_keys`` ``(h, 1, C)``: head mask times scale; ``export_values`` ``(h, 1, C)``: head mask (for
+    :func:`_head_rows`)."""
     h, C = block.num_heads, block.k.out_features
-    _register_export(block, "export_keys", _rows_mask(h, M, C, (C // h) ** -0.5).to(block.k.weight))
-    _register_export(block, "export_mask", _rows_mask(h, M, C).to(block.k.weight))
+    _register_export(block, "export_keys", _heads_mask(h, C, (C // h) ** -0.5)[:, None].to(block.k.weight))
+    _register_export(block, "export_values", _heads_mask(h, C)[:, None].to(block.k.weight))
 
 
 def global_to_local_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -517,8 +526,9 @@ def global_to_local_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tens
     the ``(C, HW)`` pixels, a softmax over each head's ``M`` tokens, and one product (plus the residual) back to
     the ``(HW, C)`` pixels.
 
-    The logits are laid out ``(heads, M, HW)``, so the softmax runs along a non-last dim of long rows (the
-    converters lower it to a max, exp, sum and division that vectorise over the pixels): a softmax over the last
+    The logits are laid out ``(heads, M, HW)``, so the softmax runs along a non-last dim of long rows, spelled as
+    a max, exp, sum and division that vectorise over the pixels (ExecuTorch's XNNPACK partitioner takes those, not
+    a softmax over a non-last dim): a softmax over the last
     dim of ``(HW, heads, M)`` runs XNNPACK's softmax on ``HW * heads`` rows of ``M`` = 3-6 values, ~0.4 ms for an
     80x80 map, 5x the whole rest of the bridge. Reading the map in NCHW order costs the converters one transpose
     of it; the result is written back channels-last (an NCHW result would make the next bridge's product read a
@@ -526,10 +536,11 @@ def global_to_local_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tens
     """
     h = block.num_heads
     (B, M, _), (_, C, H, W) = tokens.shape, x.shape
-    keys = _repeat_tokens(block.k(tokens), h) * block.export_keys                  # (B, hM, C)
+    keys = _head_rows(block.k(tokens), block.export_keys)                          # (B, hM, C)
     logits = torch.bmm(keys, x.flatten(2)).view(B, h, M, H * W)                    # (B, h, M, HW)
-    weights = logits.softmax(dim=2).view(B, h * M, H * W)
-    values = _repeat_tokens(block.proj(tokens), h) * block.export_mask            # (B, hM, C)
+    e = torch.exp(logits - torch.max(logits, dim=2, keepdim=True).values)         # softmax over the M tokens
+    weights = (e / e.sum(dim=2, keepdim=True)).view(B, h * M, H * W)
+    values = _head_rows(block.proj(tokens), block.export_values)                   # (B, hM, C)
     out = _pixels(x) + torch.bmm(weights.transpose(1, 2), values)                 # (B, HW, C)
     return out.view(B, H, W, C).permute(0, 3, 1, 2)
 
@@ -538,7 +549,8 @@ def slopes_export(fused: FusedSlopes, tokens: torch.Tensor) -> list[tuple[torch.
     """Every dynamic-ReLU slope pair ``(a1, a2)`` of a block, ``(B, C_i, 1, 1)`` each, from its :class:`FusedSlopes`
     (one MLP and one clamp for the block instead of one hyper-function and its arithmetic per activation)."""
     hidden = F.relu(F.linear(tokens[:, fused.token_id], fused.w1, fused.b1))
-    s = torch.clamp(F.linear(hidden, fused.w2, fused.b2), fused.lo, fused.hi)      # (B, 2N): a1 | a2
+    # clamp to the per-row [lo, hi] as maximum / minimum: pnnx cannot convert a clamp with tensor bounds
+    s = torch.minimum(torch.maximum(F.linear(hidden, fused.w2, fused.b2), fused.lo), fused.hi)  # (B, 2N): a1 | a2
     s = s[:, :, None, None]
     n = s.shape[1] // 2
     out, start = [], 0
@@ -548,9 +560,19 @@ def slopes_export(fused: FusedSlopes, tokens: torch.Tensor) -> list[tuple[torch.
     return out
 
 
+def export_capture() -> bool:
+    """Whether the export formulations run: while ``torch.export`` captures the model (litert-torch, ExecuTorch).
+
+    TorchScript captures (pnnx / NCNN, Core ML, the ``dynamo=False`` ONNX exporter) keep the reference math: NCNN
+    has fused LayerNorm and attention layers of its own, and ran the formulations slower (Mobile-Former-52M at
+    160x160: 18.3 vs 15.4 ms; 1264 vs 838 layers).
+    """
+    return torch.compiler.is_exporting()
+
+
 def export_ready_block(block: nn.Module) -> bool:
     """Whether ``block`` (a fused Mobile-Former block) is captured with the export formulations now."""
-    return is_tracing() and getattr(block, "fused_slopes", None) is not None and hasattr(
+    return export_capture() and getattr(block, "fused_slopes", None) is not None and hasattr(
         block.local_global, "export_rows_t")
 
 

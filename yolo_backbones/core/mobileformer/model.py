@@ -66,7 +66,7 @@ from torch import nn
 from ..base import Backbone
 from ..inference.context import fused_inference
 from ..layers import ConvSequential, SafeBatchNorm2d
-from ..layers.layout import heads_to_map, is_channels_last, is_tracing, map_to_heads, tokens_to_heads
+from ..layers.layout import heads_to_map, is_channels_last, map_to_heads, tokens_to_heads
 from ..registry import register
 from . import fused
 from .dynamic_relu import dynamic_relu
@@ -237,7 +237,7 @@ class Local2Global(nn.Module):
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         if fused_inference(x):
             return fused.local_to_global(self, x, tokens)
-        if is_tracing() and hasattr(self, "export_rows_t"):
+        if fused.export_capture() and hasattr(self, "export_rows_t"):
             return fused.local_to_global_export(self, x, tokens)
         q = tokens_to_heads(self.q(tokens), self.num_heads)               # (B, h, M, C/h)
         kv = map_to_heads(x, self.num_heads)                             # (B, h, HW, C/h)
@@ -277,7 +277,7 @@ class GlobalBlock(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if fused_inference(tokens):
             return fused.global_block(self, tokens)
-        if is_tracing() and hasattr(self, "export_rows_t"):
+        if fused.export_capture() and hasattr(self, "export_rows_t"):
             return fused.global_block_export(self, tokens)
         q = tokens_to_heads(self.q(tokens), self.num_heads)     # (B, h, M, d/h)
         kv = tokens_to_heads(tokens, self.num_heads)            # (B, h, M, d/h)
@@ -312,7 +312,7 @@ class Global2Local(nn.Module):
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         if fused_inference(x):
             return fused.global_to_local(self, x, tokens)
-        if is_tracing() and hasattr(self, "export_keys"):
+        if fused.export_capture() and hasattr(self, "export_keys"):
             return fused.global_to_local_export(self, x, tokens)
         q = map_to_heads(x, self.num_heads)                     # (B, h, HW, C/h)
         k = tokens_to_heads(self.k(tokens), self.num_heads)     # (B, h, M, C/h)
