@@ -42,15 +42,16 @@ the ratios stay comparable even on a noisy machine.
 * ``--edge`` adds the edge engines (LiteRT with XNNPACK, NCNN, ExecuTorch with XNNPACK; float32; converted through
   ``yolo_backbones.deploy`` as both hosts' exports do): latency of every plugin model and of YOLOv5n/s and YOLO11n/s
   converted the same way, each model's efficiency against the curve of those CNNs on the same engine ('vs CNN',
-  target ``--target`` as for eager), and the fastest engine per model, in a second table. These are the kernels
+  target ``--target`` as for eager; ``yolov5n-half`` is on these curves too, so a model below YOLOv5n meets a CNN
+  of its own size), and the fastest engine per model, in a second table. These are the kernels
   phones run, taking their x86 paths here: a proxy for phone latency, not a measurement of it. Off by default:
   each conversion takes tens of seconds to minutes per model and engine. ``--no-litert/--no-ncnn/--no-executorch``
   drop one. With LiteRT comes a LiteRT INT8 column (the same file quantized as ``--int8`` / ``quantize=8`` do;
   ``--no-int8`` drops it with OpenVINO INT8).
 * ``--yolo11`` adds YOLO11n/s and the yolo11_* plugin YAMLs (built by ultralytics; no training column);
   ``--checkpoint-load N`` adds the safe checkpoint loader's time against ``torch.load(weights_only=True)``.
-* Eager latency is timed in ``--rounds`` rounds that visit every model in turn, so drift of a shared machine
-  is spread over all models.
+* Eager latency, and each exported engine's after it has converted every model, is timed in ``--rounds`` rounds
+  that visit every model in turn, so drift of a shared machine is spread over all models.
 
 The pieces live in ``scripts/benchmarking/`` (measuring: results, models, measure, engines, reference,
 train_memory; judging and reporting: curve, report, plot); this file is the command line.
@@ -83,13 +84,14 @@ SCRIPTS_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS_DIR.parent))
 sys.path.insert(0, str(SCRIPTS_DIR))
 
-from benchmarking.curve import (  # noqa: E402,F401  (curve_gflops_per_s, efficiencies: tests)
+from benchmarking.curve import (  # noqa: E402,F401  (curve_gflops_per_s, efficiencies, target_for: tests)
     apply_curve,
     apply_engine_curves,
     curve_gflops_per_s,
     efficiencies,
+    target_for,
 )
-from benchmarking.engines import EDGE_ENGINES, ENGINES, exported_engines, fastest_engine  # noqa: E402
+from benchmarking.engines import EDGE_ENGINES, ENGINES, exported_engines, fastest_engine, time_engine  # noqa: E402
 from benchmarking.measure import (  # noqa: E402,F401  (attention_flop_mapping: tests)
     attention_flop_mapping,
     count_gflops,
@@ -119,8 +121,7 @@ from yolo_backbones.core.inference.runtime import tune_cpu_allocator  # noqa: E4
 
 
 def profile_eval(model: torch.nn.Module, result: Result, args: argparse.Namespace) -> None:
-    """Params, GFLOPs (with FLOP mix), eager latency, GFLOP/s, time breakdown and exported-engine latencies of a
-    fused model."""
+    """Params, GFLOPs (with FLOP mix), eager latency (unless ``--rounds``) and time breakdown of a fused model."""
     result.params_m = sum(p.numel() for p in model.parameters()) / 1e6
     counted = attempt(result, "gflops", lambda: count_gflops(model, args.img))
     if counted:
@@ -135,11 +136,6 @@ def profile_eval(model: torch.nn.Module, result: Result, args: argparse.Namespac
         floor = attempt(result, "floor_ms", lambda: eager_latency_ms(model, FLOOR_IMG, args.warmup, args.runs))
         if floor is not None:
             result.breakdown["floor_ms"] = floor
-    for engine in exported_engines(args):
-        if not engine.measures(result):
-            continue
-        setattr(result, engine.key, attempt(result, engine.key, lambda engine=engine: engine.latency_ms(
-            model, args.img, args.warmup, args.runs, args.threads)))
 
 
 def profile_model(cfg_path: Path, plugin: bool, args: argparse.Namespace) -> tuple[Result, torch.nn.Module | None]:
@@ -208,7 +204,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-explain", dest="explain", action="store_false",
                         help="skip the profiler time breakdown used to explain models below target")
     parser.add_argument("--rounds", type=int, default=5,
-                        help="eager latency: interleave all models over this many rounds (0: one model at a time)")
+                        help="latency (eager and every engine): interleave all models over this many rounds "
+                             "(0: one model at a time)")
     parser.add_argument("--yolo11", action="store_true", help="also YOLO11n/s and every yolo11_* plugin YAML")
     parser.add_argument("--checkpoint-load", type=int, default=0, metavar="REPEATS",
                         help="also time the safe checkpoint loader against torch.load(weights_only=True) "
@@ -245,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         eager = interleaved_eager_ms(models, args.img, args.warmup, args.runs, args.rounds)
         for res in results:
             res.eager_ms = eager.get(res.name)
+    for engine in exported_engines(args):  # each engine: convert every model, then time them interleaved
+        time_engine(engine, results, models, args.img, args.warmup, args.runs, args.rounds, args.threads)
     for res in results:
         if res.gflops and res.eager_ms:
             res.gflops_per_s = res.gflops / (res.eager_ms / 1000)

@@ -285,12 +285,65 @@ def test_edge_engines_skip_baselines_off_their_curve_and_the_fastest_engine_is_n
     R = script.Result
     ncnn = next(e for e in script.ENGINES if e.key == "ncnn_ms")
     assert ncnn.measures(R("x", True)) and ncnn.measures(R("yolo11n", False)) and ncnn.measures(R("yolov5s", False))
-    assert not ncnn.measures(R("yolov5m", False)) and not ncnn.measures(R("yolov5n-half", False))
+    assert ncnn.measures(R("yolov5n-half", False))  # the small CNN: the curve below YOLOv5n
+    assert not ncnn.measures(R("yolov5m", False)) and not ncnn.measures(R("yolo11m", False))
     res = R("x", True, eager_ms=30.0, onnx_ms=12.0, ncnn_ms=9.0, litert_ms=None, executorch_ms=11.0)
     assert script.fastest_engine(res) == "NCNN"
     res.openvino_int8_ms = 5.0  # INT8 is another accuracy: the fastest engine is a float32 one
     assert script.fastest_engine(res) == "NCNN"
     assert script.fastest_engine(R("x", True)) is None
+
+
+def test_a_model_below_yolov5n_meets_the_small_cnn_on_an_edge_curve() -> None:
+    """Below YOLOv5n an edge engine's curve runs down to the small CNN (yolov5n at width 0.125) measured on that
+    engine, instead of staying flat at YOLOv5n's GFLOP/s; below the small CNN it is flat at the small CNN's."""
+    script = load_script()
+    R = script.Result
+    # LiteRT GFLOP/s: yolov5n-half 0.25 / 5 ms = 50, yolov5n 1 / 10 ms = 100
+    results = [R("yolov5n-half", False, gflops=0.25, litert_ms=5.0), R("yolov5n", False, gflops=1.0, litert_ms=10.0),
+               R("mid", True, gflops=0.5, litert_ms=10.0), R("tiny", True, gflops=0.2, litert_ms=8.0)]
+    litert = next(e for e in script.ENGINES if e.key == "litert_ms")
+    script.apply_engine_curves(results, [litert])
+    assert results[2].litert_vs_cnn == pytest.approx(50.0 / 75.0)  # halfway in log GFLOPs: 75 GFLOP/s expected
+    assert results[3].litert_vs_cnn == pytest.approx(25.0 / 50.0)  # flat below the small CNN
+    args = script.parse_args(["--edge"])
+    # the smaller target applies below the smallest CNN of the engine's curve only
+    assert script.target_for(results[3], results, args, litert.curve) == args.target_small
+    assert script.target_for(results[2], results, args, litert.curve) == args.target
+
+
+def test_each_engine_converts_every_model_first_then_times_them_interleaved() -> None:
+    """time_engine: all conversions happen before the first timed run, the timed runs visit the models in turn
+    round after round, and a failed conversion or first run is recorded in that model's errors alone."""
+    script = load_script()
+    R = script.Result
+    events: list[tuple[str, str]] = []
+
+    def runner(model, img, threads, folder):
+        if model == "broken":
+            raise RuntimeError("converter refused the graph")
+        events.append(("convert", model))
+        if model == "crashes":
+            def crash(x):
+                raise ValueError("runtime rejected the input")
+            return crash
+        return lambda x: events.append(("run", model)) or [x.shape]
+
+    engine = script.ENGINES[0].__class__("ncnn_ms", "NCNN", "ncnn", runner, "test", ("a", "b"), "ncnn_vs_cnn", True)
+    results = [R("a", False), R("b", False), R("c", True), R("bad", True), R("crash", True), R("off", False)]
+    models = {"a": "a", "b": "b", "c": "c", "bad": "broken", "crash": "crashes", "off": "off"}
+    script.time_engine(engine, results, models, img=8, warmup=1, runs=6, rounds=3, threads=1)
+    converted = [m for kind, m in events if kind == "convert"]
+    assert converted == ["a", "b", "c", "crashes"]  # "off" is neither a plugin nor on the curve
+    first_timed = next(i for i, (kind, _) in enumerate(events) if kind == "run")
+    assert all(kind == "convert" for kind, _ in events[:first_timed])
+    runs = [m for kind, m in events if kind == "run"]
+    # per model: 1 check + 1 warm-up, then 3 rounds of 2 timed runs visiting a, b, c in turn
+    assert runs[6:] == ["a", "a", "b", "b", "c", "c"] * 3
+    assert all(r.ncnn_ms > 0 for r in results[:3])
+    assert results[3].ncnn_ms is None and "converter refused" in results[3].errors["ncnn_ms"]
+    assert results[4].ncnn_ms is None and "runtime rejected" in results[4].errors["ncnn_ms"]
+    assert results[5].ncnn_ms is None and results[5].errors == {}
 
 
 def test_edge_table_flags_engines_below_target_and_says_it_is_a_proxy() -> None:
@@ -321,8 +374,8 @@ def test_edge_table_flags_engines_below_target_and_says_it_is_a_proxy() -> None:
 
 @pytest.mark.slow
 def test_edge_run_converts_and_times_ncnn(tmp_path) -> None:
-    """--edge (NCNN only, the fastest converter) at tiny settings: the plugin model and the edge curve's CNNs get a
-    latency and an efficiency; YOLOv5m and the small CNN are not converted."""
+    """--edge (NCNN only, the fastest converter) at tiny settings: the plugin model and the edge curve's CNNs (the
+    small CNN among them) get a latency and an efficiency; YOLOv5m is not converted."""
     pytest.importorskip("pnnx")
     pytest.importorskip("ultralytics")
     script = load_script()
@@ -331,12 +384,12 @@ def test_edge_run_converts_and_times_ncnn(tmp_path) -> None:
             "--no-litert", "--no-executorch", "--out", str(tmp_path)]
     assert script.main(argv) == 0
     data = {r["name"]: r for r in json.loads((tmp_path / "benchmark.json").read_text())["results"]}
-    for name in ("yolov5n", "yolov5s", "yolo11n", "yolo11s", MODEL):
+    for name in ("yolov5n-half", "yolov5n", "yolov5s", "yolo11n", "yolo11s", MODEL):
         assert data[name]["ncnn_ms"] > 0 and data[name]["ncnn_vs_cnn"] > 0, data[name]
         assert data[name]["fastest_engine"] in {"PyTorch eager", "NCNN"}
-    assert data["yolov5m"]["ncnn_ms"] is None and data["yolov5n-half"]["ncnn_ms"] is None
+    assert data["yolov5m"]["ncnn_ms"] is None
     assert data["yolov5m"]["errors"] == {} and data[MODEL]["litert_ms"] is None
     section = (tmp_path / "benchmark.md").read_text().split("### Edge engines")[1]
     rows = {r[0]: r for r in table_rows(section)[1:]}
-    assert set(rows) == {"yolov5n", "yolov5s", "yolo11n", "yolo11s", MODEL}
+    assert set(rows) == {"yolov5n-half", "yolov5n", "yolov5s", "yolo11n", "yolo11s", MODEL}
     assert re.fullmatch(r"[0-9.]+", rows[MODEL][2]) and rows[MODEL][-2] in {"ok", "below: NCNN"}

@@ -128,6 +128,27 @@ def test_xnnpack_rewrites_keep_outputs_and_leave_none_of_the_original_operators(
             assert got.shape == want.shape and relative_error(got, want) < 1e-6
 
 
+@pytest.mark.parametrize("stride, bias", [((4, 4), True), ((2, 2), False), ((2, 3), True)])
+def test_cell_spread_is_the_transposed_convolution(stride, bias):
+    """A depth-wise ConvTranspose2d with kernel = stride (EdgeViT's local propagation) and its broadcast-multiply
+    form: same parameters, same outputs; xnnpack_friendly rewrites only that geometry."""
+    from yolo_backbones.deploy.xnnpack_graph import CellSpread, is_cell_spread, xnnpack_friendly
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.ConvTranspose2d(6, 6, stride, stride=stride, groups=6, bias=bias),
+                                torch.nn.ConvTranspose2d(6, 6, 3, stride=2, groups=6),   # overlapping cells
+                                torch.nn.ConvTranspose2d(6, 6, 2, stride=2, groups=3))  # two channels per group
+    x = torch.randn(2, 6, 5, 7)
+    with torch.no_grad():
+        want = model[0](x)
+        with xnnpack_friendly(model):
+            got = model[0](x)
+    assert [type(m) for m in model] == [CellSpread, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose2d]
+    assert not is_cell_spread(model[1]) and not is_cell_spread(model[2])
+    assert got.shape == want.shape == (2, 6, 5 * stride[0], 7 * stride[1])
+    assert relative_error(got, want) < 1e-6
+
+
 class _TokenLinears(torch.nn.Module):
     """``Linear`` on a token grid (EdgeViT), as a module and as ``F.linear`` on a token sequence (Mobile-Former's
     fused token layers), and on a 2-D input: the shapes :mod:`yolo_backbones.deploy.ncnn_graph` rewrites."""
@@ -340,6 +361,11 @@ def test_litert_matches_pytorch(tmp_path):
     assert max(check_parity(model, runner, x)) < 1e-4
     with pytest.raises(ValueError, match="static shapes"):
         runner(np.zeros((1, 3, 2 * IMG, 2 * IMG), np.float32))
+    # the local propagation is one broadcast multiply, not one TRANSPOSE_CONV per channel (xnnpack_friendly)
+    from ai_edge_litert.interpreter import Interpreter
+
+    ops = [o["op_name"] for o in Interpreter(model_path=str(tmp_path / "m.tflite"))._get_ops_details()]
+    assert "TRANSPOSE_CONV" not in ops and len(ops) < 800, len(ops)  # 608 (~1650 without the rewrite)
 
 
 @pytest.mark.slow

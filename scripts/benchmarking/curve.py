@@ -64,7 +64,7 @@ def apply_curve(results: list[Result]) -> None:
 def apply_engine_curves(results: list[Result], engines: Sequence) -> None:
     """Set each exported engine's efficiency field (``engine.efficiency_key``) against the engine's own curve."""
     for engine in engines:
-        if engine.efficiency_key and engine.latency_ms is not None:
+        if engine.efficiency_key and engine.runner is not None:
             for r, value in zip(results, efficiencies(results, engine.curve, engine.key).values()):
                 setattr(r, engine.efficiency_key, value)
 

@@ -4,6 +4,9 @@ The edge engines (LiteRT, NCNN, ExecuTorch, ``--edge``) convert through the host
 modules, as ``export.py --include tflite|ncnn|executorch`` and ``yolo export format=...`` do, and time the same
 runners ``val.py`` / ``detect.py`` use (float32). Their kernels (XNNPACK, ncnn) are the ones phones run; on an
 x86 CPU they take their x86 paths, so the figures are a proxy for a phone's.
+
+Every exported engine (:func:`time_engine`) first converts all the models it measures, then times them interleaved
+in ``--rounds`` rounds, as eager latency is: a shared machine's drift is spread over the models it compares.
 """
 from __future__ import annotations
 
@@ -22,8 +25,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .measure import median_time_s
-from .results import CURVE, EDGE_CURVE, Result
+from .measure import interleaved_ms
+from .results import CURVE, EDGE_CURVE, Result, attempt
 
 
 def head_export_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -46,121 +49,115 @@ def export_onnx(model: torch.nn.Module, img: int, path: Path) -> Path:
     return path
 
 
-def onnx_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int, threads: int) -> float:
-    """Median milliseconds of a batch-1 onnxruntime (CPUExecutionProvider) run of the exported model."""
+# A converted model ready to run: ``runner(x)`` with ``x`` a float32 ``(1, 3, img, img)`` array.
+Runner = Callable[[np.ndarray], Any]
+
+
+def onnx_runner(model: torch.nn.Module, img: int, threads: int, folder: Path) -> Runner:
+    """onnxruntime (CPUExecutionProvider, ``threads`` intra-op threads) on the model exported as export.py does."""
     import onnxruntime as ort
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(model, img, Path(tmp) / "model.onnx")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: torch.rand(1, 3, img, img).numpy()}
-    return median_time_s(lambda: session.run(None, feed), warmup, runs) * 1000
+    path = export_onnx(model, img, folder / "model.onnx")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})
 
 
-def openvino_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int, threads: int) -> float:
-    """Median milliseconds of a batch-1 OpenVINO CPU inference (f32, as DetectMultiBackend runs it) of the model
-    exported like ``export.py --include openvino`` (ONNX, then ``openvino.convert_model``)."""
+def openvino_runner(model: torch.nn.Module, img: int, threads: int, folder: Path) -> Runner:
+    """OpenVINO CPU (f32, as DetectMultiBackend runs it) on the model exported like ``export.py --include
+    openvino`` (ONNX, then ``openvino.convert_model``)."""
     from yolo_backbones.deploy.openvino import compile_openvino, convert_onnx_to_openvino
 
-    with tempfile.TemporaryDirectory() as tmp:
-        xml = convert_onnx_to_openvino(export_onnx(model, img, Path(tmp) / "model.onnx"), Path(tmp) / "ov")
-        compiled = compile_openvino(xml, threads=threads)
-        x = torch.rand(1, 3, img, img).numpy()
-        return median_time_s(lambda: compiled(x), warmup, runs) * 1000
+    xml = convert_onnx_to_openvino(export_onnx(model, img, folder / "model.onnx"), folder / "ov")
+    return compile_openvino(xml, threads=threads)
 
 
-def openvino_int8_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int, threads: int) -> float:
-    """Median milliseconds of the OpenVINO model quantized like ``export.py --include openvino --int8``: NNCF INT8
-    calibrated on the embedded coco8 images at ``img``, with the project's FP32 exceptions (docs/int8.md); compiled
-    as DetectMultiBackend does (f32 hint for the parts left in floating point)."""
+def openvino_int8_runner(model: torch.nn.Module, img: int, threads: int, folder: Path) -> Runner:
+    """OpenVINO on the model quantized like ``export.py --include openvino --int8``: NNCF INT8 calibrated on the
+    embedded coco8 images at ``img``, with the project's FP32 exceptions (docs/int8.md); compiled as
+    DetectMultiBackend does (f32 hint for the parts left in floating point)."""
     from yolo_backbones.deploy.int8.openvino import int8_transform
     from yolo_backbones.deploy.openvino import compile_openvino, convert_onnx_to_openvino
 
-    with tempfile.TemporaryDirectory() as tmp:
-        xml = convert_onnx_to_openvino(export_onnx(model, img, Path(tmp) / "model.onnx"), Path(tmp) / "ov",
-                                       transform=int8_transform(None, img, log=lambda message: None))
-        compiled = compile_openvino(xml, threads=threads)
-        x = torch.rand(1, 3, img, img).numpy()
-        return median_time_s(lambda: compiled(x), warmup, runs) * 1000
+    xml = convert_onnx_to_openvino(export_onnx(model, img, folder / "model.onnx"), folder / "ov_int8",
+                                   transform=int8_transform(None, img, log=lambda message: None))
+    return compile_openvino(xml, threads=threads)
 
 
-def _edge_latency_ms(convert: Callable[[torch.nn.Module, torch.Tensor, Path], Any], what: str,
-                     img: int, warmup: int, runs: int, model: torch.nn.Module) -> float:
-    """Convert the detector (head in export mode, static 1x3ximgximg) with ``convert(model, example, folder)``, which
-    returns a runner of the result, and time ``runner(x)``: median milliseconds of batch-1 runs."""
-    example = torch.zeros(1, 3, img, img)
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        runner = convert(head_export_copy(model), example, Path(tmp))
-        print(f"[benchmark] {what} conversion {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        x = np.random.default_rng(0).random((1, 3, img, img), dtype=np.float32)
-        return median_time_s(lambda: runner(x), warmup, runs) * 1000
-
-
-def litert_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int, threads: int) -> float:
-    """Median milliseconds of the LiteRT interpreter (XNNPACK, float32, ``threads`` threads) on the detector
-    converted by litert-torch (:mod:`yolo_backbones.deploy.litert`)."""
+def litert_runner(model: torch.nn.Module, img: int, threads: int, folder: Path) -> Runner:
+    """The LiteRT interpreter (XNNPACK, float32) on the detector converted by litert-torch
+    (:mod:`yolo_backbones.deploy.litert`)."""
     from yolo_backbones.deploy import litert
 
-    def convert(m: torch.nn.Module, example: torch.Tensor, folder: Path) -> Callable:
-        return litert.load_litert(litert.export_litert(m, example, folder / "model.tflite"), threads)
-
-    return _edge_latency_ms(convert, "LiteRT", img, warmup, runs, model)
+    return litert.load_litert(litert.export_litert(head_export_copy(model), _example(img), folder / "model.tflite"),
+                              threads)
 
 
-def litert_int8_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int, threads: int) -> float:
-    """Median milliseconds of the LiteRT interpreter (XNNPACK, ``threads`` threads) on the detector converted by
-    litert-torch and quantized as ``--include tflite --int8`` / ``format=litert quantize=8`` do (ai-edge-quantizer,
-    INT8 weights and activations, calibrated on the embedded coco8 images at ``img``; float input and output)."""
+def litert_int8_runner(model: torch.nn.Module, img: int, threads: int, folder: Path) -> Runner:
+    """The LiteRT interpreter (XNNPACK) on the detector converted by litert-torch and quantized as ``--include
+    tflite --int8`` / ``format=litert quantize=8`` do (ai-edge-quantizer, INT8 weights and activations, calibrated
+    on the embedded coco8 images at ``img``; float input and output)."""
     from yolo_backbones.deploy import litert
     from yolo_backbones.deploy.int8.litert import quantize_litert_on_dataset
 
-    def convert(m: torch.nn.Module, example: torch.Tensor, folder: Path) -> Callable:
-        float_file = litert.export_litert(m, example, folder / "model.tflite")
-        int8_file = quantize_litert_on_dataset(float_file, folder / "model_int8.tflite", None, (img, img))
-        return litert.load_litert(int8_file, threads)
-
-    return _edge_latency_ms(convert, "LiteRT INT8", img, warmup, runs, model)
+    float_file = litert.export_litert(head_export_copy(model), _example(img), folder / "model_float.tflite")
+    int8_file = quantize_litert_on_dataset(float_file, folder / "model_int8.tflite", None, (img, img))
+    return litert.load_litert(int8_file, threads)
 
 
-def ncnn_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int, threads: int) -> float:
-    """Median milliseconds of ncnn (float32 storage and arithmetic, ``threads`` threads) on the detector converted
-    by pnnx (:mod:`yolo_backbones.deploy.ncnn`)."""
+def ncnn_runner(model: torch.nn.Module, img: int, threads: int, folder: Path) -> Runner:
+    """ncnn (float32 storage and arithmetic) on the detector converted by pnnx (:mod:`yolo_backbones.deploy.ncnn`)."""
     from yolo_backbones.deploy import ncnn
 
-    def convert(m: torch.nn.Module, example: torch.Tensor, folder: Path) -> Callable:
-        return ncnn.load_ncnn(ncnn.export_ncnn(m, example, folder / "model_ncnn_model"), threads)
-
-    return _edge_latency_ms(convert, "NCNN", img, warmup, runs, model)
+    return ncnn.load_ncnn(ncnn.export_ncnn(head_export_copy(model), _example(img), folder / "model_ncnn_model"),
+                          threads)
 
 
-def executorch_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int, threads: int) -> float:
-    """Median milliseconds of the ExecuTorch runtime (XNNPACK delegate, float32, a ``threads``-thread pool) on the
-    detector lowered by :mod:`yolo_backbones.deploy.executorch`."""
+def executorch_runner(model: torch.nn.Module, img: int, threads: int, folder: Path) -> Runner:
+    """The ExecuTorch runtime (XNNPACK delegate, float32) on the detector lowered by
+    :mod:`yolo_backbones.deploy.executorch`."""
     from yolo_backbones.deploy import executorch
 
-    def convert(m: torch.nn.Module, example: torch.Tensor, folder: Path) -> Callable:
-        return executorch.load_executorch(executorch.export_executorch(m, example, folder / "model.pte"), threads)
+    return executorch.load_executorch(
+        executorch.export_executorch(head_export_copy(model), _example(img), folder / "model.pte"), threads)
 
-    return _edge_latency_ms(convert, "ExecuTorch", img, warmup, runs, model)
+
+def _example(img: int) -> torch.Tensor:
+    """The static export input: one ``3 x img x img`` image."""
+    return torch.zeros(1, 3, img, img)
+
+
+def convert_for(engine: Engine, model: torch.nn.Module, img: int, threads: int, folder: Path) -> Runner:
+    """``engine``'s runner of the fused detector ``model``, its files written under ``folder`` (which must outlive
+    the runner); the conversion time goes to stderr."""
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    runner = engine.runner(model, img, threads, folder)
+    print(f"[benchmark] {engine.label} conversion {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return runner
+
+
+def random_image(img: int) -> np.ndarray:
+    """The fixed float32 ``(1, 3, img, img)`` input every exported engine is timed on."""
+    return np.random.default_rng(0).random((1, 3, img, img), dtype=np.float32)
 
 
 @dataclass(frozen=True)
 class Engine:
     """One latency column: ``key`` (Result field), ``label`` (plot/explanation), the ``flag`` of ``args`` that turns it
-    on (None: always), ``latency_ms(model, img, warmup, runs, threads)`` (None: eager, timed interleaved by the
-    caller), how the settings paragraph describes it, the CNNs of its ``curve`` and the Result field of the
-    efficiency against that curve (None: no efficiency). An ``edge`` engine (``--edge``) measures the plugin models
-    and its curve's CNNs only (each conversion takes tens of seconds)."""
+    on (None: always), ``runner(model, img, threads, folder)`` that converts a fused detector and returns a
+    :data:`Runner` (None: eager, timed by the caller), how the settings paragraph describes it, the CNNs of its
+    ``curve`` and the Result field of the efficiency against that curve (None: no efficiency). An ``edge`` engine
+    (``--edge``) measures the plugin models and its curve's CNNs only (each conversion takes tens of seconds)."""
 
     key: str
     label: str
     flag: str | None
-    latency_ms: Callable[..., float] | None
+    runner: Callable[..., Runner] | None
     described: str
     curve: tuple[str, ...] = CURVE
     efficiency_key: str | None = None
@@ -175,19 +172,19 @@ class Engine:
 
 ENGINES = (
     Engine("eager_ms", "PyTorch eager", None, None, "PyTorch eager", efficiency_key="efficiency"),
-    Engine("onnx_ms", "onnxruntime", "onnx", onnx_latency_ms, "onnxruntime CPUExecutionProvider (opset 17)"),
-    Engine("openvino_ms", "OpenVINO", "openvino", openvino_latency_ms, "OpenVINO CPU, f32 inference precision"),
-    Engine("openvino_int8_ms", "OpenVINO INT8", "int8", openvino_int8_latency_ms,
+    Engine("onnx_ms", "onnxruntime", "onnx", onnx_runner, "onnxruntime CPUExecutionProvider (opset 17)"),
+    Engine("openvino_ms", "OpenVINO", "openvino", openvino_runner, "OpenVINO CPU, f32 inference precision"),
+    Engine("openvino_int8_ms", "OpenVINO INT8", "int8", openvino_int8_runner,
            "OpenVINO INT8: NNCF post-training quantization as export.py --int8 does, calibrated on the 8 coco8 images",
            float32=False),
-    Engine("litert_ms", "LiteRT", "litert", litert_latency_ms,
+    Engine("litert_ms", "LiteRT", "litert", litert_runner,
            "LiteRT interpreter with XNNPACK, float32 (litert-torch conversion)", EDGE_CURVE, "litert_vs_cnn", True),
-    Engine("litert_int8_ms", "LiteRT INT8", "litert_int8", litert_int8_latency_ms,
+    Engine("litert_int8_ms", "LiteRT INT8", "litert_int8", litert_int8_runner,
            "LiteRT INT8: ai-edge-quantizer as --int8 / quantize=8 do, calibrated on the 8 coco8 images", EDGE_CURVE,
            None, True, float32=False),
-    Engine("ncnn_ms", "NCNN", "ncnn", ncnn_latency_ms, "ncnn, float32 storage and arithmetic (pnnx conversion)",
+    Engine("ncnn_ms", "NCNN", "ncnn", ncnn_runner, "ncnn, float32 storage and arithmetic (pnnx conversion)",
            EDGE_CURVE, "ncnn_vs_cnn", True),
-    Engine("executorch_ms", "ExecuTorch", "executorch", executorch_latency_ms,
+    Engine("executorch_ms", "ExecuTorch", "executorch", executorch_runner,
            "ExecuTorch runtime with the XNNPACK delegate, float32", EDGE_CURVE, "executorch_vs_cnn", True),
 )
 
@@ -197,10 +194,33 @@ EDGE_ENGINES = tuple(e for e in ENGINES if e.edge)
 
 def exported_engines(args: Any) -> list[Engine]:
     """The engines other than eager that ``args`` turns on."""
-    return [e for e in ENGINES if e.latency_ms is not None and getattr(args, e.flag, False)]
+    return [e for e in ENGINES if e.runner is not None and getattr(args, e.flag, False)]
 
 
 def fastest_engine(result: Result, engines: Sequence[Engine] = ENGINES) -> str | None:
     """Label of the float32 engine with the lowest latency measured for ``result`` (None if none was)."""
     timed = [(getattr(result, e.key), e.label) for e in engines if e.float32 and getattr(result, e.key)]
     return min(timed)[1] if timed else None
+
+
+def time_engine(engine: Engine, results: Sequence[Result], models: dict[str, torch.nn.Module], img: int,
+                warmup: int, runs: int, rounds: int, threads: int) -> None:
+    """Set ``engine.key`` of every result the engine measures: convert all those models first, then time them
+    interleaved over ``rounds`` rounds (:func:`~.measure.interleaved_ms`), as eager latency is.
+
+    Only one engine's converted models are held at a time. A failed conversion or first run is recorded in the
+    result's errors and leaves its latency None.
+    """
+    x = random_image(img)
+    with tempfile.TemporaryDirectory() as tmp:
+        calls: dict[str, Callable[[], Any]] = {}
+        for res in results:
+            if not engine.measures(res) or res.name not in models:
+                continue
+            runner = attempt(res, engine.key, lambda res=res: convert_for(engine, models[res.name], img, threads,
+                                                                           Path(tmp) / res.name))
+            if runner is not None and attempt(res, engine.key, lambda runner=runner: runner(x)) is not None:
+                calls[res.name] = lambda runner=runner: runner(x)
+        by_name = {res.name: res for res in results}
+        for name, ms in interleaved_ms(calls, warmup, runs, rounds).items():
+            setattr(by_name[name], engine.key, ms)

@@ -95,27 +95,33 @@ def eager_latency_ms(model: torch.nn.Module, img: int, warmup: int, runs: int) -
         return median_time_s(lambda: model(x), warmup, runs) * 1000
 
 
-def interleaved_eager_ms(models: dict[str, torch.nn.Module], img: int, warmup: int, runs: int,
-                         rounds: int) -> dict[str, float]:
-    """Median eager milliseconds per model, timed in ``rounds`` rounds that visit every model in turn.
+def interleaved_ms(calls: dict[str, Callable[[], Any]], warmup: int, runs: int, rounds: int) -> dict[str, float]:
+    """Median milliseconds of each call, timed in ``rounds`` rounds that visit every call in turn (``runs`` timed
+    calls each in all, after ``warmup`` untimed ones).
 
     The machine's speed drifts (shared CPUs, turbo, other jobs); interleaving spreads the drift over all
-    models instead of charging it to whichever ran during a slow phase.
+    models instead of charging it to whichever ran during a slow phase. ``rounds`` <= 1 times one model at a time.
     """
-    x = torch.rand(1, 3, img, img)
-    samples: dict[str, list[float]] = {name: [] for name in models}
+    samples: dict[str, list[float]] = {name: [] for name in calls}
     per_round = max(1, runs // max(1, rounds))
-    with torch.no_grad():
-        for model in models.values():
-            for _ in range(warmup):
-                model(x)
-        for _ in range(max(1, rounds)):
-            for name, model in models.items():
-                for _ in range(per_round):
-                    t0 = time.perf_counter()
-                    model(x)
-                    samples[name].append(time.perf_counter() - t0)
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    for _ in range(max(1, rounds)):
+        for name, call in calls.items():
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                call()
+                samples[name].append(time.perf_counter() - t0)
     return {name: statistics.median(t) * 1000 for name, t in samples.items()}
+
+
+def interleaved_eager_ms(models: dict[str, torch.nn.Module], img: int, warmup: int, runs: int,
+                         rounds: int) -> dict[str, float]:
+    """:func:`interleaved_ms` of batch-1 eager forwards of every model on one random ``img`` x ``img`` image."""
+    x = torch.rand(1, 3, img, img)
+    with torch.no_grad():
+        return interleaved_ms({name: (lambda m=model: m(x)) for name, model in models.items()}, warmup, runs, rounds)
 
 
 def train_images_per_s(cfg_path: Path, batch: int, img: int, steps: int) -> float:

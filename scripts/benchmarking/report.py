@@ -82,7 +82,9 @@ def edge_table(results: list[Result], args: argparse.Namespace) -> list[str]:
     int8 = (" LiteRT INT8 has no efficiency column: it is another accuracy (docs/int8.md), timed beside the float "
             "figures." if any(not e.float32 for e in engines) else "")
     lines += ["", f"Edge engines, float32, batch 1 at {args.img}x{args.img}, median of {args.runs} runs after "
-              f"{args.warmup} warm-up, {args.threads} thread(s): {'; '.join(e.described for e in engines)}. Each model "
+              f"{args.warmup} warm-up, {args.threads} thread(s), each engine's models timed interleaved over "
+              f"{max(1, args.rounds)} round(s) after all were converted: {'; '.join(e.described for e in engines)}. "
+              f"Each model "
               f"is converted as the hosts' exports do (yolo_backbones.deploy). 'vs CNN' = GFLOP/s on the engine over "
               f"that of {curve} converted and run on the same engine in this run, interpolated in log GFLOPs at the "
               f"model's GFLOPs (target as for eager: {args.target:.2f}, {args.target_small:.2f} below the smallest of "
@@ -115,7 +117,8 @@ def settings_text(args: argparse.Namespace) -> str:
               f"'ckpt' with the backbone's activation checkpointing." if args.train_memory else "")
     return (f"Ratios in parentheses are to {REFERENCE} measured in the same run. Latency: {args.img}x{args.img}, "
             f"batch 1, FP32, fused eval model, median of {args.runs} runs after {args.warmup} warm-up, "
-            f"{args.threads} thread(s); {engines}. GFLOPs from torch.utils.flop_counter (CPU "
+            f"{args.threads} thread(s), each engine's models timed interleaved over {max(1, args.rounds)} round(s); "
+            f"{engines}. GFLOPs from torch.utils.flop_counter (CPU "
             f"fused attention included); GFLOP/s = GFLOPs / eager latency; 'vs CNN curve' = GFLOP/s over that "
             f"of {'/'.join(CURVE)} interpolated in log GFLOPs at the model's GFLOPs; {train}.{memory} "
             f"CPU: {cpu_name()}; torch {torch.__version__}.")

@@ -2,8 +2,9 @@
 
 * export: :func:`export_executorch` captures the model with ``torch.export`` at the example's shape (static),
   lowers every supported operator to XNNPACK (``XnnpackPartitioner``) after spelling LayerNorm, attention,
-  splits and 1x1 pooling with operators XNNPACK takes (:mod:`.xnnpack_graph`) and writes the ``.pte`` program, beside
-  ``<stem>.yaml`` when given metadata. Operators XNNPACK does not take run on ExecuTorch's portable CPU kernels.
+  splits, 1x1 pooling and cell-wise transposed convolutions with operators XNNPACK takes (:mod:`.xnnpack_graph`)
+  and writes the ``.pte`` program, beside ``<stem>.yaml`` when given metadata. Operators XNNPACK does not take run
+  on ExecuTorch's portable CPU kernels.
 * inference: :class:`ExecuTorchRunner` loads the program with ``executorch.runtime``; precision float32
   (XNNPACK's fp32 kernels; nothing is quantised or cast).
 """
@@ -19,7 +20,7 @@ from torch import nn
 from .graph import export_ready
 from .metadata import read_yaml_metadata, write_yaml_metadata
 from .requirements import import_edge
-from .xnnpack_graph import DECOMPOSITIONS, pool_1x1_as_average
+from .xnnpack_graph import DECOMPOSITIONS, pool_1x1_as_average, xnnpack_friendly
 
 __all__ = ["PRECISION", "export_executorch", "ExecuTorchRunner", "load_executorch", "portable_operators"]
 
@@ -42,7 +43,7 @@ def export_executorch(model: nn.Module, example: torch.Tensor, file: str | Path,
 
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
-    with export_ready(model, example) as ready:
+    with export_ready(model, example) as ready, xnnpack_friendly(ready):
         program = torch.export.export(ready, (example,), strict=False)
     program = pool_1x1_as_average(program.run_decompositions(DECOMPOSITIONS))  # ops XNNPACK takes, same outputs
     lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])

@@ -1,8 +1,9 @@
 """LiteRT (TFLite) export with litert-torch and inference with the LiteRT interpreter (XNNPACK), host-free.
 
 * export: :func:`export_litert` captures the model with ``torch.export`` at the example's shape (static) and
-  converts it with ``litert_torch.convert``; the ``.tflite`` keeps the model's NCHW input and its float32
-  weights. Metadata (``stride``, ``names``) is appended as a zip entry, where YOLOv5 and ultralytics look for it.
+  converts it with ``litert_torch.convert`` (XNNPACK rewrites: :func:`.xnnpack_graph.xnnpack_friendly`); the
+  ``.tflite`` keeps the model's NCHW input and its float32 weights. Metadata (``stride``, ``names``) is appended as a
+  zip entry, where YOLOv5 and ultralytics look for it.
 * inference: :class:`LiteRTRunner` runs the file with ``ai_edge_litert``'s interpreter, whose default delegate
   for float models is XNNPACK. Precision: float32 (XNNPACK computes in fp16 only when a model or flag asks for
   it, on ARM; neither is set here).
@@ -19,6 +20,7 @@ from torch import nn
 from .graph import export_ready
 from .metadata import append_zip_metadata, read_zip_metadata
 from .requirements import import_edge
+from .xnnpack_graph import xnnpack_friendly
 
 __all__ = ["PRECISION", "export_litert", "LiteRTRunner", "load_litert"]
 
@@ -42,7 +44,7 @@ def export_litert(model: nn.Module, example: torch.Tensor, file: str | Path, met
     _register_square_as_product(litert_torch)
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
-    with export_ready(model, example) as ready:
+    with export_ready(model, example) as ready, xnnpack_friendly(ready):
         converted = litert_torch.convert(ready, (example,))
     converted.export(str(file))
     if metadata:
