@@ -139,8 +139,8 @@ def test_litert_graph_is_small_and_fully_delegated(tmp_path):
     assert max(check_parity(model, litert.load_litert(file), x)) < 1e-5
     interpreter = Interpreter(model_path=str(file), num_threads=1)
     ops = collections.Counter(o["op_name"] for o in interpreter._get_ops_details())
-    # the reference capture: 1035 operators, 283 RESHAPE + 116 TRANSPOSE; this one about 660, 70 + 46
-    assert sum(ops.values()) < 750 and ops["RESHAPE"] + ops["TRANSPOSE"] < 150, ops
+    # the reference capture of this backbone: 1177 operators, 310 RESHAPE + 113 TRANSPOSE; this one 776, 111 + 48
+    assert sum(ops.values()) < 850 and ops["RESHAPE"] + ops["TRANSPOSE"] < 200, ops
     interpreter.allocate_tensors()  # applies XNNPACK: one partition means every operator was delegated
     delegates = [o for o in interpreter._get_ops_details() if o["op_name"] == "DELEGATE"]
     assert len(delegates) == 1
@@ -158,7 +158,7 @@ def test_executorch_program_runs_the_bridges_on_xnnpack(tmp_path):
     file = et.export_executorch(model, x, tmp_path / "m.pte")
     assert max(check_parity(model, et.load_executorch(file), x)) < 1e-5
     portable = et.portable_operators(file)
-    # the reference capture leaves 8 layout copies and 24 attention softmaxes on the portable kernels; the head
-    # repeats, head sums and token softmaxes of the export formulations must all be delegated
+    # the reference capture leaves 53 layout copies on the portable kernels (48 dim-order conversions); the head
+    # repeats, head sums and softmaxes of the export formulations must all be delegated (left: the token repeat)
     assert not any(k in op for op in portable for k in ("cat", "sum", "softmax", "bmm", "linear", "mm")), portable
     assert sum(portable.values()) <= 2, portable
