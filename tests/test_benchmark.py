@@ -393,3 +393,29 @@ def test_edge_run_converts_and_times_ncnn(tmp_path) -> None:
     rows = {r[0]: r for r in table_rows(section)[1:]}
     assert set(rows) == {"yolov5n-half", "yolov5n", "yolov5s", "yolo11n", "yolo11s", MODEL}
     assert re.fullmatch(r"[0-9.]+", rows[MODEL][2]) and rows[MODEL][-2] in {"ok", "below: NCNN"}
+
+
+@pytest.mark.slow
+def test_openvino_int8_is_calibrated_in_a_child_process(tmp_path, monkeypatch) -> None:
+    """The benchmark's OpenVINO INT8 runner quantizes in a child (NNCF never loads in the timing process), and its
+    INT8 model keeps the FP32 one's outputs; a child that fails is one error with the child's message."""
+    pytest.importorskip("nncf")
+    load_script()  # puts scripts/ on sys.path
+    from benchmarking import engines
+    from benchmarking.models import baseline_yaml, build_detector
+
+    had_nncf = "nncf" in sys.modules
+    model = build_detector(baseline_yaml("yolov5n.yaml"))
+    x = engines.random_image(64)
+    for folder in ("fp32", "int8", "bad"):
+        (tmp_path / folder).mkdir()
+    fp32 = engines.openvino_runner(model, 64, 1, tmp_path / "fp32")(x)[0]
+    int8 = engines.openvino_int8_runner(model, 64, 1, tmp_path / "int8")(x)[0]
+    assert (tmp_path / "int8" / "ov_int8" / "model.xml").is_file()
+    assert had_nncf or "nncf" not in sys.modules
+    assert int8.shape == fp32.shape
+    cosine = float((fp32 * int8).sum() / (math.sqrt(float((fp32 ** 2).sum())) * math.sqrt(float((int8 ** 2).sum()))))
+    assert cosine > 0.99
+    monkeypatch.setattr(engines, "_QUANTIZE_OPENVINO", "raise ValueError('no calibration images found')")
+    with pytest.raises(RuntimeError, match="(?s)NNCF INT8 quantization failed: .*no calibration images found"):
+        engines.openvino_int8_runner(model, 64, 1, tmp_path / "bad")
