@@ -108,9 +108,10 @@ def measure_litert(cfg: str, checkpoint: Path, host: str, args: argparse.Namespa
     evaluation = images(args.eval_data or args.data, args.eval_images)
     t0 = time.perf_counter()
     int8 = quantize_litert(fp32, fp32.with_name(f"{checkpoint.stem}_int8.tflite"),
-                           images(args.data, args.calibration_images))
+                           images(args.data, args.calibration_images),
+                           float_ops=args.litert_float_ops)
     row: dict[str, Any] = {"model": Path(cfg).stem, "host": host, "engine": "litert",
-                           "quantize_s": time.perf_counter() - t0}
+                           "float_ops": args.litert_float_ops, "quantize_s": time.perf_counter() - t0}
 
     def run(file: Path) -> list[np.ndarray]:
         runner = load_litert(file, args.threads)
@@ -193,6 +194,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fit-images", type=int, default=None, help="fit on the first N images of --data only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch (fitting) and OpenVINO threads")
+    parser.add_argument("--litert-float-ops", nargs="*", default=[], metavar="OP",
+                        help="with --engine litert: TFLite operators also left in float (experiments)")
     parser.add_argument("--no-keep", action="store_true", help="quantize every layer (no KEEP_FP32 rules)")
     parser.add_argument("--keep", nargs="*", default=[], metavar="REGEX",
                         help="also keep layers whose module path matches in floating point (experiments); "

@@ -137,6 +137,12 @@ def test_litert_int8_quantizer_keeps_outputs_and_float_io(tmp_path):
     assert quantized.dtype == np.float32
     assert acc.cosine(reference, quantized) > 0.999 and acc.sqnr_db(reference, quantized) > 30
     assert (tmp_path / "int8.tflite").stat().st_size < 0.6 * (tmp_path / "float.tflite").stat().st_size
+    # float_ops: every CONV_2D left in float keeps the float file's weights (and its size)
+    quantize_litert(tmp_path / "float.tflite", tmp_path / "conv_float.tflite", images, float_ops=["CONV_2D"])
+    assert (tmp_path / "conv_float.tflite").stat().st_size > 0.9 * (tmp_path / "float.tflite").stat().st_size
+    assert acc.sqnr_db(reference, run(tmp_path / "conv_float.tflite")) > 30
+    with pytest.raises(ValueError, match="unknown TFLite operator.*'ATTENTION'.*known: ADD"):
+        quantize_litert(tmp_path / "float.tflite", tmp_path / "x.tflite", images, float_ops=["ATTENTION"])
 
 
 def test_module_paths_of_both_converters_and_keep_rules():

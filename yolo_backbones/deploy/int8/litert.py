@@ -11,7 +11,7 @@ docs/int8.md).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ def _import_quantizer() -> Any:
 
 
 def quantize_litert(float_model: str | Path, int8_model: str | Path, calibration: Iterable[np.ndarray],
-                    signature: str = "serving_default") -> Path:
+                    signature: str = "serving_default", float_ops: Sequence[str] = ()) -> Path:
     """Write a static INT8 copy of a float ``.tflite`` calibrated on ``calibration``; returns ``int8_model``.
 
     Args:
@@ -48,12 +48,21 @@ def quantize_litert(float_model: str | Path, int8_model: str | Path, calibration
         int8_model: path of the INT8 model to write (overwritten).
         calibration: float32 arrays shaped like the model's input (e.g. NHWC for YOLOv5's TFLite layout).
         signature: the model's signature whose input is fed.
+        float_ops: TFLite operator names (``"BATCH_MATMUL"``...) left in float everywhere (experiments, see
+            docs/int8.md).
     """
     qtyping, quantizer, recipe = _import_quantizer()
+    unknown = [op for op in float_ops if not hasattr(qtyping.TFLOperationName, op)]
+    if unknown:
+        known = sorted(name for name in vars(qtyping.TFLOperationName) if name.isupper())
+        raise ValueError(f"unknown TFLite operator(s) {unknown} in float_ops; known: {', '.join(known)}")
     qt = quantizer.Quantizer(str(float_model))
     qt.load_quantization_recipe(recipe.static_wi8_ai8())
     for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):  # float32 in and out
         qt.update_quantization_recipe(regex=".*", operation_name=op, algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
+    for op in float_ops:
+        qt.update_quantization_recipe(regex=".*", operation_name=getattr(qtyping.TFLOperationName, op),
+                                      algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
     qt.update_quantization_recipe(regex=HEAD_TENSORS, operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
                                   algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
     input_name = _input_name(float_model, signature)
