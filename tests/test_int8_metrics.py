@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from yolo_backbones.deploy.int8 import accuracy as acc
 from yolo_backbones.deploy.int8.calibration import calibration_batches, dataset_images, image_labels, letterbox
@@ -116,7 +117,6 @@ def test_litert_int8_quantizer_keeps_outputs_and_float_io(tmp_path):
     pytest.importorskip("litert_torch")
     pytest.importorskip("ai_edge_quantizer")
     import litert_torch
-    import torch
     from ai_edge_litert.interpreter import Interpreter
 
     from yolo_backbones.deploy.int8.litert import quantize_litert
@@ -143,6 +143,57 @@ def test_litert_int8_quantizer_keeps_outputs_and_float_io(tmp_path):
     assert acc.sqnr_db(reference, run(tmp_path / "conv_float.tflite")) > 30
     with pytest.raises(ValueError, match="unknown TFLite operator.*'ATTENTION'.*known: ADD"):
         quantize_litert(tmp_path / "float.tflite", tmp_path / "x.tflite", images, float_ops=["ATTENTION"])
+
+
+class _DeadGate(torch.nn.Module):
+    """A conv map scaled by a gate from an MLP whose hidden ReLU never fires (as a Mobile-Former hyper-function's
+    can on a few calibration images): its int8 ranges are empty."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, 2, 1)
+        self.hidden, self.out = torch.nn.Linear(8, 16), torch.nn.Linear(16, 8)
+        with torch.no_grad():
+            self.hidden.bias.fill_(-100.0)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y * self.out(torch.relu(self.hidden(y.mean((2, 3)))))[:, :, None, None]
+
+
+@pytest.mark.slow
+def test_litert_int8_leaves_operators_xnnpack_cannot_run_in_float(tmp_path, monkeypatch):
+    """An empty calibrated range makes a layer's requantization scale one XNNPACK refuses, and the interpreter then
+    refuses the whole file; quantize_litert finds such layers and leaves them in float."""
+    pytest.importorskip("litert_torch")
+    pytest.importorskip("ai_edge_quantizer")
+    import litert_torch
+    from ai_edge_litert.interpreter import Interpreter
+
+    import yolo_backbones.deploy.int8.litert as litert_int8
+    from yolo_backbones.deploy.int8.xnnpack_limits import xnnpack_unfit_outputs
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    images = [rng.random((1, 3, 32, 32), dtype=np.float32) for _ in range(8)]
+    model = _DeadGate().eval()
+    litert_torch.convert(model, (torch.from_numpy(images[0]),)).export(str(tmp_path / "float.tflite"))
+
+    monkeypatch.setattr(litert_int8, "_MAX_REQUANTIZATIONS", 1)  # the plain quantization only
+    with pytest.raises(RuntimeError, match="XNNPACK cannot run 2 quantized operator"):
+        litert_int8.quantize_litert(tmp_path / "float.tflite", tmp_path / "plain.tflite", images)
+    assert len(xnnpack_unfit_outputs(tmp_path / "plain.tflite")) == 2
+    with pytest.raises(RuntimeError, match="XNNPACK"):
+        Interpreter(model_path=str(tmp_path / "plain.tflite")).allocate_tensors()
+
+    monkeypatch.undo()
+    litert_int8.quantize_litert(tmp_path / "float.tflite", tmp_path / "int8.tflite", images)
+    assert xnnpack_unfit_outputs(tmp_path / "int8.tflite") == []
+    runner = Interpreter(model_path=str(tmp_path / "int8.tflite")).get_signature_runner("serving_default")
+    quantized = np.concatenate([next(iter(runner(args_0=x).values())) for x in images])
+    with torch.no_grad():
+        reference = np.concatenate([model(torch.from_numpy(x)).numpy() for x in images])
+    assert acc.cosine(reference, quantized) > 0.99
 
 
 def test_module_paths_of_both_converters_and_keep_rules():

@@ -11,11 +11,14 @@ docs/int8.md).
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .xnnpack_limits import xnnpack_unfit_outputs
 
 __all__ = ["HEAD_TENSORS", "LiteRTQuantizerUnavailableError", "quantize_litert", "quantize_litert_on_dataset"]
 
@@ -24,6 +27,8 @@ __all__ = ["HEAD_TENSORS", "LiteRTQuantizerUnavailableError", "quantize_litert",
 # ultralytics heads (".../Detect_18/ultralytics.nn.modules.block.DFL_dfl;1", its fixed 1x1 conv included) and of the
 # wrappers around the model: YOLOv5's TFLite layout, ultralytics' coordinate normalisation ("..._NormalizeCoords;1").
 HEAD_TENSORS = r".*(\.Detect_\d+(/[^;]*\.DFL_dfl[^;]*)?;|TFLiteLayout_model;|_NormalizeCoords;).*"
+
+_MAX_REQUANTIZATIONS = 4  # quantize, then leave XNNPACK-unfit operators in float up to 3 times
 
 
 class LiteRTQuantizerUnavailableError(ImportError):
@@ -72,8 +77,20 @@ def quantize_litert(float_model: str | Path, int8_model: str | Path, calibration
     result = qt.calibrate({signature: samples})
     int8_model = Path(int8_model)
     int8_model.parent.mkdir(parents=True, exist_ok=True)
-    qt.quantize(calibration_result=result).export_model(str(int8_model), overwrite=True)
-    return int8_model
+    kept: list[str] = []
+    for _ in range(_MAX_REQUANTIZATIONS):
+        qt.quantize(calibration_result=result).export_model(str(int8_model), overwrite=True)
+        unfit = xnnpack_unfit_outputs(int8_model)
+        if not unfit:
+            return int8_model
+        # An operator left in float hands its float output to the next one, so each round can reveal its reader.
+        kept += unfit
+        # the quantizer matches an operator's scope: its output-tensor names, each followed by ";"
+        qt.update_quantization_recipe(regex="^(" + "|".join(re.escape(name) for name in kept) + ");",
+                                      operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                      algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
+    raise RuntimeError(f"{int8_model}: XNNPACK cannot run {len(unfit)} quantized operator(s) after "
+                       f"{_MAX_REQUANTIZATIONS} rounds of leaving such operators in float (first: {unfit[0]})")
 
 
 def _input_name(model: str | Path, signature: str) -> str:
