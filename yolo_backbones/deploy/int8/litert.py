@@ -7,7 +7,7 @@ the boundary), as LiteRT delegates and the hosts' loaders expect. The Detect hea
 sigmoids, concatenation; tensors named after the Detect module by litert-torch) and the hosts' wrappers (YOLOv5's
 TFLite layout, ultralytics' coordinate normalisation) stay float, as in the OpenVINO route: quantized, the
 decoding's shared int8 ranges zeroed every score of yolov5_edgevit (score cosine 0.0 -> 0.979 with them in float;
-docs/int8.md).
+docs/int8.md). Operators XNNPACK cannot run in int8 (:mod:`.xnnpack_limits`) are left in float too.
 """
 from __future__ import annotations
 
