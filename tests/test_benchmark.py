@@ -404,6 +404,8 @@ def test_openvino_int8_is_calibrated_in_a_child_process(tmp_path, monkeypatch) -
     from benchmarking import engines
     from benchmarking.models import baseline_yaml, build_detector
 
+    from yolo_backbones.deploy.int8.accuracy import cosine
+
     had_nncf = "nncf" in sys.modules
     model = build_detector(baseline_yaml("yolov5n.yaml"))
     x = engines.random_image(64)
@@ -414,8 +416,7 @@ def test_openvino_int8_is_calibrated_in_a_child_process(tmp_path, monkeypatch) -
     assert (tmp_path / "int8" / "ov_int8" / "model.xml").is_file()
     assert had_nncf or "nncf" not in sys.modules
     assert int8.shape == fp32.shape
-    cosine = float((fp32 * int8).sum() / (math.sqrt(float((fp32 ** 2).sum())) * math.sqrt(float((int8 ** 2).sum()))))
-    assert cosine > 0.99
+    assert cosine(fp32, int8) > 0.99
     monkeypatch.setattr(engines, "_QUANTIZE_OPENVINO", "raise ValueError('no calibration images found')")
     with pytest.raises(RuntimeError, match="(?s)NNCF INT8 quantization failed: .*no calibration images found"):
         engines.openvino_int8_runner(model, 64, 1, tmp_path / "bad")

@@ -28,6 +28,7 @@ def xnnpack_unfit_outputs(model: str | Path) -> list[str]:
     builtin = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
     codes = [builtin.get(max(flat.OperatorCodes(i).BuiltinCode(), flat.OperatorCodes(i).DeprecatedBuiltinCode()))
              for i in range(flat.OperatorCodesLength())]
+    low, high = REQUANTIZATION_RANGE
     unfit = []
     for g in range(flat.SubgraphsLength()):
         graph = flat.Subgraphs(g)
@@ -39,7 +40,6 @@ def xnnpack_unfit_outputs(model: str | Path) -> list[str]:
             if x is None or w is None or y is None:
                 continue  # a float operator
             ratio = x[0] * w / y[0]
-            low, high = REQUANTIZATION_RANGE
             if not (np.isfinite(ratio).all() and ratio.min() >= low and ratio.max() < high):
                 unfit.append(graph.Tensors(op.Outputs(0)).Name().decode())
     return unfit
