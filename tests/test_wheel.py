@@ -33,6 +33,9 @@ def test_wheel_ships_the_yamls_the_embedded_data_and_the_hook(wheel: Path) -> No
     assert "yolo_backbones/_resources/data/coco8.yaml" in names
     images = [n for n in names if n.startswith("yolo_backbones/_resources/data/coco8/images/")]
     assert len(images) == len(list((ROOT / "data" / "coco8" / "images").rglob("*.jpg")))
+    # every module of the package, sub-packages included (a folder without __init__.py was left out once)
+    for module in (ROOT / "yolo_backbones").rglob("*.py"):
+        assert module.relative_to(ROOT).as_posix() in names
 
 
 def test_installed_wheel_trains_from_bare_names_outside_the_checkout(wheel: Path, tmp_path: Path) -> None:
