@@ -98,6 +98,51 @@ def test_block_formulations_equal_the_reference(cls, args):
     assert relative_error(y, y_ref) < 2e-6
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_lite_block_formulation_equals_the_reference(stride):
+    from yolo_backbones.core.inference.fuse import fuse_backbone
+    from yolo_backbones.core.mobileformer.model import LiteBlock
+
+    torch.manual_seed(2)
+    ref = _randomise(LiteBlock(16, 16, stride, 3).eval(), 2)
+    block = copy.deepcopy(ref)
+    with torch.no_grad():
+        fuse_backbone(block)
+        fused.prepare_export(block, 3)
+        x = torch.randn(2, 16, 9, 11)
+        (y, _), (y_ref, _) = fused.lite_block_export(block, x, None), ref(x, None)
+    assert hasattr(block.conv[0], "export_copy2_weight") and relative_error(y, y_ref) < 2e-6
+
+
+def _conv_nodes(program: torch.export.ExportedProgram) -> list[torch.fx.Node]:
+    return [n for n in program.graph.nodes if n.op == "call_function" and "convolution" in str(n.target)]
+
+
+def _multipliers(program: torch.export.ExportedProgram) -> list[int]:
+    """Channel multiplier of every depth-wise conv (groups > 1) of a captured graph."""
+    out = []
+    for n in _conv_nodes(program):
+        out_channels, in_per_group = n.args[1].meta["val"].shape[:2]
+        if n.args[8] > 1:
+            assert in_per_group == 1, n
+            out.append(out_channels // n.args[8])
+    return out
+
+
+def test_capture_splits_channel_multipliers_into_plain_depthwise_convs():
+    """XNNPACK runs a depth-wise conv with a channel multiplier as a grouped convolution (2-3x slower than the
+    plain depth-wise convs of the export formulation); up to 4 copies (one XNNPACK concatenation) are split."""
+    model, x = backbone().fuse(), torch.rand(1, 3, 64, 64)
+    reference = _strip_export_constants(copy.deepcopy(model))
+    with torch.no_grad():
+        new = _multipliers(torch.export.export(model, (x,)).run_decompositions())
+        old = _multipliers(torch.export.export(reference, (x,)).run_decompositions())
+    # 52M: the lite block (x3) and every DnaBlock3's second conv (x4) are split, DnaBlock3's first (x6) is not
+    assert sorted(m for m in old if m > 1) == [3, 4, 4, 4, 6, 6, 6], old
+    assert sorted(m for m in new if m > 1) == [6, 6, 6], new
+    assert new.count(1) == old.count(1) + 3 + 3 * 4
+
+
 def test_fused_state_dict_holds_no_export_constants():
     """The export constants are derived (non-persistent): fused checkpoints keep their keys."""
     model = backbone().fuse()

@@ -29,7 +29,8 @@ from .dynamic_relu import slopes
 
 __all__ = ["FrozenLinear", "FusedSlopes", "dynamic_relu_conv", "local_to_global", "global_block", "global_to_local",
            "lite_block", "dna_block", "dna_block3", "prepare_local_to_global", "prepare_global_to_local",
-           "prepare_lite_block", "prepare_slopes", "prepare_export", "export_ready_block"]
+           "prepare_lite_block", "prepare_slopes", "prepare_export", "export_ready_block",
+           "lite_block_export"]
 
 # Mobile->Former heads up to this width use two matmuls over the pixels instead of the attention kernel.
 _NARROW_HEAD = 12
@@ -376,6 +377,8 @@ def lite_block(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> tuple
 # * pixels as ``(B, H * W, C)`` from the channels-last view of the map, which the converters' NHWC layout makes
 #   a plain reshape (the reference's ``(B, heads, HW, C / heads)`` needed two transposes of the whole map);
 # * every dynamic-ReLU slope of a block from the block's :class:`FusedSlopes` (one MLP and one clamp);
+# * a depth-wise conv with a channel multiplier (lite block, DnaBlock3) as one plain depth-wise conv per copy,
+#   concatenated copy-major, with the slopes and the next 1x1 conv's weights in that channel order;
 # * the Mobile->Former gate ``2 * hard_sigmoid(z)`` as ``relu6(z + 3)`` with the ``1 / 3`` in the projection;
 # * LayerNorm as a centring matrix product (``x - mean(x)`` is linear in ``x``) and a variance product, which
 #   lower to two ``FULLY_CONNECTED`` operators instead of means, reshapes and broadcast arithmetic.
@@ -444,9 +447,9 @@ def _pixels(x: torch.Tensor) -> torch.Tensor:
 
 
 def prepare_export(model: nn.Module, num_tokens: int) -> None:
-    """Fuse-time: the constants of the export formulations for every bridge, Former and LayerNorm of ``model``
-    (a Mobile-Former with ``num_tokens`` global tokens), as non-persistent buffers."""
-    from .model import Global2Local, GlobalBlock, Local2Global  # circular import at module level
+    """Fuse-time: the constants of the export formulations for every bridge, Former, LayerNorm and channel
+    multiplier of ``model`` (a Mobile-Former with ``num_tokens`` global tokens), as non-persistent buffers."""
+    from .model import DnaBlock3, Global2Local, GlobalBlock, LiteBlock, Local2Global  # circular import
 
     with torch.no_grad():
         for m in model.modules():
@@ -458,6 +461,67 @@ def prepare_export(model: nn.Module, num_tokens: int) -> None:
                 _prepare_global_to_local_export(m, num_tokens)
             elif isinstance(m, GlobalBlock):
                 _prepare_global_block_export(m, num_tokens)
+            elif isinstance(m, DnaBlock3):
+                _prepare_dna_block3_export(m)
+            elif isinstance(m, LiteBlock):
+                _prepare_lite_block_export(m)
+
+
+def _copy_major(channels: int, mult: int) -> torch.Tensor:
+    """Channel ``c * mult + j`` of a depth-wise conv with multiplier ``mult`` at position ``j * channels + c``:
+    ``order[new] = old``."""
+    return torch.arange(channels * mult).view(channels, mult).T.reshape(-1)
+
+
+# LiteRT's XNNPACK delegate takes a concatenation of at most 4 inputs (a larger one runs outside it and cuts
+# the graph; litert-torch merges nested concatenations back into one)
+_MAX_COPIES = 4
+
+
+def _prepare_copies(dw: nn.Conv2d, pw: nn.Conv2d) -> torch.Tensor | None:
+    """For a depth-wise conv with a channel multiplier whose output a dense 1x1 conv reads through per-channel
+    operations (BNs folded): each copy's plain depth-wise weights (``dw.export_copy{j}_weight`` / ``_bias``) and
+    the 1x1 weights in copy-major input order (``pw.export_copy_major_weight``). Returns the order, or None
+    where it does not apply (no multiplier or more than :data:`_MAX_COPIES` copies, grouped 1x1)."""
+    mult = dw.out_channels // dw.in_channels
+    if not (1 < mult <= _MAX_COPIES and dw.groups == dw.in_channels and dw.bias is not None and pw.bias is not None
+            and pw.groups == 1 and pw.kernel_size == (1, 1)):
+        return None
+    for j in range(mult):
+        _register_export(dw, f"export_copy{j}_weight", dw.weight[j::mult])
+        _register_export(dw, f"export_copy{j}_bias", dw.bias[j::mult])
+    order = _copy_major(dw.in_channels, mult)
+    _register_export(pw, "export_copy_major_weight", pw.weight[:, order.to(pw.weight.device)])
+    return order
+
+
+def _only_convs(*seqs: nn.Sequential) -> bool:
+    """Whether every entry after the first of each ``Sequential`` is an ``Identity`` (BN folded, no shuffle)."""
+    return all(isinstance(m, nn.Identity) for seq in seqs for m in list(seq)[1:])
+
+
+def _prepare_lite_block_export(block: nn.Module) -> None:
+    """The lite block's depth-wise conv as copies (:func:`_prepare_copies`), without channel shuffle."""
+    if all(isinstance(block.conv[i], nn.Identity) for i in (1, 3, 5)):
+        _prepare_copies(block.conv[0], block.conv[4])
+
+
+def _prepare_dna_block3_export(block: nn.Module) -> None:
+    """Both depth-wise convs of a :class:`~.model.DnaBlock3` as copies (:func:`_prepare_copies`), and the
+    block's :class:`FusedSlopes` rows in the same copy-major order (``export_w2`` / ``_b2`` / ``_lo`` / ``_hi``)."""
+    fused = block.fused_slopes
+    if fused is None:
+        return
+    orders = [_prepare_copies(dw[0], pw[0]) if _only_convs(dw, pw) else None
+              for dw, pw in ((block.conv1, block.conv2), (block.conv3, block.conv4))]
+    n, start, rows = sum(fused.sizes), 0, []
+    for size, order in zip(fused.sizes, orders):
+        rows.append(start + (torch.arange(size) if order is None else order))
+        start += size
+    rows = torch.cat(rows)
+    rows = torch.cat([rows, rows + n]).to(fused.w2.device)  # the a1 rows, then the a2 rows
+    for name in ("w2", "b2", "lo", "hi"):
+        _register_export(fused, f"export_{name}", getattr(fused, name)[rows])
 
 
 def _prepare_local_to_global_export(block: nn.Module, M: int) -> None:
@@ -549,8 +613,10 @@ def slopes_export(fused: FusedSlopes, tokens: torch.Tensor) -> list[tuple[torch.
     """Every dynamic-ReLU slope pair ``(a1, a2)`` of a block, ``(B, C_i, 1, 1)`` each, from its :class:`FusedSlopes`
     (one MLP and one clamp for the block instead of one hyper-function and its arithmetic per activation)."""
     hidden = F.relu(F.linear(tokens[:, fused.token_id], fused.w1, fused.b1))
+    # rows in the channel order of the export convs (see _prepare_dna_block3_export) where they differ
+    w2, b2, lo, hi = (getattr(fused, f"export_{n}", getattr(fused, n)) for n in ("w2", "b2", "lo", "hi"))
     # clamp to the per-row [lo, hi] as maximum / minimum: pnnx cannot convert a clamp with tensor bounds
-    s = torch.minimum(torch.maximum(F.linear(hidden, fused.w2, fused.b2), fused.lo), fused.hi)  # (B, 2N): a1 | a2
+    s = torch.minimum(torch.maximum(F.linear(hidden, w2, b2), lo), hi)  # (B, 2N): a1 | a2
     s = s[:, :, None, None]
     n = s.shape[1] // 2
     out, start = [], 0
@@ -576,6 +642,17 @@ def export_ready_block(block: nn.Module) -> bool:
         block.local_global, "export_rows_t")
 
 
+def lite_block_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:class:`~.model.LiteBlock` in its export formulation: the depth-wise conv as copies
+    (:func:`_copies`) where :func:`prepare_export` made them, else the reference math."""
+    dw, act, pw = block.conv[0], block.conv[2], block.conv[4]
+    if not hasattr(dw, "export_copy0_weight"):
+        out = block.conv(x)
+    else:
+        out = F.conv2d(act(_copies(dw, x)), pw.export_copy_major_weight, pw.bias)
+    return (out + x if block.use_shortcut else out), tokens
+
+
 def dna_block_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:class:`~.model.DnaBlock` in its export formulation."""
     tokens = global_block_export(block.global_block, local_to_global_export(block.local_global, x, tokens))
@@ -588,12 +665,34 @@ def dna_block_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) ->
     return global_to_local_export(block.global_local, out, tokens), tokens
 
 
+def _copies(dw: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``dw(x)`` with its output channels in copy-major order (see :func:`_prepare_copies`): one plain depth-wise
+    conv per copy, concatenated. XNNPACK runs a depth-wise conv with a channel multiplier as a grouped
+    convolution, 2-3x slower than plain depth-wise convs of the same work."""
+    copies = [F.conv2d(x, getattr(dw, f"export_copy{j}_weight"), getattr(dw, f"export_copy{j}_bias"), dw.stride,
+                       dw.padding, dw.dilation, dw.in_channels) for j in range(dw.out_channels // dw.in_channels)]
+    return torch.cat(copies, dim=1)
+
+
+def _depthwise_copies(dw_seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``dw_seq(x)``, as :func:`_copies` where :func:`_prepare_copies` applied."""
+    return _copies(dw_seq[0], x) if hasattr(dw_seq[0], "export_copy0_weight") else dw_seq(x)
+
+
+def _pointwise_copies(pw_seq: nn.Sequential, y: torch.Tensor) -> torch.Tensor:
+    """``pw_seq`` on a map from :func:`_depthwise_copies` (its weights in the same channel order)."""
+    pw = pw_seq[0]
+    weight = getattr(pw, "export_copy_major_weight", None)
+    return pw_seq(y) if weight is None else F.conv2d(y, weight, pw.bias)
+
+
 def dna_block3_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:class:`~.model.DnaBlock3` in its export formulation."""
+    """:class:`~.model.DnaBlock3` in its export formulation (depth-wise convs with multipliers as copies)."""
     tokens = global_block_export(block.global_block, local_to_global_export(block.local_global, x, tokens))
     (a1, a2), (b1, b2) = slopes_export(block.fused_slopes, tokens)
-    y = block.conv1(x)
-    mid = block.conv2(torch.maximum(y * a1, y * a2))
-    y = block.conv3(mid)
-    out = global_to_local_export(block.global_local, mid + block.conv4(torch.maximum(y * b1, y * b2)), tokens)
+    y = _depthwise_copies(block.conv1, x)
+    mid = _pointwise_copies(block.conv2, torch.maximum(y * a1, y * a2))
+    y = _depthwise_copies(block.conv3, mid)
+    out = _pointwise_copies(block.conv4, torch.maximum(y * b1, y * b2))
+    out = global_to_local_export(block.global_local, mid + out, tokens)
     return (out + x if block.use_shortcut else out), tokens

@@ -360,6 +360,8 @@ class LiteBlock(nn.Module):
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if fused_inference(x):
             return fused.lite_block(self, x, tokens)
+        if fused.export_capture():
+            return fused.lite_block_export(self, x, tokens)
         out = self.conv(x)
         if self.use_shortcut:
             out = out + x
