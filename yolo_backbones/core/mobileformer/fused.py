@@ -30,7 +30,7 @@ from .dynamic_relu import slopes
 __all__ = ["FrozenLinear", "FusedSlopes", "dynamic_relu_conv", "local_to_global", "global_block", "global_to_local",
            "lite_block", "dna_block", "dna_block3", "prepare_local_to_global", "prepare_global_to_local",
            "prepare_lite_block", "prepare_slopes", "prepare_export", "export_ready_block",
-           "lite_block_export"]
+           "lite_block_export", "has_copies"]
 
 # Mobile->Former heads up to this width use two matmuls over the pixels instead of the attention kernel.
 _NARROW_HEAD = 12
@@ -514,6 +514,8 @@ def _prepare_dna_block3_export(block: nn.Module) -> None:
         return
     orders = [_prepare_copies(dw[0], pw[0]) if _only_convs(dw, pw) else None
               for dw, pw in ((block.conv1, block.conv2), (block.conv3, block.conv4))]
+    if all(order is None for order in orders):
+        return  # the slope rows keep their order
     n, start, rows = sum(fused.sizes), 0, []
     for size, order in zip(fused.sizes, orders):
         rows.append(start + (torch.arange(size) if order is None else order))
@@ -643,13 +645,10 @@ def export_ready_block(block: nn.Module) -> bool:
 
 
 def lite_block_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:class:`~.model.LiteBlock` in its export formulation: the depth-wise conv as copies
-    (:func:`_copies`) where :func:`prepare_export` made them, else the reference math."""
+    """:class:`~.model.LiteBlock` in its export formulation (the depth-wise conv as copies, :func:`_copies`); only
+    for a block :func:`prepare_export` made copies for (:func:`has_copies` of ``block.conv[0]``)."""
     dw, act, pw = block.conv[0], block.conv[2], block.conv[4]
-    if not hasattr(dw, "export_copy0_weight"):
-        out = block.conv(x)
-    else:
-        out = F.conv2d(act(_copies(dw, x)), pw.export_copy_major_weight, pw.bias)
+    out = F.conv2d(act(_copies(dw, x)), pw.export_copy_major_weight, pw.bias)
     return (out + x if block.use_shortcut else out), tokens
 
 
@@ -674,9 +673,14 @@ def _copies(dw: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(copies, dim=1)
 
 
+def has_copies(dw: nn.Conv2d) -> bool:
+    """Whether :func:`prepare_export` split the depth-wise conv ``dw`` into copies (:func:`_prepare_copies`)."""
+    return hasattr(dw, "export_copy0_weight")
+
+
 def _depthwise_copies(dw_seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """``dw_seq(x)``, as :func:`_copies` where :func:`_prepare_copies` applied."""
-    return _copies(dw_seq[0], x) if hasattr(dw_seq[0], "export_copy0_weight") else dw_seq(x)
+    return _copies(dw_seq[0], x) if has_copies(dw_seq[0]) else dw_seq(x)
 
 
 def _pointwise_copies(pw_seq: nn.Sequential, y: torch.Tensor) -> torch.Tensor:

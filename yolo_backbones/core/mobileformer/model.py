@@ -360,7 +360,7 @@ class LiteBlock(nn.Module):
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if fused_inference(x):
             return fused.lite_block(self, x, tokens)
-        if fused.export_capture():
+        if fused.export_capture() and fused.has_copies(self.conv[0]):
             return fused.lite_block_export(self, x, tokens)
         out = self.conv(x)
         if self.use_shortcut:
