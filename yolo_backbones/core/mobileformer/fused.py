@@ -380,8 +380,10 @@ def lite_block(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> tuple
 # * a depth-wise conv with a channel multiplier (lite block, DnaBlock3) as one plain depth-wise conv per copy,
 #   concatenated copy-major, with the slopes and the next 1x1 conv's weights in that channel order;
 # * the Mobile->Former gate ``2 * hard_sigmoid(z)`` as ``relu6(z + 3)`` with the ``1 / 3`` in the projection;
-# * LayerNorm as a centring matrix product (``x - mean(x)`` is linear in ``x``) and a variance product, which
-#   lower to two ``FULLY_CONNECTED`` operators instead of means, reshapes and broadcast arithmetic.
+# * LayerNorm's mean and variance as products with a ``(1, d)`` row of ``1 / d``: two small ``FULLY_CONNECTED``
+#   operators instead of means and reshapes (a ``(d, d)`` centring matrix read 147 kB of weights per norm at
+#   ``d = 192``: 33 of them cost Mobile-Former-294M ~2 % on LiteRT);
+# * a Mobile->Former bridge on a large map sums its weighted pixels in 8 row blocks (:func:`_pixel_sums`).
 #
 # Every matrix product keeps its right operand untransposed (see :func:`_rows_t`), so that none becomes a
 # ``FULLY_CONNECTED`` operator with run-time weights, which LiteRT's XNNPACK delegate does not take.
@@ -402,12 +404,10 @@ def _rows_mask(heads: int, tokens: int, channels: int, scale: float = 1.0) -> to
 
 
 def _prepare_layer_norm(norm: nn.LayerNorm) -> None:
-    """``norm.export_centre``: the ``(d, d)`` centring matrix ``I - 1 / d``; ``norm.export_mean``: ``(1, d)`` rows
-    of ``1 / d`` (the variance as a matrix product; ``eps`` is its bias, ``norm.export_eps``)."""
+    """``norm.export_mean``: ``(1, d)`` rows of ``1 / d`` (the mean and the variance as matrix products; ``eps`` is
+    the variance's bias, ``norm.export_eps``)."""
     d = norm.normalized_shape[-1]
     dtype, device = norm.weight.dtype if norm.weight is not None else torch.float32, _device(norm)
-    centre = torch.eye(d, dtype=torch.float64) - 1.0 / d
-    _register_export(norm, "export_centre", centre.to(device, dtype))
     _register_export(norm, "export_mean", torch.full((1, d), 1.0 / d, dtype=dtype, device=device))
     _register_export(norm, "export_eps", torch.full((1,), norm.eps, dtype=dtype, device=device))
 
@@ -417,12 +417,12 @@ def _device(module: nn.Module) -> torch.device:
 
 
 def layer_norm_export(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    """``norm(x)`` over the last dim as ``c = x (I - 1/d)``, ``c * rsqrt(c^2 @ (1/d) + eps)`` [``* w + b``]."""
-    centre = getattr(norm, "export_centre", None)
-    if centre is None or len(norm.normalized_shape) != 1:
+    """``norm(x)`` over the last dim as ``c = x - x @ (1/d)``, ``c * rsqrt(c^2 @ (1/d) + eps)`` [``* w + b``]."""
+    mean = getattr(norm, "export_mean", None)
+    if mean is None or len(norm.normalized_shape) != 1:
         return norm(x)
-    c = F.linear(x, centre)
-    y = c * torch.rsqrt(F.linear(c * c, norm.export_mean, norm.export_eps))
+    c = x - F.linear(x, mean)
+    y = c * torch.rsqrt(F.linear(c * c, mean, norm.export_eps))
     if norm.weight is not None:
         y = y * norm.weight
     return y + norm.bias if norm.bias is not None else y
@@ -547,6 +547,23 @@ def _rows_t(x: torch.Tensor, masks_t: torch.Tensor) -> torch.Tensor:
     return (x.transpose(1, 2).view(B, C, 1, M) * masks_t).view(B, C, -1)
 
 
+# A product reducing over at least this many pixels is split into row blocks (see _pixel_sums).
+_SPLIT_MIN_PIXELS, _SPLIT_BLOCKS = 4096, 8
+
+
+def _pixel_sums(weights: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """``weights @ pixels``: ``(B, R, HW) x (B, HW, C) -> (B, R, C)``; for ``HW >= 4096`` as the sum of 8 products
+    over row blocks of the pixels, one batched product. XNNPACK splits a matrix product's work over output tiles
+    only, and the ``R x C`` output (12 x 16-24 here) is one or two tiles: on LiteRT with 2 threads the product over a
+    160x160 or 80x80 map ran 2-2.7x slower than the 8-block form, over 40x40 and smaller maps as fast."""
+    B, R, HW = weights.shape
+    k = _SPLIT_BLOCKS
+    if HW < _SPLIT_MIN_PIXELS or HW % k:
+        return torch.bmm(weights, pixels)
+    blocks = weights.view(B, R, k, HW // k).transpose(1, 2).reshape(B * k, R, HW // k)
+    return torch.bmm(blocks, pixels.reshape(B * k, HW // k, -1)).view(B, k, R, -1).sum(dim=1)
+
+
 def local_to_global_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """:class:`~.model.Local2Global` in few operators (see the section comment): the logits of every head as one
     product of the pixels with the block-diagonal queries, a softmax over the pixels, one product back; the head
@@ -555,7 +572,7 @@ def local_to_global_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tens
     pixels = _pixels(x)                                                            # (B, HW, C)
     logits = torch.bmm(pixels, _rows_t(block.q(tokens), block.export_rows_t))      # (B, HW, hM)
     weights = logits.transpose(1, 2).softmax(dim=-1)                               # (B, hM, HW)
-    out = _sum_heads(torch.bmm(weights, pixels) * block.export_mask, h)            # (B, M, C)
+    out = _sum_heads(_pixel_sums(weights, pixels) * block.export_mask, h)          # (B, M, C)
     gate = F.relu6(F.linear(tokens, block.alpha[0].weight, block.export_alpha_bias))  # 3 * (2 * hard_sigmoid)
     out = F.linear(out * gate, block.export_proj_weight, block.proj.bias)
     return layer_norm_export(block.layer_norm, tokens + out)
@@ -648,7 +665,7 @@ def lite_block_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -
     """:class:`~.model.LiteBlock` in its export formulation (the depth-wise conv as copies, :func:`_copies`); only
     for a block :func:`prepare_export` made copies for (:func:`has_copies` of ``block.conv[0]``)."""
     dw, act, pw = block.conv[0], block.conv[2], block.conv[4]
-    out = F.conv2d(act(_copies(dw, x)), pw.export_copy_major_weight, pw.bias)
+    out = F.conv2d(_copies(dw, x, act), pw.export_copy_major_weight, pw.bias)
     return (out + x if block.use_shortcut else out), tokens
 
 
@@ -664,13 +681,14 @@ def dna_block_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) ->
     return global_to_local_export(block.global_local, out, tokens), tokens
 
 
-def _copies(dw: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``dw(x)`` with its output channels in copy-major order (see :func:`_prepare_copies`): one plain depth-wise
-    conv per copy, concatenated. XNNPACK runs a depth-wise conv with a channel multiplier as a grouped
-    convolution, 2-3x slower than plain depth-wise convs of the same work."""
+def _copies(dw: nn.Conv2d, x: torch.Tensor, act: nn.Module | None = None) -> torch.Tensor:
+    """``act(dw(x))`` with its output channels in copy-major order (see :func:`_prepare_copies`): one plain depth-wise
+    conv per copy (``act`` on each, where the converters fuse it into the conv), concatenated. XNNPACK runs a
+    depth-wise conv with a channel multiplier as a grouped convolution, 2-3x slower than plain depth-wise convs of
+    the same work."""
     copies = [F.conv2d(x, getattr(dw, f"export_copy{j}_weight"), getattr(dw, f"export_copy{j}_bias"), dw.stride,
                        dw.padding, dw.dilation, dw.in_channels) for j in range(dw.out_channels // dw.in_channels)]
-    return torch.cat(copies, dim=1)
+    return torch.cat(copies if act is None else [act(c) for c in copies], dim=1)
 
 
 def has_copies(dw: nn.Conv2d) -> bool:
