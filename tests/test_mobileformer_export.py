@@ -16,8 +16,17 @@ import torch
 from torch import nn
 
 import yolo_backbones as yb
+from yolo_backbones.core.inference.context import capturing_for
 from yolo_backbones.core.mobileformer import fused
-from yolo_backbones.core.mobileformer.model import DnaBlock, DnaBlock3, Global2Local, GlobalBlock, Local2Global
+from yolo_backbones.core.mobileformer.model import (
+    ChannelShuffle,
+    DnaBlock,
+    DnaBlock3,
+    Global2Local,
+    GlobalBlock,
+    Local2Global,
+)
+from yolo_backbones.core.mobileformer.ncnn_bridges import global_to_local_ncnn, local_to_global_ncnn
 from yolo_backbones.deploy.parity import relative_error
 
 torch.set_num_threads(1)
@@ -81,8 +90,22 @@ def test_bridge_and_former_formulations_equal_the_reference(channels, tokens):
         assert relative_error(got, want) < 2e-6
 
 
+@pytest.mark.parametrize("channels, tokens", [(12, 3), (48, 6)])
+def test_ncnn_bridges_equal_the_reference(channels, tokens):
+    d = 128 if tokens == 3 else 192
+    torch.manual_seed(channels)
+    l2g, g2l = (_randomise(m, channels).eval() for m in (Local2Global(channels, d), Global2Local(channels, d)))
+    with torch.no_grad():
+        x, t = torch.randn(2, channels, 7, 9), torch.randn(2, tokens, d)
+        pairs = [(local_to_global_ncnn(l2g, x, t), l2g(x, t)), (global_to_local_ncnn(g2l, x, t), g2l(x, t))]
+    for got, want in pairs:
+        assert got.shape == want.shape
+        assert relative_error(got, want) < 2e-6
+
+
+@pytest.mark.parametrize("form", [fused.XNNPACK_CAPTURE, fused.NCNN_CAPTURE], ids=["xnnpack", "ncnn"])
 @pytest.mark.parametrize("cls, args", [(DnaBlock, (24, 24, 1, 4)), (DnaBlock3, (24, 48, 2, 6, 4))])
-def test_block_formulations_equal_the_reference(cls, args):
+def test_block_formulations_equal_the_reference(cls, args, form):
     torch.manual_seed(1)
     ref = _randomise(cls(*args, token_dim=128).eval(), 1)
     block = copy.deepcopy(ref)
@@ -93,7 +116,9 @@ def test_block_formulations_equal_the_reference(cls, args):
         fused.prepare_export(block, 3)
         x, t = torch.randn(2, args[0], 10, 12), torch.randn(2, 3, 128)
         export = fused.dna_block_export if cls is DnaBlock else fused.dna_block3_export
-        (y, tokens), (y_ref, tokens_ref) = export(block, x, t), ref(x, t)
+        (y, tokens), (y_ref, tokens_ref) = export(block, x, t, form), ref(x, t)
+    if cls is DnaBlock3:  # x6 then x4: XNNPACK splits the x4 conv only, NCNN both (slope rows of its own)
+        assert hasattr(block.fused_slopes, "export_w2") and hasattr(block.fused_slopes, "export_ncnn_w2")
     assert relative_error(tokens, tokens_ref) < 2e-6
     assert relative_error(y, y_ref) < 2e-6
 
@@ -141,6 +166,65 @@ def test_capture_splits_channel_multipliers_into_plain_depthwise_convs():
     assert sorted(m for m in old if m > 1) == [3, 4, 4, 4, 6, 6, 6], old
     assert sorted(m for m in new if m > 1) == [6, 6, 6], new
     assert new.count(1) == old.count(1) + 3 + 3 * 4
+
+
+class _ConvLog(torch.overrides.TorchFunctionMode):
+    """Records ``(out_channels // groups, groups)`` of every conv, and the size of every permuted / transposed
+    tensor whose result is not a matrix-product operand (those are a flag of the product in ncnn and pnnx folds
+    them: ``MatMul`` with ``transB``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs: list[tuple[int, int]] = []
+        self._permutes: list[tuple[torch.Tensor, int]] = []
+        self._operands: set[int] = set()
+
+    @property
+    def permuted(self) -> list[int]:
+        return [n for t, n in self._permutes if id(t) not in self._operands]
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is torch.nn.functional.conv2d:
+            groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)
+            self.convs.append((args[1].shape[0] // groups, groups))
+        elif func in (torch.Tensor.permute, torch.Tensor.transpose, torch.permute, torch.transpose):
+            self._permutes.append((out, int(args[0].numel())))  # the result is kept: its id stays unique
+        elif func in (torch.matmul, torch.Tensor.matmul, torch.bmm):
+            self._operands.update(id(a) for a in args)
+        return out
+
+
+def _ncnn_trace_log(model: nn.Module, x: torch.Tensor) -> tuple[_ConvLog, torch.Tensor]:
+    """The calls of a TorchScript trace of ``model`` inside the NCNN exporter's capture context, and its output."""
+    log = _ConvLog()
+    with torch.no_grad(), capturing_for("ncnn"), log:
+        traced = torch.jit.trace(model, x, check_trace=False, strict=False)
+    with torch.no_grad():
+        return log, traced(x)
+
+
+def test_ncnn_capture_splits_every_multiplier_and_permutes_no_map():
+    """A pnnx (NCNN) capture splits every depth-wise conv with a channel multiplier, x6 included (ncnn runs a
+    multiplier as one small convolution per group), and its bridges permute only tokens, never a map; the
+    TorchScript captures of other exporters (ONNX, Core ML) keep the reference math."""
+    model, x = backbone().fuse(), torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = model(x)
+    log, got = _ncnn_trace_log(model, x)
+    plain = _ConvLog()
+    with torch.no_grad(), plain:
+        torch.jit.trace(model, x, check_trace=False, strict=False)
+    multipliers = sorted(m for m, g in plain.convs if g > 1 and m > 1)
+    assert multipliers == [3, 4, 4, 4, 6, 6, 6], plain.convs  # the reference capture (52M)
+    assert not [m for m, g in log.convs if g > 1 and m > 1], log.convs
+    tokens = 3 * 128  # 52M: 3 tokens of width 128; what is larger is a map
+    shuffles = sum(isinstance(m, ChannelShuffle) for m in model.modules())  # one transpose each, in the convs
+    maps_ncnn, maps_plain = (sum(p > tokens for p in log_.permuted) for log_ in (log, plain))
+    assert maps_ncnn == shuffles and maps_plain >= shuffles + 2 * 8, (maps_ncnn, maps_plain, shuffles)  # 8 blocks
+    for a, b in zip(got, want):
+        assert relative_error(a, b) < 1e-5
 
 
 def test_fused_state_dict_holds_no_export_constants():

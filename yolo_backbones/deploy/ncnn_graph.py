@@ -10,6 +10,8 @@ copy, in ncnn). pnnx converts an ``nn.Linear`` module by its class without looki
 also gives the model's ``nn.Linear`` modules a subclass pnnx does not know: it then traces their ``F.linear``.
 Token MLPs (:class:`~yolo_backbones.core.layers.Mlp`) run on the rows as a whole (:class:`RowsMlp`): one reshape
 in and one out instead of a pair around each of their two ``Linear`` layers.
+Blocks with a formulation of their own for NCNN captures take it inside :func:`ncnn_friendly` (``capturing_for
+("ncnn")``: Mobile-Former, :data:`~yolo_backbones.core.mobileformer.fused.NCNN_CAPTURE`).
 Same arithmetic, same outputs (tested in tests/test_edge_export.py).
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..core.inference.context import capturing_for
 from ..core.layers.mlp import Mlp
 
 __all__ = ["NCNNFriendly", "RowsMlp", "TracedLinear", "flat_linear", "ncnn_friendly"]
@@ -70,5 +73,5 @@ def ncnn_friendly(model: nn.Module) -> Iterator[nn.Module]:
             module.__class__ = TracedLinear
         elif type(module) is Mlp:
             module.__class__ = RowsMlp
-    with NCNNFriendly():
+    with NCNNFriendly(), capturing_for("ncnn"):
         yield model

@@ -30,9 +30,10 @@ except ImportError:
     _current_dispatch_mode = None
 
 __all__ = ["fused_forward", "fused_inference", "hooked", "dispatch_mode_active", "fused_kernels_available",
-           "is_tracing"]
+           "is_tracing", "capturing_for", "capture_target"]
 
 _ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("yolo_backbones_fused_inference", default=False)
+_TARGET: contextvars.ContextVar[str | None] = contextvars.ContextVar("yolo_backbones_capture_target", default=None)
 _available: bool | None = None
 
 
@@ -45,6 +46,22 @@ def is_tracing() -> bool:
     """
     return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
             or torch.compiler.is_exporting())
+
+
+@contextlib.contextmanager
+def capturing_for(target: str) -> Iterator[None]:
+    """Context of a graph capture for the runtime ``target`` (e.g. ``"ncnn"``, set by the NCNN exporter), so that
+    blocks with a formulation for that runtime take it (:func:`capture_target`)."""
+    token = _TARGET.set(target)
+    try:
+        yield
+    finally:
+        _TARGET.reset(token)
+
+
+def capture_target() -> str | None:
+    """The runtime of the :func:`capturing_for` context around this call, or None."""
+    return _TARGET.get()
 
 
 def hooked(module: nn.Module) -> bool:

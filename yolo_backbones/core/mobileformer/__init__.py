@@ -1,5 +1,5 @@
 """Mobile-Former: the reference model (:mod:`.model`, with its dynamic ReLU in :mod:`.dynamic_relu`) and the fused
-forms of its blocks (:mod:`.fused`).
+forms of its blocks (:mod:`.fused`; the NCNN capture's bridges in :mod:`.ncnn_bridges`).
 
 Checkpoints saved when Mobile-Former was one module name its classes by this package's path
 (``yolo_backbones.core.mobileformer.MobileFormer``), newer ones by :mod:`.model`'s: every class stays importable

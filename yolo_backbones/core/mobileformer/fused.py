@@ -15,22 +15,24 @@ derive from them (called by the blocks' ``fuse_()`` and held in the attributes e
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..inference import onednn
-from ..inference.context import hooked
+from ..inference.context import capture_target, hooked
 from ..inference.fuse import conv_like
 from ..layers.layout import is_tracing, map_to_heads, tokens_to_heads
 from .dynamic_relu import slopes
+from .ncnn_bridges import global_to_local_ncnn, local_to_global_ncnn
 
 __all__ = ["FrozenLinear", "FusedSlopes", "dynamic_relu_conv", "local_to_global", "global_block", "global_to_local",
            "lite_block", "dna_block", "dna_block3", "prepare_local_to_global", "prepare_global_to_local",
-           "prepare_lite_block", "prepare_slopes", "prepare_export", "export_ready_block",
-           "lite_block_export", "has_copies"]
+           "prepare_lite_block", "prepare_slopes", "prepare_export", "Formulation", "XNNPACK_CAPTURE",
+           "NCNN_CAPTURE", "capture_formulation", "block_formulation", "lite_block_export", "has_copies"]
 
 # Mobile->Former heads up to this width use two matmuls over the pixels instead of the attention kernel.
 _NARROW_HEAD = 12
@@ -389,6 +391,7 @@ def lite_block(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> tuple
 # ``FULLY_CONNECTED`` operator with run-time weights, which LiteRT's XNNPACK delegate does not take.
 # The constants they use are non-persistent buffers made by :func:`prepare_export` at fuse time (they are not in
 # the fused ``state_dict``; a model without them, e.g. fused by an older version, exports the reference math).
+# A pnnx capture for NCNN takes part of them (:data:`NCNN_CAPTURE`: the copies and fused slopes, bridges of its own).
 def _register_export(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
     module.register_buffer(name, tensor.contiguous(), persistent=False)
 
@@ -474,7 +477,7 @@ def _copy_major(channels: int, mult: int) -> torch.Tensor:
 
 
 # LiteRT's XNNPACK delegate takes a concatenation of at most 4 inputs (a larger one runs outside it and cuts
-# the graph; litert-torch merges nested concatenations back into one)
+# the graph; litert-torch merges nested concatenations back into one), so the XNNPACK captures split at most 4.
 _MAX_COPIES = 4
 
 
@@ -482,9 +485,9 @@ def _prepare_copies(dw: nn.Conv2d, pw: nn.Conv2d) -> torch.Tensor | None:
     """For a depth-wise conv with a channel multiplier whose output a dense 1x1 conv reads through per-channel
     operations (BNs folded): each copy's plain depth-wise weights (``dw.export_copy{j}_weight`` / ``_bias``) and
     the 1x1 weights in copy-major input order (``pw.export_copy_major_weight``). Returns the order, or None
-    where it does not apply (no multiplier or more than :data:`_MAX_COPIES` copies, grouped 1x1)."""
+    where it does not apply (no multiplier, grouped 1x1)."""
     mult = dw.out_channels // dw.in_channels
-    if not (1 < mult <= _MAX_COPIES and dw.groups == dw.in_channels and dw.bias is not None and pw.bias is not None
+    if not (mult > 1 and dw.groups == dw.in_channels and dw.bias is not None and pw.bias is not None
             and pw.groups == 1 and pw.kernel_size == (1, 1)):
         return None
     for j in range(mult):
@@ -506,16 +509,11 @@ def _prepare_lite_block_export(block: nn.Module) -> None:
         _prepare_copies(block.conv[0], block.conv[4])
 
 
-def _prepare_dna_block3_export(block: nn.Module) -> None:
-    """Both depth-wise convs of a :class:`~.model.DnaBlock3` as copies (:func:`_prepare_copies`), and the
-    block's :class:`FusedSlopes` rows in the same copy-major order (``export_w2`` / ``_b2`` / ``_lo`` / ``_hi``)."""
-    fused = block.fused_slopes
-    if fused is None:
-        return
-    orders = [_prepare_copies(dw[0], pw[0]) if _only_convs(dw, pw) else None
-              for dw, pw in ((block.conv1, block.conv2), (block.conv3, block.conv4))]
+def _register_slope_rows(fused: FusedSlopes, prefix: str, orders: Sequence[torch.Tensor | None]) -> None:
+    """``fused``'s rows with each function's channels in ``orders`` (None: unchanged) as ``<prefix>w2`` /
+    ``b2`` / ``lo`` / ``hi``; nothing when every order is None."""
     if all(order is None for order in orders):
-        return  # the slope rows keep their order
+        return
     n, start, rows = sum(fused.sizes), 0, []
     for size, order in zip(fused.sizes, orders):
         rows.append(start + (torch.arange(size) if order is None else order))
@@ -523,7 +521,23 @@ def _prepare_dna_block3_export(block: nn.Module) -> None:
     rows = torch.cat(rows)
     rows = torch.cat([rows, rows + n]).to(fused.w2.device)  # the a1 rows, then the a2 rows
     for name in ("w2", "b2", "lo", "hi"):
-        _register_export(fused, f"export_{name}", getattr(fused, name)[rows])
+        _register_export(fused, f"{prefix}{name}", getattr(fused, name)[rows])
+
+
+def _prepare_dna_block3_export(block: nn.Module) -> None:
+    """Both depth-wise convs of a :class:`~.model.DnaBlock3` as copies (:func:`_prepare_copies`), and the
+    block's :class:`FusedSlopes` rows in the copy-major order of the XNNPACK captures (``export_w2`` / ``_b2`` /
+    ``_lo`` / ``_hi``: convs of at most :data:`_MAX_COPIES` copies split) and, where it differs, of the NCNN
+    capture (``export_ncnn_*``: every conv split)."""
+    fused = block.fused_slopes
+    if fused is None:
+        return
+    pairs = ((block.conv1, block.conv2), (block.conv3, block.conv4))
+    orders = [_prepare_copies(dw[0], pw[0]) if _only_convs(dw, pw) else None for dw, pw in pairs]
+    xnnpack = [order if has_copies(dw[0]) else None for order, (dw, _) in zip(orders, pairs)]
+    _register_slope_rows(fused, "export_", xnnpack)
+    if any(a is not b for a, b in zip(orders, xnnpack)):
+        _register_slope_rows(fused, "export_ncnn_", orders)
 
 
 def _prepare_local_to_global_export(block: nn.Module, M: int) -> None:
@@ -628,12 +642,15 @@ def global_to_local_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tens
     return out.view(B, H, W, C).permute(0, 3, 1, 2)
 
 
-def slopes_export(fused: FusedSlopes, tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def slopes_export(fused: FusedSlopes, tokens: torch.Tensor, rows: Sequence[str] = ("export_",)
+                  ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Every dynamic-ReLU slope pair ``(a1, a2)`` of a block, ``(B, C_i, 1, 1)`` each, from its :class:`FusedSlopes`
-    (one MLP and one clamp for the block instead of one hyper-function and its arithmetic per activation)."""
+    (one MLP and one clamp for the block instead of one hyper-function and its arithmetic per activation), its rows
+    from the first buffer prefix of ``rows`` that ``fused`` has (the channel order of the capture's convs, see
+    :func:`_prepare_dna_block3_export`), else in their own order."""
     hidden = F.relu(F.linear(tokens[:, fused.token_id], fused.w1, fused.b1))
-    # rows in the channel order of the export convs (see _prepare_dna_block3_export) where they differ
-    w2, b2, lo, hi = (getattr(fused, f"export_{n}", getattr(fused, n)) for n in ("w2", "b2", "lo", "hi"))
+    prefix = next((p for p in rows if hasattr(fused, f"{p}w2")), "")
+    w2, b2, lo, hi = (getattr(fused, f"{prefix}{n}") for n in ("w2", "b2", "lo", "hi"))
     # clamp to the per-row [lo, hi] as maximum / minimum: pnnx cannot convert a clamp with tensor bounds
     s = torch.minimum(torch.maximum(F.linear(hidden, w2, b2), lo), hi)  # (B, 2N): a1 | a2
     s = s[:, :, None, None]
@@ -646,19 +663,55 @@ def slopes_export(fused: FusedSlopes, tokens: torch.Tensor) -> list[tuple[torch.
 
 
 def export_capture() -> bool:
-    """Whether the export formulations run: while ``torch.export`` captures the model (litert-torch, ExecuTorch).
-
-    TorchScript captures (pnnx / NCNN, Core ML, the ``dynamo=False`` ONNX exporter) keep the reference math: NCNN
-    has fused LayerNorm and attention layers of its own, and ran the formulations slower (Mobile-Former-52M at
-    160x160: 18.3 vs 15.4 ms; 1264 vs 838 layers).
-    """
+    """Whether the XNNPACK export formulations run: while ``torch.export`` captures the model (litert-torch,
+    ExecuTorch)."""
     return torch.compiler.is_exporting()
 
 
-def export_ready_block(block: nn.Module) -> bool:
-    """Whether ``block`` (a fused Mobile-Former block) is captured with the export formulations now."""
-    return export_capture() and getattr(block, "fused_slopes", None) is not None and hasattr(
-        block.local_global, "export_rows_t")
+class Formulation(NamedTuple):
+    """The formulation a graph capture of a fused block takes: its bridges and Former (functions of the module
+    and its inputs), the most copies a depth-wise conv with a channel multiplier is split into (None: any) and the
+    buffer prefixes of the matching slope rows (:func:`slopes_export`)."""
+    local_to_global: Callable[..., torch.Tensor]
+    global_block: Callable[..., torch.Tensor]
+    global_to_local: Callable[..., torch.Tensor]
+    max_copies: int | None
+    slope_rows: tuple[str, ...]
+
+
+def _reference_former(block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    return block(tokens)
+
+
+# torch.export (litert-torch, ExecuTorch): everything above, for XNNPACK.
+XNNPACK_CAPTURE = Formulation(local_to_global_export, global_block_export, global_to_local_export, _MAX_COPIES,
+                              ("export_",))
+# pnnx (NCNN): ncnn has LayerNorm and attention layers of its own and ran the XNNPACK formulation 2x slower; it
+# takes the copies (all of them), the fused slopes and permute-free bridges (:mod:`.ncnn_bridges`). Mobile-Former-
+# 294M detector at 320x320: 36 -> 28 ms (docs/deployment.md).
+NCNN_CAPTURE = Formulation(local_to_global_ncnn, _reference_former, global_to_local_ncnn, None,
+                           ("export_ncnn_", "export_"))
+
+
+def capture_formulation() -> Formulation | None:
+    """The formulation of the graph capture running now: :data:`XNNPACK_CAPTURE` under ``torch.export``,
+    :data:`NCNN_CAPTURE` in a TorchScript trace for NCNN (``capture_target() == "ncnn"``), else None (the
+    reference math: eager, ONNX, Core ML)."""
+    if export_capture():
+        return XNNPACK_CAPTURE
+    if torch.jit.is_tracing() and capture_target() == "ncnn":
+        return NCNN_CAPTURE
+    return None
+
+
+def block_formulation(block: nn.Module) -> Formulation | None:
+    """:func:`capture_formulation` for a fused block with tokens (its slopes fused at fuse time and the export
+    constants made by :func:`prepare_export`), else None."""
+    form = capture_formulation()
+    if form is None or getattr(block, "fused_slopes", None) is None or not hasattr(block.local_global,
+                                                                                   "export_rows_t"):
+        return None
+    return form
 
 
 def lite_block_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -669,16 +722,23 @@ def lite_block_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -
     return (out + x if block.use_shortcut else out), tokens
 
 
-def dna_block_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:class:`~.model.DnaBlock` in its export formulation."""
-    tokens = global_block_export(block.global_block, local_to_global_export(block.local_global, x, tokens))
-    (a1, a2), (b1, b2) = slopes_export(block.fused_slopes, tokens)
+def _former_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor, form: Formulation
+                   ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """The token half of a block in ``form`` and the block's dynamic-ReLU slopes."""
+    tokens = form.global_block(block.global_block, form.local_to_global(block.local_global, x, tokens))
+    return tokens, slopes_export(block.fused_slopes, tokens, form.slope_rows)
+
+
+def dna_block_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor,
+                     form: Formulation = XNNPACK_CAPTURE) -> tuple[torch.Tensor, torch.Tensor]:
+    """:class:`~.model.DnaBlock` in the export formulation ``form``."""
+    tokens, ((a1, a2), (b1, b2)) = _former_export(block, x, tokens, form)
     y = block.conv1(x)
     y = block.conv2(torch.maximum(y * a1, y * a2))
     out = block.conv3(torch.maximum(y * b1, y * b2))
     if block.use_shortcut:
         out = out + x
-    return global_to_local_export(block.global_local, out, tokens), tokens
+    return form.global_to_local(block.global_local, out, tokens), tokens
 
 
 def _copies(dw: nn.Conv2d, x: torch.Tensor, act: nn.Module | None = None) -> torch.Tensor:
@@ -691,30 +751,30 @@ def _copies(dw: nn.Conv2d, x: torch.Tensor, act: nn.Module | None = None) -> tor
     return torch.cat(copies if act is None else [act(c) for c in copies], dim=1)
 
 
-def has_copies(dw: nn.Conv2d) -> bool:
-    """Whether :func:`prepare_export` split the depth-wise conv ``dw`` into copies (:func:`_prepare_copies`)."""
-    return hasattr(dw, "export_copy0_weight")
+def has_copies(dw: nn.Conv2d, max_copies: int | None = _MAX_COPIES) -> bool:
+    """Whether :func:`prepare_export` split the depth-wise conv ``dw`` into copies (:func:`_prepare_copies`) and a
+    capture splitting at most ``max_copies`` (None: any) takes them."""
+    return hasattr(dw, "export_copy0_weight") and (max_copies is None
+                                                   or dw.out_channels // dw.in_channels <= max_copies)
 
 
-def _depthwise_copies(dw_seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """``dw_seq(x)``, as :func:`_copies` where :func:`_prepare_copies` applied."""
-    return _copies(dw_seq[0], x) if has_copies(dw_seq[0]) else dw_seq(x)
-
-
-def _pointwise_copies(pw_seq: nn.Sequential, y: torch.Tensor) -> torch.Tensor:
-    """``pw_seq`` on a map from :func:`_depthwise_copies` (its weights in the same channel order)."""
+def _dw_pw_copies(dw_seq: nn.Sequential, pw_seq: nn.Sequential, x: torch.Tensor,
+                  between: Callable[[torch.Tensor], torch.Tensor], max_copies: int | None) -> torch.Tensor:
+    """``pw_seq(between(dw_seq(x)))``, the depth-wise conv as :func:`_copies` (and the 1x1 weights in their
+    channel order) where :func:`has_copies`; ``between`` acts per channel in that order."""
+    dw = dw_seq[0]
+    if not has_copies(dw, max_copies):
+        return pw_seq(between(dw_seq(x)))
     pw = pw_seq[0]
-    weight = getattr(pw, "export_copy_major_weight", None)
-    return pw_seq(y) if weight is None else F.conv2d(y, weight, pw.bias)
+    return F.conv2d(between(_copies(dw, x)), pw.export_copy_major_weight, pw.bias)
 
 
-def dna_block3_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:class:`~.model.DnaBlock3` in its export formulation (depth-wise convs with multipliers as copies)."""
-    tokens = global_block_export(block.global_block, local_to_global_export(block.local_global, x, tokens))
-    (a1, a2), (b1, b2) = slopes_export(block.fused_slopes, tokens)
-    y = _depthwise_copies(block.conv1, x)
-    mid = _pointwise_copies(block.conv2, torch.maximum(y * a1, y * a2))
-    y = _depthwise_copies(block.conv3, mid)
-    out = _pointwise_copies(block.conv4, torch.maximum(y * b1, y * b2))
-    out = global_to_local_export(block.global_local, mid + out, tokens)
+def dna_block3_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor,
+                      form: Formulation = XNNPACK_CAPTURE) -> tuple[torch.Tensor, torch.Tensor]:
+    """:class:`~.model.DnaBlock3` in the export formulation ``form`` (depth-wise convs with multipliers as
+    copies)."""
+    tokens, ((a1, a2), (b1, b2)) = _former_export(block, x, tokens, form)
+    mid = _dw_pw_copies(block.conv1, block.conv2, x, lambda y: torch.maximum(y * a1, y * a2), form.max_copies)
+    out = _dw_pw_copies(block.conv3, block.conv4, mid, lambda y: torch.maximum(y * b1, y * b2), form.max_copies)
+    out = form.global_to_local(block.global_local, mid + out, tokens)
     return (out + x if block.use_shortcut else out), tokens

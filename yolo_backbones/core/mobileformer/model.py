@@ -360,7 +360,8 @@ class LiteBlock(nn.Module):
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if fused_inference(x):
             return fused.lite_block(self, x, tokens)
-        if fused.export_capture() and fused.has_copies(self.conv[0]):
+        form = fused.capture_formulation()
+        if form is not None and fused.has_copies(self.conv[0], form.max_copies):
             return fused.lite_block_export(self, x, tokens)
         out = self.conv(x)
         if self.use_shortcut:
@@ -408,8 +409,9 @@ class DnaBlock(nn.Module):
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if fused_inference(x):
             return fused.dna_block(self, x, tokens)
-        if fused.export_ready_block(self):
-            return fused.dna_block_export(self, x, tokens)
+        form = fused.block_formulation(self)
+        if form is not None:
+            return fused.dna_block_export(self, x, tokens, form)
         tokens = self.global_block(self.local_global(x, tokens))
         out = self.conv2(dynamic_relu(self.conv1(x), self.hyper1(tokens)))
         out = self.conv3(dynamic_relu(out, self.hyper2(tokens)))
@@ -463,8 +465,9 @@ class DnaBlock3(nn.Module):
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if fused_inference(x):
             return fused.dna_block3(self, x, tokens)
-        if fused.export_ready_block(self):
-            return fused.dna_block3_export(self, x, tokens)
+        form = fused.block_formulation(self)
+        if form is not None:
+            return fused.dna_block3_export(self, x, tokens, form)
         tokens = self.global_block(self.local_global(x, tokens))
         mid = self.conv2(dynamic_relu(self.conv1(x), self.hyper1(tokens)))
         out = mid + self.conv4(dynamic_relu(self.conv3(mid), self.hyper3(tokens)))
