@@ -186,6 +186,12 @@ def _param_layers(param: Path) -> list[list[str]]:
     return [line.split() for line in param.read_text().splitlines()[2:]]
 
 
+def _param_value(fields: list[str], key: str) -> str | None:
+    """The value of parameter ``key`` (``0=...``) of a layer's fields from :func:`_param_layers`, or None."""
+    params = fields[4 + int(fields[2]) + int(fields[3]):]  # after the input and output blob names
+    return next((p.split("=", 1)[1] for p in params if p.split("=", 1)[0] == key), None)
+
+
 def _shape_expression_reshapes(param: Path) -> list[str]:
     """Names of ``Reshape`` layers whose shape is an expression over other blobs (``6="0w,1h,1c"``): ncnn runs them
     element by element (deploy/ncnn_graph.py)."""
@@ -451,8 +457,9 @@ def test_yolov5_export_ncnn_and_val_on_it(tmp_path):
 
 @pytest.mark.slow
 def test_ultralytics_yolo_export_ncnn_and_autobackend(tmp_path):
-    """yolo export format=ncnn of a plugin YAML; AutoBackend runs it at fp32 with only the model's outputs; a stranger's
-    metadata.yaml in the folder goes through the metadata checks."""
+    """yolo export format=ncnn of a plugin YAML, with the plugin's NCNN rewrites (plain reshapes around token Linears,
+    Mobile-Former's channel multipliers as plain depth-wise convs); AutoBackend runs it at fp32 with only the model's
+    outputs; a stranger's metadata.yaml in the folder goes through the metadata checks."""
     _need("pnnx")
     pytest.importorskip("ultralytics")
     from conftest import run
@@ -476,4 +483,24 @@ def test_ultralytics_yolo_export_ncnn_and_autobackend(tmp_path):
     out = run([sys.executable, "-c", script], cwd=tmp_path).stdout
     err, fp16 = out.split("ERR")[1].split()[:2]
     assert float(err) < 1e-4 and fp16 == "False"
+    param = next(tmp_path.rglob("*_ncnn_model")) / "model.ncnn.param"
+    assert not _shape_expression_reshapes(param)
+    depthwise = [f for f in _param_layers(param) if f[0] == "ConvolutionDepthWise"]
+    assert depthwise and all(_param_value(f, "0") == _param_value(f, "7") for f in depthwise)  # outputs == groups
     assert "EVIL {0: '.._.._x'} False" in out and "REFUSED MetadataError" in out and not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.slow
+def test_ultralytics_ncnn_export_of_edgevit_has_no_slow_linear(tmp_path):
+    """yolo export format=ncnn runs pnnx inside the plugin's NCNN rewrites, as export.py --include ncnn does: without
+    them EdgeViT's token-grid Linears come back as shape-expression Reshapes (yolo11_edgevit at 320: 192 vs 32 ms)."""
+    _need("pnnx")
+    pytest.importorskip("ultralytics")
+    from conftest import run
+
+    script = ("import torch, yolo_backbones\nfrom ultralytics import YOLO\ntorch.manual_seed(0)\n"
+              f"print('FOLDER', YOLO('yolo11_edgevit.yaml').export(format='ncnn', imgsz={IMG}))\n")
+    folder = tmp_path / run([sys.executable, "-c", script], cwd=tmp_path).stdout.split("FOLDER")[1].split()[0]
+    layers = _param_layers(folder / "model.ncnn.param")
+    assert sum(f[0] == "Gemm" for f in layers) > 10  # the token Linears, as plain Gemms
+    assert not _shape_expression_reshapes(folder / "model.ncnn.param")

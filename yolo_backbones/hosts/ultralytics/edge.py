@@ -4,10 +4,11 @@ their loaders in ``AutoBackend``.
 * export: ultralytics' own converters (``ultralytics.utils.export.{litert,ncnn,executorch,coreml}``) keep their
   conventions (output layout, coordinate normalisation, metadata, NMS pipelines) and receive the model prepared
   by :func:`~yolo_backbones.deploy.graph.export_model` when it holds a plugin backbone: NCHW weights (XNNPACK's
-  lowering asserts them), EfficientFormer's attention biases as constants of the export size. Their metadata
-  gets ``yolo_backbones: <version>``, which the loaders below look for. Stock models pass unchanged. ExecuTorch
-  programs of plugin models are lowered by :mod:`yolo_backbones.deploy.executorch` (its XNNPACK graph rewrites),
-  written in ultralytics' layout.
+  lowering asserts them), EfficientFormer's attention biases as constants of the export size; NCNN's converter
+  runs inside :func:`~yolo_backbones.deploy.ncnn_graph.ncnn_friendly`, as the plugin's own NCNN export does.
+  Their metadata gets ``yolo_backbones: <version>``, which the loaders below look for. Stock models pass
+  unchanged. ExecuTorch programs of plugin models are lowered by :mod:`yolo_backbones.deploy.executorch` (its
+  XNNPACK graph rewrites), written in ultralytics' layout.
 * NCNN loader: a ``*_ncnn_model`` with that marker loads through :mod:`yolo_backbones.deploy.ncnn`: float32
   (ncnn would store activations in fp16) and only the model's outputs ``out0, out1, ...`` (ultralytics takes
   every unconsumed blob as an output, which for Mobile-Former includes its last tokens).
@@ -15,6 +16,7 @@ their loaders in ``AutoBackend``.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -55,11 +57,22 @@ def _make_converter(original: Callable) -> Callable:
             return original(*bound.args, **bound.kwargs)
         if original.__name__ == "torch2executorch":
             return _torch2executorch(model, example, bound.arguments.get("output_dir"), metadata)
-        with export_model(model, example) as ready:
+        with export_model(model, example) as ready, _capture_rewrites(original.__name__, ready):
             bound.arguments["model"] = ready
             return original(*bound.args, **bound.kwargs)
 
     return convert
+
+
+def _capture_rewrites(converter: str, ready: Any) -> contextlib.AbstractContextManager:
+    """The capture rewrites the plugin's own exporter applies for ``converter``'s runtime: for NCNN
+    :func:`~yolo_backbones.deploy.ncnn_graph.ncnn_friendly` (ncnn's fast ``Linear`` lowering, Mobile-Former's NCNN
+    formulation), as in :func:`~yolo_backbones.deploy.ncnn.export_ncnn`; else nothing."""
+    if converter != "torch2ncnn":
+        return contextlib.nullcontext()
+    from ...deploy.ncnn_graph import ncnn_friendly
+
+    return ncnn_friendly(ready)
 
 
 def _torch2executorch(model: Any, example: Any, output_dir: str | Path, metadata: dict | None) -> str:
