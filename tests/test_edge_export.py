@@ -504,3 +504,20 @@ def test_ultralytics_ncnn_export_of_edgevit_has_no_slow_linear(tmp_path):
     layers = _param_layers(folder / "model.ncnn.param")
     assert sum(f[0] == "Gemm" for f in layers) > 10  # the token Linears, as plain Gemms
     assert not _shape_expression_reshapes(folder / "model.ncnn.param")
+
+
+@pytest.mark.slow
+def test_ultralytics_litert_export_of_edgevit_has_no_transposed_convolution(tmp_path):
+    """yolo export format=litert runs litert-torch inside the plugin's XNNPACK rewrites, as export.py --include
+    tflite does: EdgeViT's depth-wise transposed convolution becomes one multiply, not a TRANSPOSE_CONV per channel."""
+    _need("litert_torch")
+    pytest.importorskip("ultralytics")
+    from ai_edge_litert.interpreter import Interpreter
+
+    from conftest import run
+
+    script = ("import torch, yolo_backbones\nfrom ultralytics import YOLO\ntorch.manual_seed(0)\n"
+              f"print('FILE', YOLO('yolo11_edgevit.yaml').export(format='litert', imgsz={IMG}))\n")
+    file = tmp_path / run([sys.executable, "-c", script], cwd=tmp_path).stdout.split("FILE")[1].split()[0]
+    ops = [o["op_name"] for o in Interpreter(model_path=str(file))._get_ops_details()]
+    assert "CONV_2D" in ops and "TRANSPOSE_CONV" not in ops, sorted(set(ops))

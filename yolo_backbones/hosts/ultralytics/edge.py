@@ -4,8 +4,8 @@ their loaders in ``AutoBackend``.
 * export: ultralytics' own converters (``ultralytics.utils.export.{litert,ncnn,executorch,coreml}``) keep their
   conventions (output layout, coordinate normalisation, metadata, NMS pipelines) and receive the model prepared
   by :func:`~yolo_backbones.deploy.graph.export_model` when it holds a plugin backbone: NCHW weights (XNNPACK's
-  lowering asserts them), EfficientFormer's attention biases as constants of the export size; NCNN's converter
-  runs inside :func:`~yolo_backbones.deploy.ncnn_graph.ncnn_friendly`, as the plugin's own NCNN export does.
+  lowering asserts them), EfficientFormer's attention biases as constants of the export size; the NCNN and LiteRT
+  converters run inside the capture rewrites of the plugin's own exports (:func:`_capture_rewrites`).
   Their metadata gets ``yolo_backbones: <version>``, which the loaders below look for. Stock models pass
   unchanged. ExecuTorch programs of plugin models are lowered by :mod:`yolo_backbones.deploy.executorch` (its
   XNNPACK graph rewrites), written in ultralytics' layout.
@@ -65,14 +65,19 @@ def _make_converter(original: Callable) -> Callable:
 
 
 def _capture_rewrites(converter: str, ready: Any) -> contextlib.AbstractContextManager:
-    """The capture rewrites the plugin's own exporter applies for ``converter``'s runtime: for NCNN
+    """The capture rewrites the plugin's own exporters apply for ``converter``'s runtime: for NCNN
     :func:`~yolo_backbones.deploy.ncnn_graph.ncnn_friendly` (ncnn's fast ``Linear`` lowering, Mobile-Former's NCNN
-    formulation), as in :func:`~yolo_backbones.deploy.ncnn.export_ncnn`; else nothing."""
-    if converter != "torch2ncnn":
-        return contextlib.nullcontext()
-    from ...deploy.ncnn_graph import ncnn_friendly
+    formulation), for LiteRT :func:`~yolo_backbones.deploy.xnnpack_graph.xnnpack_friendly` (EdgeViT's local
+    propagation as one multiply), as ``export_ncnn`` / ``export_litert`` do; else nothing."""
+    if converter == "torch2ncnn":
+        from ...deploy.ncnn_graph import ncnn_friendly
 
-    return ncnn_friendly(ready)
+        return ncnn_friendly(ready)
+    if converter == "torch2litert":
+        from ...deploy.xnnpack_graph import xnnpack_friendly
+
+        return xnnpack_friendly(ready)
+    return contextlib.nullcontext()
 
 
 def _torch2executorch(model: Any, example: Any, output_dir: str | Path, metadata: dict | None) -> str:
