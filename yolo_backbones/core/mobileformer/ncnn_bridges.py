@@ -12,13 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..layers.layout import tokens_to_heads
+
 __all__ = ["local_to_global_ncnn", "global_to_local_ncnn"]
-
-
-def _token_heads(tokens: torch.Tensor, heads: int) -> torch.Tensor:
-    """``(B, M, C) -> (B, heads, M, C / heads)``."""
-    B, M, C = tokens.shape
-    return tokens.view(B, M, heads, C // heads).transpose(1, 2)
 
 
 def _map_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -30,7 +26,7 @@ def _map_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
 def local_to_global_ncnn(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """:class:`~.model.Local2Global`: ``x`` ``(B, C, H, W)``, tokens ``(B, M, d)`` -> new tokens ``(B, M, d)``."""
     h, (B, M, _), C = block.num_heads, tokens.shape, x.shape[1]
-    queries = _token_heads(block.q(tokens), h) * (C // h) ** -0.5                # (B, h, M, C/h)
+    queries = tokens_to_heads(block.q(tokens), h) * (C // h) ** -0.5                # (B, h, M, C/h)
     pixels = _map_heads(x, h)                                                    # (B, h, C/h, HW)
     weights = torch.matmul(queries, pixels).softmax(dim=-1)                      # (B, h, M, HW)
     out = torch.matmul(weights, pixels.transpose(2, 3)).transpose(1, 2).reshape(B, M, C)
@@ -40,7 +36,7 @@ def local_to_global_ncnn(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor
 def global_to_local_ncnn(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """:class:`~.model.Global2Local`: ``x`` ``(B, C, H, W)``, tokens ``(B, M, d)`` -> ``(B, C, H, W)``."""
     h, C = block.num_heads, x.shape[1]
-    keys = _token_heads(block.k(tokens), h) * (C // h) ** -0.5                   # (B, h, M, C/h)
-    values = _token_heads(block.proj(tokens), h).transpose(2, 3)                 # (B, h, C/h, M)
+    keys = tokens_to_heads(block.k(tokens), h) * (C // h) ** -0.5                   # (B, h, M, C/h)
+    values = tokens_to_heads(block.proj(tokens), h).transpose(2, 3)                 # (B, h, C/h, M)
     weights = torch.matmul(keys, _map_heads(x, h)).softmax(dim=2)                # (B, h, M, HW)
     return x + torch.matmul(values, weights).view(x.shape)
