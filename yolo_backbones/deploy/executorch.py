@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .graph import export_ready
+from .graph import capture_rewrites, export_ready
 from .metadata import read_yaml_metadata, write_yaml_metadata
 from .requirements import import_edge
-from .xnnpack_graph import DECOMPOSITIONS, pool_1x1_as_average, xnnpack_friendly
+from .xnnpack_graph import DECOMPOSITIONS, pool_1x1_as_average
 
 __all__ = ["PRECISION", "export_executorch", "ExecuTorchRunner", "load_executorch", "portable_operators"]
 
@@ -43,7 +43,7 @@ def export_executorch(model: nn.Module, example: torch.Tensor, file: str | Path,
 
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
-    with export_ready(model, example) as ready, xnnpack_friendly(ready):
+    with export_ready(model, example) as ready, capture_rewrites("xnnpack", ready):
         program = torch.export.export(ready, (example,), strict=False)
     program = pool_1x1_as_average(program.run_decompositions(DECOMPOSITIONS))  # ops XNNPACK takes, same outputs
     lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])

@@ -21,8 +21,15 @@ import torch
 from torch import nn
 
 from ..core.layers.attention_bias import static_biases
+from .ncnn_graph import ncnn_friendly
+from .xnnpack_graph import xnnpack_friendly
 
-__all__ = ["FlatOutputs", "export_copy", "export_model", "export_ready", "flatten_outputs", "has_backbone"]
+__all__ = ["FlatOutputs", "capture_rewrites", "export_copy", "export_model", "export_ready", "flatten_outputs",
+           "has_backbone"]
+
+# The module rewrites a capture for each runtime runs inside (every exporter of both hosts goes through
+# capture_rewrites, so a rewrite added here reaches them all).
+_REWRITES = {"ncnn": ncnn_friendly, "xnnpack": xnnpack_friendly}
 
 
 def flatten_outputs(y: object) -> list[torch.Tensor]:
@@ -80,6 +87,14 @@ def export_ready(model: nn.Module, example: torch.Tensor) -> Iterator[nn.Module]
         with torch.no_grad():
             ready(example)
         yield ready
+
+
+def capture_rewrites(runtime: str | None, ready: nn.Module) -> contextlib.AbstractContextManager:
+    """Context for a capture of ``ready`` (an export copy, changed in place) for ``runtime``: ``"ncnn"`` (pnnx:
+    :func:`~.ncnn_graph.ncnn_friendly`), ``"xnnpack"`` (LiteRT, ExecuTorch: :func:`~.xnnpack_graph.xnnpack_friendly`),
+    anything else (None, Core ML, ONNX) no rewrite."""
+    rewrite = _REWRITES.get(runtime)
+    return contextlib.nullcontext(ready) if rewrite is None else rewrite(ready)
 
 
 def has_backbone(model: nn.Module) -> bool:

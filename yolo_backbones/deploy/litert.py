@@ -17,10 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .graph import export_ready
+from .graph import capture_rewrites, export_ready
 from .metadata import append_zip_metadata, read_zip_metadata
 from .requirements import import_edge
-from .xnnpack_graph import xnnpack_friendly
 
 __all__ = ["PRECISION", "export_litert", "LiteRTRunner", "load_litert"]
 
@@ -44,7 +43,7 @@ def export_litert(model: nn.Module, example: torch.Tensor, file: str | Path, met
     _register_square_as_product(litert_torch)
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
-    with export_ready(model, example) as ready, xnnpack_friendly(ready):
+    with export_ready(model, example) as ready, capture_rewrites("xnnpack", ready):
         converted = litert_torch.convert(ready, (example,))
     converted.export(str(file))
     if metadata:

@@ -22,9 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .graph import export_ready
+from .graph import capture_rewrites, export_ready
 from .metadata import read_yaml_metadata, write_yaml_metadata
-from .ncnn_graph import ncnn_friendly
 from .requirements import import_edge
 
 __all__ = ["PRECISION", "MODEL_DIR_SUFFIX", "PARAM", "export_ncnn", "NCNNRunner", "load_ncnn", "fp32_options",
@@ -64,8 +63,8 @@ def export_ncnn(model: nn.Module, example: torch.Tensor, folder: str | Path,
     paths = {"ptpath": "model.pt", "pnnxparam": "model.pnnx.param", "pnnxbin": "model.pnnx.bin",
              "pnnxpy": "model_pnnx.py", "pnnxonnx": "model.pnnx.onnx", "ncnnparam": PARAM, "ncnnbin": BIN,
              "ncnnpy": "model_ncnn.py"}
-    with export_ready(model, example) as ready, ncnn_friendly(ready), tempfile.TemporaryDirectory() as scratch, \
-            _inside(Path(scratch)):
+    with export_ready(model, example) as ready, capture_rewrites("ncnn", ready), \
+            tempfile.TemporaryDirectory() as scratch, _inside(Path(scratch)):
         pnnx.export(ready, inputs=example, fp16=False, device="cpu",
                     **{k: str(folder / v) for k, v in paths.items()})
     for name in _PNNX_FILES:

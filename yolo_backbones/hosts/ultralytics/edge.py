@@ -5,7 +5,8 @@ their loaders in ``AutoBackend``.
   conventions (output layout, coordinate normalisation, metadata, NMS pipelines) and receive the model prepared
   by :func:`~yolo_backbones.deploy.graph.export_model` when it holds a plugin backbone: NCHW weights (XNNPACK's
   lowering asserts them), EfficientFormer's attention biases as constants of the export size; the NCNN and LiteRT
-  converters run inside the capture rewrites of the plugin's own exports (:func:`_capture_rewrites`).
+  converters run inside the capture rewrites of the plugin's own exports
+  (:func:`~yolo_backbones.deploy.graph.capture_rewrites`).
   Their metadata gets ``yolo_backbones: <version>``, which the loaders below look for. Stock models pass
   unchanged. ExecuTorch programs of plugin models are lowered by :mod:`yolo_backbones.deploy.executorch` (its
   XNNPACK graph rewrites), written in ultralytics' layout.
@@ -16,7 +17,6 @@ their loaders in ``AutoBackend``.
 """
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import os
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from ...deploy.graph import export_model, has_backbone
+from ...deploy.graph import capture_rewrites, export_model, has_backbone
 from ...deploy.metadata import MAX_METADATA_BYTES, read_yaml_metadata
 from ..common.patching import replace
 from .model_patch import TOPS
@@ -35,6 +35,7 @@ MARKER = "yolo_backbones"
 _CONVERTERS = {"ultralytics.utils.export.litert": "torch2litert", "ultralytics.utils.export.ncnn": "torch2ncnn",
                "ultralytics.utils.export.executorch": "torch2executorch",
                "ultralytics.utils.export.coreml": "torch2coreml", "ultralytics.utils.export.mnn": "onnx2mnn"}
+_RUNTIMES = {"torch2ncnn": "ncnn", "torch2litert": "xnnpack"}  # converter -> capture_rewrites runtime
 
 
 def _version() -> str:
@@ -57,27 +58,11 @@ def _make_converter(original: Callable) -> Callable:
             return original(*bound.args, **bound.kwargs)
         if original.__name__ == "torch2executorch":
             return _torch2executorch(model, example, bound.arguments.get("output_dir"), metadata)
-        with export_model(model, example) as ready, _capture_rewrites(original.__name__, ready):
+        with export_model(model, example) as ready, capture_rewrites(_RUNTIMES.get(original.__name__), ready):
             bound.arguments["model"] = ready
             return original(*bound.args, **bound.kwargs)
 
     return convert
-
-
-def _capture_rewrites(converter: str, ready: Any) -> contextlib.AbstractContextManager:
-    """The capture rewrites the plugin's own exporters apply for ``converter``'s runtime: for NCNN
-    :func:`~yolo_backbones.deploy.ncnn_graph.ncnn_friendly` (ncnn's fast ``Linear`` lowering, Mobile-Former's NCNN
-    formulation), for LiteRT :func:`~yolo_backbones.deploy.xnnpack_graph.xnnpack_friendly` (EdgeViT's local
-    propagation as one multiply), as ``export_ncnn`` / ``export_litert`` do; else nothing."""
-    if converter == "torch2ncnn":
-        from ...deploy.ncnn_graph import ncnn_friendly
-
-        return ncnn_friendly(ready)
-    if converter == "torch2litert":
-        from ...deploy.xnnpack_graph import xnnpack_friendly
-
-        return xnnpack_friendly(ready)
-    return contextlib.nullcontext()
 
 
 def _torch2executorch(model: Any, example: Any, output_dir: str | Path, metadata: dict | None) -> str:
