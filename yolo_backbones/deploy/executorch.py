@@ -20,7 +20,7 @@ from torch import nn
 from .graph import capture_rewrites, export_ready
 from .metadata import read_yaml_metadata, write_yaml_metadata
 from .requirements import import_edge
-from .xnnpack_graph import DECOMPOSITIONS, pool_1x1_as_average
+from .xnnpack_graph import DECOMPOSITIONS, layout_copies_as_conversions, pool_1x1_as_average
 
 __all__ = ["PRECISION", "export_executorch", "ExecuTorchRunner", "load_executorch", "portable_operators"]
 
@@ -46,6 +46,7 @@ def export_executorch(model: nn.Module, example: torch.Tensor, file: str | Path,
     with export_ready(model, example) as ready, capture_rewrites("xnnpack", ready):
         program = torch.export.export(ready, (example,), strict=False)
     program = pool_1x1_as_average(program.run_decompositions(DECOMPOSITIONS))  # ops XNNPACK takes, same outputs
+    program = layout_copies_as_conversions(program)
     lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     file.write_bytes(lowered.to_executorch().buffer)
     if metadata:
