@@ -43,7 +43,7 @@ def export_executorch(model: nn.Module, example: torch.Tensor, file: str | Path,
 
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
-    with export_ready(model, example) as ready, capture_rewrites("xnnpack", ready):
+    with export_ready(model, example) as ready, capture_rewrites("executorch", ready):
         program = torch.export.export(ready, (example,), strict=False)
     program = pool_1x1_as_average(program.run_decompositions(DECOMPOSITIONS))  # ops XNNPACK takes, same outputs
     program = layout_copies_as_conversions(program)

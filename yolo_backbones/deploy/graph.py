@@ -22,14 +22,14 @@ from torch import nn
 
 from ..core.layers.attention_bias import static_biases
 from .ncnn_graph import ncnn_friendly
-from .xnnpack_graph import xnnpack_friendly
+from .xnnpack_graph import executorch_friendly, xnnpack_friendly
 
 __all__ = ["FlatOutputs", "capture_rewrites", "export_copy", "export_model", "export_ready", "flatten_outputs",
            "has_backbone"]
 
 # The module rewrites a capture for each runtime runs inside (every exporter of both hosts goes through
 # capture_rewrites, so a rewrite added here reaches them all).
-_REWRITES = {"ncnn": ncnn_friendly, "xnnpack": xnnpack_friendly}
+_REWRITES = {"ncnn": ncnn_friendly, "xnnpack": xnnpack_friendly, "executorch": executorch_friendly}
 
 
 def flatten_outputs(y: object) -> list[torch.Tensor]:
@@ -91,8 +91,8 @@ def export_ready(model: nn.Module, example: torch.Tensor) -> Iterator[nn.Module]
 
 def capture_rewrites(runtime: str | None, ready: nn.Module) -> contextlib.AbstractContextManager:
     """Context for a capture of ``ready`` (an export copy, changed in place) for ``runtime``: ``"ncnn"`` (pnnx:
-    :func:`~.ncnn_graph.ncnn_friendly`), ``"xnnpack"`` (LiteRT, ExecuTorch: :func:`~.xnnpack_graph.xnnpack_friendly`),
-    anything else (None, Core ML, ONNX) no rewrite."""
+    :func:`~.ncnn_graph.ncnn_friendly`), ``"xnnpack"`` (LiteRT: :func:`~.xnnpack_graph.xnnpack_friendly`),
+    ``"executorch"`` (:func:`~.xnnpack_graph.executorch_friendly`), anything else (None, Core ML, ONNX) no rewrite."""
     rewrite = _REWRITES.get(runtime)
     return contextlib.nullcontext(ready) if rewrite is None else rewrite(ready)
 

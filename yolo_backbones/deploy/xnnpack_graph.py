@@ -19,7 +19,8 @@ with ``ExportedProgram.run_decompositions`` before lowering, spells them with op
   :func:`layout_copies_as_conversions`. ExecuTorch ran the clone on its portable kernels (0.7 ms for a 320x320
   input, 3 % of Mobile-Former-294M's detector); XNNPACK runs the conversion as one transpose.
 
-Both XNNPACK converters (LiteRT and ExecuTorch) also get :func:`xnnpack_friendly`, a module rewrite: a depth-wise
+Both XNNPACK converters (LiteRT and ExecuTorch) also get :func:`xnnpack_friendly`, a module rewrite (ExecuTorch
+through :func:`executorch_friendly`, which also selects blocks' ExecuTorch formulations): a depth-wise
 ``ConvTranspose2d`` with kernel = stride (EdgeViT's local propagation) as :class:`CellSpread`, a broadcast multiply.
 litert-torch lowered it to one ``TRANSPOSE_CONV`` per channel between ``SLICE`` and ``CONCATENATION`` ops (540 + 570
 of EdgeViT-XXS's 1804 ops at 320x320) and XNNPACK's deconvolution is slow for it: EdgeViT-XXS's stride-4 global
@@ -36,7 +37,9 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-__all__ = ["CellSpread", "DECOMPOSITIONS", "is_cell_spread", "layout_copies_as_conversions",
+from ..core.inference.context import capturing_for
+
+__all__ = ["CellSpread", "DECOMPOSITIONS", "executorch_friendly", "is_cell_spread", "layout_copies_as_conversions",
            "pool_1x1_as_average", "xnnpack_friendly"]
 
 aten = torch.ops.aten
@@ -228,3 +231,11 @@ def xnnpack_friendly(model: nn.Module) -> Iterator[nn.Module]:
         if is_cell_spread(module):
             module.__class__ = CellSpread
     yield model
+
+
+@contextlib.contextmanager
+def executorch_friendly(model: nn.Module) -> Iterator[nn.Module]:
+    """:func:`xnnpack_friendly` for an ExecuTorch capture, inside ``capturing_for("executorch")``: blocks with an
+    ExecuTorch formulation take it (Mobile-Former's bridges, ``core/mobileformer/fused.py``); yields ``model``."""
+    with xnnpack_friendly(model), capturing_for("executorch"):
+        yield model

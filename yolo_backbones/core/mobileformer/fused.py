@@ -32,7 +32,8 @@ from .ncnn_bridges import global_to_local_ncnn, local_to_global_ncnn
 __all__ = ["FrozenLinear", "FusedSlopes", "dynamic_relu_conv", "local_to_global", "global_block", "global_to_local",
            "lite_block", "dna_block", "dna_block3", "prepare_local_to_global", "prepare_global_to_local",
            "prepare_lite_block", "prepare_slopes", "prepare_export", "Formulation", "XNNPACK_CAPTURE",
-           "NCNN_CAPTURE", "capture_formulation", "block_formulation", "lite_block_export", "has_copies"]
+           "EXECUTORCH_CAPTURE", "NCNN_CAPTURE", "capture_formulation", "block_formulation", "lite_block_export",
+           "has_copies"]
 
 # Mobile->Former heads up to this width use two matmuls over the pixels instead of the attention kernel.
 _NARROW_HEAD = 12
@@ -543,12 +544,14 @@ def _prepare_dna_block3_export(block: nn.Module) -> None:
 def _prepare_local_to_global_export(block: nn.Module, M: int) -> None:
     """``export_alpha``: the gate Linear with ``+ 3`` in its bias (``2 * hard_sigmoid(z) = relu6(z + 3) / 3``);
     ``export_proj``: the projection with that ``1 / 3`` in its weight; ``export_rows_t`` ``(C, h, 1)``: head mask
-    times scale (transposed, for :func:`_rows_t`); ``export_mask`` ``(h * M, C)``: 0/1."""
+    times scale (transposed, for :func:`_rows_t`), ``export_rows`` ``(h, 1, C)`` the same for :func:`_head_rows`;
+    ``export_mask`` ``(h * M, C)``: 0/1."""
     h, C = block.num_heads, block.q.out_features
     a, like = block.alpha[0], block.q.weight
     _register_export(block, "export_alpha_bias", (a.bias.double() + 3.0).to(like))
     _register_export(block, "export_proj_weight", (block.proj.weight.double() / 3.0).to(like))
     _register_export(block, "export_rows_t", _heads_mask(h, C, (C // h) ** -0.5).T[:, :, None].to(like))
+    _register_export(block, "export_rows", _heads_mask(h, C, (C // h) ** -0.5)[:, None].to(like))
     _register_export(block, "export_mask", _rows_mask(h, M, C).to(like))
 
 
@@ -642,6 +645,35 @@ def global_to_local_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tens
     return out.view(B, H, W, C).permute(0, 3, 1, 2)
 
 
+# ExecuTorch's XNNPACK delegate keeps maps channels-last and runs every permute and every NCHW view of one as a
+# transpose: _pixels (a free view on LiteRT) costs it two, and the Former->Mobile bridge above five per block.
+# These bridges read the map once as (C, HW) and write the Former->Mobile result in NCHW (one transpose back).
+# Mobile-Former-294M detector at 320x320: 205 -> 156 transposes, ~5 % faster on ExecuTorch. On LiteRT their
+# products with a transposed operand would leave XNNPACK (see _rows_t).
+
+
+def local_to_global_nchw(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """:func:`local_to_global_export` with the logits of all heads as ``(heads * M, HW)`` from the NCHW pixels."""
+    pixels = x.flatten(2)                                                           # (B, C, HW)
+    weights = torch.bmm(_head_rows(block.q(tokens), block.export_rows), pixels).softmax(dim=-1)  # (B, hM, HW)
+    out = _sum_heads(_pixel_sums(weights, pixels.transpose(1, 2)) * block.export_mask, block.num_heads)
+    gate = F.relu6(F.linear(tokens, block.alpha[0].weight, block.export_alpha_bias))
+    out = F.linear(out * gate, block.export_proj_weight, block.proj.bias)
+    return layer_norm_export(block.layer_norm, tokens + out)
+
+
+def global_to_local_nchw(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """:func:`global_to_local_export` with the result as ``(C, HW)``: the values' transpose times the weights."""
+    h = block.num_heads
+    (B, M, _), (_, C, H, W) = tokens.shape, x.shape
+    pixels = x.flatten(2)                                                           # (B, C, HW)
+    logits = torch.bmm(_head_rows(block.k(tokens), block.export_keys), pixels).view(B, h, M, H * W)
+    e = torch.exp(logits - torch.max(logits, dim=2, keepdim=True).values)          # softmax over the M tokens
+    weights = (e / e.sum(dim=2, keepdim=True)).view(B, h * M, H * W)
+    values = _head_rows(block.proj(tokens), block.export_values)                    # (B, hM, C)
+    return x + torch.bmm(values.transpose(1, 2), weights).view(B, C, H, W)
+
+
 def slopes_export(fused: FusedSlopes, tokens: torch.Tensor, rows: Sequence[str] = ("export_",)
                   ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Every dynamic-ReLU slope pair ``(a1, a2)`` of a block, ``(B, C_i, 1, 1)`` each, from its :class:`FusedSlopes`
@@ -686,6 +718,9 @@ def _reference_former(block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
 # torch.export (litert-torch, ExecuTorch): everything above, for XNNPACK.
 XNNPACK_CAPTURE = Formulation(local_to_global_export, global_block_export, global_to_local_export, _MAX_COPIES,
                               ("export_",))
+# ExecuTorch: the same with the NCHW bridges.
+EXECUTORCH_CAPTURE = XNNPACK_CAPTURE._replace(local_to_global=local_to_global_nchw,
+                                              global_to_local=global_to_local_nchw)
 # pnnx (NCNN): ncnn has LayerNorm and attention layers of its own and ran the XNNPACK formulation 2x slower; it
 # takes the copies (all of them), the fused slopes and permute-free bridges (:mod:`.ncnn_bridges`). Mobile-Former-
 # 294M detector at 320x320: 36 -> 28 ms (docs/deployment.md).
@@ -694,11 +729,12 @@ NCNN_CAPTURE = Formulation(local_to_global_ncnn, _reference_former, global_to_lo
 
 
 def capture_formulation() -> Formulation | None:
-    """The formulation of the graph capture running now: :data:`XNNPACK_CAPTURE` under ``torch.export``,
-    :data:`NCNN_CAPTURE` in a TorchScript trace for NCNN (``capture_target() == "ncnn"``), else None (the
-    reference math: eager, ONNX, Core ML)."""
+    """The formulation of the graph capture running now: :data:`XNNPACK_CAPTURE` under ``torch.export``
+    (:data:`EXECUTORCH_CAPTURE` for ExecuTorch, ``capture_target() == "executorch"``), :data:`NCNN_CAPTURE` in a
+    TorchScript trace for NCNN (``capture_target() == "ncnn"``), else None (the reference math: eager, ONNX, Core
+    ML)."""
     if export_capture():
-        return XNNPACK_CAPTURE
+        return EXECUTORCH_CAPTURE if capture_target() == "executorch" else XNNPACK_CAPTURE
     if torch.jit.is_tracing() and capture_target() == "ncnn":
         return NCNN_CAPTURE
     return None

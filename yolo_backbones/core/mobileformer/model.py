@@ -238,7 +238,7 @@ class Local2Global(nn.Module):
         if fused_inference(x):
             return fused.local_to_global(self, x, tokens)
         if fused.export_capture() and hasattr(self, "export_rows_t"):
-            return fused.local_to_global_export(self, x, tokens)
+            return fused.capture_formulation().local_to_global(self, x, tokens)
         q = tokens_to_heads(self.q(tokens), self.num_heads)               # (B, h, M, C/h)
         kv = map_to_heads(x, self.num_heads)                             # (B, h, HW, C/h)
         out = F.scaled_dot_product_attention(q, kv, kv).transpose(1, 2).flatten(2)  # (B, M, C)
@@ -313,7 +313,7 @@ class Global2Local(nn.Module):
         if fused_inference(x):
             return fused.global_to_local(self, x, tokens)
         if fused.export_capture() and hasattr(self, "export_keys"):
-            return fused.global_to_local_export(self, x, tokens)
+            return fused.capture_formulation().global_to_local(self, x, tokens)
         q = map_to_heads(x, self.num_heads)                     # (B, h, HW, C/h)
         k = tokens_to_heads(self.k(tokens), self.num_heads)     # (B, h, M, C/h)
         v = tokens_to_heads(self.proj(tokens), self.num_heads)  # (B, h, M, C/h)
