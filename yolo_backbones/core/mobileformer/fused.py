@@ -634,15 +634,22 @@ def global_to_local_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tens
     of it; the result is written back channels-last (an NCHW result would make the next bridge's product read a
     transposed map, which litert-torch turns into a ``FULLY_CONNECTED`` with run-time weights).
     """
+    B, C, H, W = x.shape
+    weights, values = _token_weights(block, x, tokens)
+    out = _pixels(x) + torch.bmm(weights.transpose(1, 2), values)                 # (B, HW, C)
+    return out.view(B, H, W, C).permute(0, 3, 1, 2)
+
+
+def _token_weights(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Former->Mobile attention weights ``(B, heads * M, HW)`` (softmax over each head's tokens) and the
+    block-diagonal values ``(B, heads * M, C)``."""
     h = block.num_heads
-    (B, M, _), (_, C, H, W) = tokens.shape, x.shape
+    (B, M, _), (H, W) = tokens.shape, x.shape[2:]
     keys = _head_rows(block.k(tokens), block.export_keys)                          # (B, hM, C)
     logits = torch.bmm(keys, x.flatten(2)).view(B, h, M, H * W)                    # (B, h, M, HW)
     e = torch.exp(logits - torch.max(logits, dim=2, keepdim=True).values)         # softmax over the M tokens
     weights = (e / e.sum(dim=2, keepdim=True)).view(B, h * M, H * W)
-    values = _head_rows(block.proj(tokens), block.export_values)                   # (B, hM, C)
-    out = _pixels(x) + torch.bmm(weights.transpose(1, 2), values)                 # (B, HW, C)
-    return out.view(B, H, W, C).permute(0, 3, 1, 2)
+    return weights, _head_rows(block.proj(tokens), block.export_values)
 
 
 # ExecuTorch's XNNPACK delegate keeps maps channels-last and runs every permute and every NCHW view of one as a
@@ -664,14 +671,8 @@ def local_to_global_nchw(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor
 
 def global_to_local_nchw(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """:func:`global_to_local_export` with the result as ``(C, HW)``: the values' transpose times the weights."""
-    h = block.num_heads
-    (B, M, _), (_, C, H, W) = tokens.shape, x.shape
-    pixels = x.flatten(2)                                                           # (B, C, HW)
-    logits = torch.bmm(_head_rows(block.k(tokens), block.export_keys), pixels).view(B, h, M, H * W)
-    e = torch.exp(logits - torch.max(logits, dim=2, keepdim=True).values)          # softmax over the M tokens
-    weights = (e / e.sum(dim=2, keepdim=True)).view(B, h * M, H * W)
-    values = _head_rows(block.proj(tokens), block.export_values)                    # (B, hM, C)
-    return x + torch.bmm(values.transpose(1, 2), weights).view(B, C, H, W)
+    weights, values = _token_weights(block, x, tokens)
+    return x + torch.bmm(values.transpose(1, 2), weights).view(x.shape)
 
 
 def slopes_export(fused: FusedSlopes, tokens: torch.Tensor, rows: Sequence[str] = ("export_",)
