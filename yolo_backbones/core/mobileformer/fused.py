@@ -716,7 +716,7 @@ def _reference_former(block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     return block(tokens)
 
 
-# torch.export (litert-torch, ExecuTorch): everything above, for XNNPACK.
+# torch.export for LiteRT (litert-torch): everything above, for XNNPACK; ExecuTorch swaps in the NCHW bridges.
 XNNPACK_CAPTURE = Formulation(local_to_global_export, global_block_export, global_to_local_export, _MAX_COPIES,
                               ("export_",))
 # ExecuTorch: the same with the NCHW bridges.
