@@ -585,11 +585,16 @@ def local_to_global_export(block: nn.Module, x: torch.Tensor, tokens: torch.Tens
     """:class:`~.model.Local2Global` in few operators (see the section comment): the logits of every head as one
     product of the pixels with the block-diagonal queries, a softmax over the pixels, one product back; the head
     blocks summed, gated and projected."""
-    h = block.num_heads
     pixels = _pixels(x)                                                            # (B, HW, C)
     logits = torch.bmm(pixels, _rows_t(block.q(tokens), block.export_rows_t))      # (B, HW, hM)
-    weights = logits.transpose(1, 2).softmax(dim=-1)                               # (B, hM, HW)
-    out = _sum_heads(_pixel_sums(weights, pixels) * block.export_mask, h)          # (B, M, C)
+    return _attended_tokens(block, tokens, logits.transpose(1, 2).softmax(dim=-1), pixels)
+
+
+def _attended_tokens(block: nn.Module, tokens: torch.Tensor, weights: torch.Tensor, pixels: torch.Tensor
+                     ) -> torch.Tensor:
+    """The Mobile->Former result from its attention ``weights`` ``(B, heads * M, HW)`` over the ``(B, HW, C)``
+    ``pixels``: the weighted pixels, the head blocks summed, gated, projected, added to ``tokens`` and normed."""
+    out = _sum_heads(_pixel_sums(weights, pixels) * block.export_mask, block.num_heads)  # (B, M, C)
     gate = F.relu6(F.linear(tokens, block.alpha[0].weight, block.export_alpha_bias))  # 3 * (2 * hard_sigmoid)
     out = F.linear(out * gate, block.export_proj_weight, block.proj.bias)
     return layer_norm_export(block.layer_norm, tokens + out)
@@ -663,10 +668,7 @@ def local_to_global_nchw(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor
     """:func:`local_to_global_export` with the logits of all heads as ``(heads * M, HW)`` from the NCHW pixels."""
     pixels = x.flatten(2)                                                           # (B, C, HW)
     weights = torch.bmm(_head_rows(block.q(tokens), block.export_rows), pixels).softmax(dim=-1)  # (B, hM, HW)
-    out = _sum_heads(_pixel_sums(weights, pixels.transpose(1, 2)) * block.export_mask, block.num_heads)
-    gate = F.relu6(F.linear(tokens, block.alpha[0].weight, block.export_alpha_bias))
-    out = F.linear(out * gate, block.export_proj_weight, block.proj.bias)
-    return layer_norm_export(block.layer_norm, tokens + out)
+    return _attended_tokens(block, tokens, weights, pixels.transpose(1, 2))
 
 
 def global_to_local_nchw(block: nn.Module, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
